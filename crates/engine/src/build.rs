@@ -1,0 +1,150 @@
+//! Pieces of the vCon built from SIP: parties from From/To/P-Asserted-Identity/
+//! Remote-Party-ID/Identity, and `sip-message-trace` entries.
+//!
+//! Party rules (shared digest §3, conserver checklist §3.8): `tel` only for global E.164
+//! numbers, without the `tel:` prefix; `sip` is the addr-spec with its scheme; a display name
+//! goes to `name` with `validation: "none"` because SIP display names are unverified.
+
+use serde_json::{json, Value};
+use vcontap_sip::{parse_name_addr, parse_uri, Message, NameAddr};
+use vcontap_vcon::{format_time, Party};
+use vcontap_wire::{Datagram, Transport};
+
+/// Headers never copied into the trace: credentials (sip-signaling draft: MUST NOT).
+const SECRET_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"];
+/// Longest header value copied into the trace.
+const MAX_TRACE_VALUE: usize = 4096;
+/// Longest body copied into the trace.
+const MAX_TRACE_BODY: usize = 16 * 1024;
+
+fn clean_uri(uri: &str) -> Option<String> {
+    let u = parse_uri(uri)?;
+    let scheme = u.scheme.to_ascii_lowercase();
+    if scheme != "sip" && scheme != "sips" {
+        return None;
+    }
+    // addr-spec without URI headers; parameters such as user=phone are kept.
+    Some(uri.split('?').next().unwrap_or(uri).trim().to_string())
+}
+
+fn fill_from(p: &mut Party, na: &NameAddr<'_>, overwrite_tel: bool) {
+    if let Some(u) = parse_uri(na.uri) {
+        if overwrite_tel || p.tel.is_none() {
+            if let Some(t) = vcontap_sip::e164(&u) {
+                p.tel = Some(t);
+            }
+        }
+    }
+    if p.sip.is_none() {
+        p.sip = clean_uri(na.uri);
+    }
+    if p.name.is_none() {
+        if let Some(n) = na.display.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            p.name = Some(n.to_string());
+            p.validation = Some("none".into());
+            p.sip_display_name = Some(n.to_string());
+        }
+    }
+}
+
+/// A party from a name-addr header value (Refer-To, P-Asserted-Identity…).
+pub(crate) fn party_from_header(value: &str) -> Option<Party> {
+    let na = parse_name_addr(value)?;
+    let mut p = Party::default();
+    fill_from(&mut p, &na, true);
+    (p.sip.is_some() || p.tel.is_some()).then_some(p)
+}
+
+/// Caller and callee from the initial INVITE.
+pub(crate) fn parties(msg: &Message<'_>) -> (Party, Party) {
+    let mut caller = Party { role: Some("caller".into()), ..Default::default() };
+    // Network-asserted identity first: it is what the carrier vouches for.
+    for h in ["P-Asserted-Identity", "Remote-Party-ID"] {
+        for v in msg.headers_named(h) {
+            for item in vcontap_sip::split_comma_list(v) {
+                if let Some(na) = parse_name_addr(item) {
+                    fill_from(&mut caller, &na, false);
+                }
+            }
+        }
+    }
+    if let Some(f) = msg.from() {
+        fill_from(&mut caller, &f, false);
+    }
+    if let Some(id) = msg.header("Identity") {
+        // PASSporT in compact form: strip ;info=…;alg=…;ppt=… parameters.
+        let tok = id.split(';').next().unwrap_or("").trim().trim_matches('"');
+        if tok.split('.').count() == 3 && !tok.is_empty() {
+            caller.stir = Some(tok.to_string());
+        }
+    }
+    caller.sip_user_agent = msg.header("User-Agent").map(str::to_string);
+    let mut callee = Party { role: Some("callee".into()), ..Default::default() };
+    if let Some(t) = msg.to() {
+        fill_from(&mut callee, &t, false);
+    }
+    (caller, callee)
+}
+
+/// Fills the callee from the answer: connected identity and Server/User-Agent.
+pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
+    for h in ["P-Asserted-Identity", "Remote-Party-ID"] {
+        for v in msg.headers_named(h) {
+            for item in vcontap_sip::split_comma_list(v) {
+                if let Some(na) = parse_name_addr(item) {
+                    fill_from(p, &na, false);
+                }
+            }
+        }
+    }
+    if p.sip_user_agent.is_none() {
+        p.sip_user_agent = msg.header("Server").or_else(|| msg.header("User-Agent")).map(str::to_string);
+    }
+}
+
+/// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.
+pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
+    let headers: Vec<Value> = msg
+        .headers()
+        .iter()
+        .filter(|h| !SECRET_HEADERS.iter().any(|s| h.name.eq_ignore_ascii_case(s)))
+        .map(|h| {
+            let v = if h.value.len() > MAX_TRACE_VALUE { cut(h.value, MAX_TRACE_VALUE) } else { h.value };
+            json!({ "name": h.name, "value": v })
+        })
+        .collect();
+    let body = msg.body();
+    let body = &body[..body.len().min(MAX_TRACE_BODY)];
+    let mut e = json!({
+        "timestamp": format_time(d.ts.nanos()),
+        "direction": if side == 0 { "sent" } else { "received" },
+        "party": side,
+        "src": d.src.to_string(),
+        "dst": d.dst.to_string(),
+        "transport": match d.transport { Transport::Udp => "udp", Transport::Tcp => "tcp", Transport::Sctp => "sctp" },
+        "headers": headers,
+    });
+    match msg.kind() {
+        vcontap_sip::Kind::Request { method, uri } => {
+            e["method"] = json!(method.as_str());
+            e["request_uri"] = json!(uri);
+        }
+        vcontap_sip::Kind::Response { code, reason } => {
+            e["status_code"] = json!(code);
+            e["status_text"] = json!(reason);
+        }
+    }
+    if !body.is_empty() {
+        e["body"] = json!(String::from_utf8_lossy(body));
+        e["body_encoding"] = json!("none");
+    }
+    e
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

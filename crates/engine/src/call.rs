@@ -1,0 +1,1031 @@
+//! One call: the SIP dialog state machine (INVITE → early → confirmed → ending → finished),
+//! its SDP history and media routes, its RTP streams and its recording segments, and the vCon
+//! it builds as it goes.
+//!
+//! The call never touches the call table: it reports new media routes
+//! ([`Call::take_new_routes`]), closed segments ([`Call::take_closed_segments`]) and outputs
+//! ([`Call::drain_outputs`]) back to the [`Engine`](crate::Engine), which owns the indices
+//! (quinn's `EndpointEvent` pattern).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use vcontap_media::{
+    codec_kind, new_decoder, parse_dtmf_event, parse_rtcp, parse_rtp, AudioDecoder, CodecKind,
+    DtmfDetector, DtmfEdge, RtcpPacket, SeqOutcome, StereoMixer, StreamStats,
+};
+use vcontap_sip::{sdp, Kind, Message, Method};
+use vcontap_vcon::{format_time, Attachment, Dialog, PartyHistory, Vcon};
+use vcontap_wire::{Datagram, Timestamp};
+
+use crate::build;
+use crate::config::{EngineConfig, RecordMode};
+use crate::stats::EngineStats;
+use crate::{CallHandle, EventKind, Output, SegmentId, StoredSegment, VconEvent};
+
+/// Party-history entries kept per call (DTMF floods stop being recorded past this).
+const MAX_HISTORY: usize = 1000;
+/// Early-dialog To tags remembered per call (forking).
+const MAX_EARLY_TAGS: usize = 8;
+/// Media routes one call may register over its lifetime (re-INVITE churn guard).
+const MAX_ROUTES_PER_CALL: usize = 32;
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FinishReason {
+    /// BYE (and its 200, or the linger time).
+    Bye,
+    /// CANCEL / 487.
+    Cancel,
+    /// A final failure response to the INVITE.
+    Failure(u16),
+    /// No SIP or RTP for the idle timeout.
+    Timeout,
+    /// The input ended with the call open.
+    EndOfInput,
+    /// The call table was full.
+    Evicted,
+}
+
+impl FinishReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Bye => "bye",
+            FinishReason::Cancel => "cancel",
+            FinishReason::Failure(_) => "failure",
+            FinishReason::Timeout => "timeout",
+            FinishReason::EndOfInput => "end-of-input",
+            FinishReason::Evicted => "evicted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    Calling,
+    Early,
+    Answered,
+    Finishing,
+}
+
+/// The negotiated media of one side, from its latest SDP.
+#[derive(Debug, Clone, Default)]
+struct Leg {
+    /// (payload type, encoding, clock rate, channels).
+    codecs: Vec<(u8, String, u32, u8)>,
+}
+
+impl Leg {
+    fn codec(&self, pt: u8) -> Option<(&str, u32)> {
+        self.codecs.iter().find(|c| c.0 == pt).map(|c| (c.1.as_str(), c.2))
+    }
+}
+
+/// One RTP stream: an SSRC in one direction.
+struct Stream {
+    sender: u8,
+    ssrc: u32,
+    src: SocketAddr,
+    dst: SocketAddr,
+    stats: StreamStats,
+    codecs: Vec<String>,
+    pts: Vec<u8>,
+    dtmf: DtmfDetector,
+    decoder: Option<(CodecKind, Box<dyn AudioDecoder>)>,
+    pcm: Vec<i16>,
+    decode_errors: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RtcpSummary {
+    sender_reports: u64,
+    receiver_reports: u64,
+    fraction_lost: Option<u8>,
+    cumulative_lost: Option<i32>,
+    jitter: Option<u32>,
+}
+
+struct Segment {
+    id: SegmentId,
+    index: u32,
+    start: Timestamp,
+    rate: u32,
+    mixer: StereoMixer,
+    codecs: Vec<String>,
+    last_drain: Timestamp,
+    frames: u64,
+}
+
+struct Pending {
+    id: SegmentId,
+    start: Timestamp,
+    end: Timestamp,
+    duration: f64,
+    codecs: Vec<String>,
+}
+
+/// A call and the vCon it grows.
+pub(crate) struct Call {
+    uuid: Arc<str>,
+    call_id: String,
+    vcon: Vcon,
+    seq: u64,
+    state: State,
+    record: RecordMode,
+    segment_seconds: u32,
+    jitter_window_ms: u32,
+    audio_chunk_ms: u32,
+    max_streams: usize,
+    max_trace_messages: usize,
+    max_trace_bytes: usize,
+
+    invite_at: Timestamp,
+    answer_at: Option<Timestamp>,
+    end_at: Option<Timestamp>,
+    caller_tag: Option<String>,
+    to_tag: Option<String>,
+    early_tags: Vec<String>,
+    invite_cseq: u32,
+    caller_sip: SocketAddr,
+    final_code: Option<u16>,
+    cancel_at: Option<Timestamp>,
+    bye_at: Option<Timestamp>,
+    challenge: Option<(Timestamp, u16)>,
+    last_sip: Timestamp,
+    last_rtp: Option<Timestamp>,
+    finish_reason: Option<FinishReason>,
+
+    legs: [Leg; 2],
+    routes: Vec<SocketAddr>,
+    new_routes: Vec<(SocketAddr, u8, bool)>,
+    streams: Vec<Stream>,
+    ssrc_changes: [u32; 2],
+    rtcp: [RtcpSummary; 2],
+    held: [bool; 2],
+    history: Vec<(Timestamp, PartyHistory)>,
+    history_assigned: usize,
+    undecodable: Vec<String>,
+
+    segment: Option<Segment>,
+    seg_base: u64,
+    seg_index: u32,
+    pending: VecDeque<Pending>,
+    closed: Vec<SegmentId>,
+    outputs: Vec<Output>,
+    trace: Vec<Value>,
+    trace_bytes: usize,
+    trace_dropped: u64,
+    transfers: u32,
+    done: bool,
+    edges: Vec<DtmfEdge>,
+}
+
+/// `PCMU/8000`-style label; encoding names are case-insensitive (RFC 4855), so upper-case them
+/// to keep one label per codec whatever each side wrote.
+fn codec_label(name: &str, clock: u32) -> String {
+    format!("{}/{clock}", name.to_ascii_uppercase())
+}
+
+fn side_name(side: u8) -> &'static str {
+    if side == 0 {
+        "caller"
+    } else {
+        "callee"
+    }
+}
+
+impl Call {
+    pub(crate) fn new(
+        _h: CallHandle,
+        uuid: String,
+        call_id: &str,
+        msg: &Message<'_>,
+        d: &Datagram<'_>,
+        cfg: &EngineConfig,
+        seg_base: u64,
+    ) -> Self {
+        let created = format_time(d.ts.nanos());
+        let mut vcon = Vcon::new(uuid.clone(), created);
+        vcon.add_extension(vcontap_vcon::EXT_SIP_SIGNALING);
+        vcon.add_extension(vcontap_vcon::EXT_VCONTAP);
+        vcon.subject = msg.header("Subject").map(str::to_string).filter(|s| !s.is_empty());
+        let (caller, callee) = build::parties(msg);
+        vcon.parties.push(caller);
+        vcon.parties.push(callee);
+        let mut call = Call {
+            uuid: uuid.into(),
+            call_id: call_id.to_string(),
+            vcon,
+            seq: 0,
+            state: State::Calling,
+            record: cfg.record,
+            segment_seconds: cfg.segment_seconds,
+            jitter_window_ms: cfg.jitter_window_ms,
+            audio_chunk_ms: cfg.audio_chunk_ms,
+            max_streams: cfg.max_streams_per_call,
+            max_trace_messages: cfg.max_trace_messages,
+            max_trace_bytes: cfg.max_trace_bytes,
+            invite_at: d.ts,
+            answer_at: None,
+            end_at: None,
+            caller_tag: msg.from().and_then(|f| f.tag.map(str::to_string)),
+            to_tag: None,
+            early_tags: Vec::new(),
+            invite_cseq: msg.cseq().map(|c| c.seq).unwrap_or(0),
+            caller_sip: d.src,
+            final_code: None,
+            cancel_at: None,
+            bye_at: None,
+            challenge: None,
+            last_sip: d.ts,
+            last_rtp: None,
+            finish_reason: None,
+            legs: [Leg::default(), Leg::default()],
+            routes: Vec::new(),
+            new_routes: Vec::new(),
+            streams: Vec::new(),
+            ssrc_changes: [0; 2],
+            rtcp: [RtcpSummary::default(), RtcpSummary::default()],
+            held: [false; 2],
+            history: Vec::new(),
+            history_assigned: 0,
+            undecodable: Vec::new(),
+            segment: None,
+            seg_base,
+            seg_index: 0,
+            pending: VecDeque::new(),
+            closed: Vec::new(),
+            outputs: Vec::new(),
+            trace: Vec::new(),
+            trace_bytes: 0,
+            trace_dropped: 0,
+            transfers: 0,
+            done: false,
+            edges: Vec::new(),
+        };
+        call.emit(EventKind::Created, d.ts);
+        call
+    }
+
+    pub(crate) fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub(crate) fn last_activity(&self) -> Timestamp {
+        self.last_rtp.map_or(self.last_sip, |r| r.max(self.last_sip))
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub(crate) fn routes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.routes.iter().copied()
+    }
+
+    pub(crate) fn ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.streams.iter().map(|s| s.ssrc)
+    }
+
+    pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<u8> {
+        self.streams.iter().find(|s| s.ssrc == ssrc).map(|s| s.sender)
+    }
+
+    pub(crate) fn take_new_routes(&mut self) -> Vec<(SocketAddr, u8, bool)> {
+        std::mem::take(&mut self.new_routes)
+    }
+
+    pub(crate) fn take_closed_segments(&mut self) -> Vec<SegmentId> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub(crate) fn drain_outputs(&mut self, out: &mut VecDeque<Output>) {
+        out.extend(self.outputs.drain(..));
+    }
+
+    // ---- events ----------------------------------------------------------------------
+
+    fn emit(&mut self, kind: EventKind, at: Timestamp) {
+        self.seq += 1;
+        self.vcon.updated_at = Some(format_time(at.nanos()));
+        self.vcon.vcontap = Some(self.live_state());
+        let json = serde_json::to_string(&self.vcon).unwrap_or_default();
+        let reason = if kind == EventKind::Finished { self.finish_reason.map(FinishReason::as_str) } else { None };
+        self.outputs.push(Output::Event(Arc::new(VconEvent {
+            uuid: self.uuid.clone(),
+            seq: self.seq,
+            kind,
+            at,
+            reason,
+            vcon_json: json.into(),
+        })));
+    }
+
+    fn live_state(&self) -> Value {
+        let state = match (self.state, self.done || self.finish_reason.is_some()) {
+            (_, true) => "finished",
+            (State::Calling, _) => "calling",
+            (State::Early, _) => "early",
+            (State::Answered, _) if self.held.iter().any(|h| *h) => "held",
+            (State::Answered, _) | (State::Finishing, _) => "answered",
+        };
+        let mut v = json!({ "state": state, "invite_at": format_time(self.invite_at.nanos()) });
+        if let Some(a) = self.answer_at {
+            v["answered_at"] = json!(format_time(a.nanos()));
+        }
+        if let Some(e) = self.end_at {
+            v["ended_at"] = json!(format_time(e.nanos()));
+        }
+        if let Some(r) = self.finish_reason {
+            v["end_reason"] = json!(r.as_str());
+        }
+        if let Some(c) = self.final_code {
+            v["sip_final_status"] = json!(c);
+        }
+        if !self.history.is_empty() {
+            v["party_history"] = Value::Array(
+                self.history.iter().filter_map(|(_, h)| serde_json::to_value(h).ok()).collect(),
+            );
+        }
+        if !self.undecodable.is_empty() {
+            v["undecodable_codecs"] = json!(self.undecodable);
+        }
+        v
+    }
+
+    fn add_history(&mut self, at: Timestamp, party: u32, event: &str, button: Option<char>) {
+        if self.history.len() >= MAX_HISTORY {
+            return;
+        }
+        self.history.push((
+            at,
+            PartyHistory {
+                party,
+                time: format_time(at.nanos()),
+                event: event.to_string(),
+                button: button.map(|c| c.to_string()),
+            },
+        ));
+    }
+
+    // ---- SIP -------------------------------------------------------------------------
+
+    /// Which side sent `msg`: 0 caller, 1 callee.
+    fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> u8 {
+        let from_tag = msg.from().and_then(|f| f.tag);
+        let from_caller = match (&self.caller_tag, from_tag) {
+            (Some(c), Some(t)) => c == t,
+            _ => d.src == self.caller_sip,
+        };
+        match (msg.is_request(), from_caller) {
+            (true, true) | (false, false) => 0,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn handle_sip(&mut self, msg: &Message<'_>, d: &Datagram<'_>, now: Timestamp) {
+        if self.finish_reason.is_some() {
+            // Late retransmissions after the end still belong in the trace if room is left.
+            self.trace_message(msg, d, self.sender_side(msg, d));
+            return;
+        }
+        self.last_sip = now;
+        let side = self.sender_side(msg, d);
+        self.trace_message(msg, d, side);
+        match msg.kind() {
+            Kind::Request { method, .. } => self.handle_request(method, msg, d, side, now),
+            Kind::Response { code, .. } => self.handle_response(code, msg, side, now),
+        }
+    }
+
+    fn handle_request(&mut self, method: Method<'_>, msg: &Message<'_>, _d: &Datagram<'_>, side: u8, now: Timestamp) {
+        let in_dialog = msg.to().is_some_and(|t| t.tag.is_some());
+        match method {
+            Method::Invite if !in_dialog => {
+                let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+                if seq > self.invite_cseq || self.challenge.is_some() {
+                    // The INVITE re-sent after a 401/407 challenge (same Call-ID, CSeq+1).
+                    self.invite_cseq = seq.max(self.invite_cseq);
+                    self.challenge = None;
+                }
+                self.apply_sdp(msg, 0, now, false);
+            }
+            Method::Invite | Method::Update => {
+                let changed = self.apply_sdp(msg, side, now, true);
+                if changed && self.state >= State::Answered {
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            Method::Bye => {
+                if self.bye_at.is_none() {
+                    self.bye_at = Some(now);
+                    self.add_history(now, side as u32, "drop", None);
+                }
+            }
+            Method::Cancel => {
+                if self.cancel_at.is_none() && self.state < State::Answered {
+                    self.cancel_at = Some(now);
+                }
+            }
+            Method::Info => {
+                if let Some(info) = msg
+                    .content_type()
+                    .and_then(|ct| vcontap_sip::dtmf_from_info(ct, msg.body()))
+                {
+                    self.add_history(now, side as u32, "keydown", Some(info.digit));
+                    let up = now.add_millis(info.duration_ms.unwrap_or(100).min(60_000) as i64);
+                    self.add_history(up, side as u32, "keyup", Some(info.digit));
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            Method::Refer => {
+                if let Some(target) = msg.header("Refer-To").and_then(build::party_from_header) {
+                    let idx = self.vcon.parties.len() as u32;
+                    if idx < 16 {
+                        self.vcon.parties.push(target);
+                        self.transfers += 1;
+                        self.cut_segment(now);
+                        self.vcon.dialog.push(Dialog {
+                            kind: "transfer".into(),
+                            start: format_time(now.nanos()),
+                            transferor: Some(side as u32),
+                            transferee: Some(1 - side as u32),
+                            transfer_target: Some(idx),
+                            original: None,
+                            sip_call_id: Some(self.call_id.clone()),
+                            ..Default::default()
+                        });
+                        self.emit(EventKind::Updated, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_response(&mut self, code: u16, msg: &Message<'_>, side: u8, now: Timestamp) {
+        let Some(cseq) = msg.cseq() else { return };
+        match cseq.method {
+            Method::Invite => {
+                let initial = cseq.seq == self.invite_cseq && self.state < State::Answered;
+                if (100..200).contains(&code) {
+                    if let Some(tag) = msg.to().and_then(|t| t.tag) {
+                        if code > 100 && self.early_tags.len() < MAX_EARLY_TAGS && !self.early_tags.iter().any(|t| t == tag) {
+                            self.early_tags.push(tag.to_string());
+                        }
+                    }
+                    if code > 100 && self.state == State::Calling {
+                        self.state = State::Early;
+                    }
+                    self.apply_sdp(msg, side, now, false);
+                } else if (200..300).contains(&code) {
+                    if initial {
+                        self.state = State::Answered;
+                        self.answer_at = Some(now);
+                        self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
+                        self.cancel_at = None;
+                        self.apply_sdp(msg, side, now, false);
+                        build::update_callee(&mut self.vcon.parties[1], msg);
+                        self.emit(EventKind::Updated, now);
+                    } else if self.state >= State::Answered {
+                        // Answer to a re-INVITE: media may move, but hold is decided by offers.
+                        self.apply_sdp(msg, side, now, false);
+                    }
+                } else if code >= 300 && initial {
+                    if code == 401 || code == 407 {
+                        self.challenge = Some((now, code));
+                    } else {
+                        self.final_code = Some(code);
+                        let reason = if code == 487 { FinishReason::Cancel } else { FinishReason::Failure(code) };
+                        self.finish(reason, now);
+                    }
+                }
+            }
+            Method::Bye if code >= 200 => {
+                if self.bye_at.is_some() {
+                    self.finish(FinishReason::Bye, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies the SDP of `msg` as `side`'s receive description. Returns true when something
+    /// visible changed (hold state or codecs).
+    fn apply_sdp(&mut self, msg: &Message<'_>, side: u8, now: Timestamp, offer: bool) -> bool {
+        let Some(body) = vcontap_sip::sdp_body(msg) else { return false };
+        let Ok(s) = sdp::parse(body) else { return false };
+        let Some(m) = s.media.iter().find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0) else {
+            return false;
+        };
+        let mut changed = false;
+        let codecs: Vec<(u8, String, u32, u8)> = m
+            .formats
+            .iter()
+            .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c)))
+            .collect();
+        if self.legs[side as usize].codecs != codecs {
+            changed = !self.legs[side as usize].codecs.is_empty();
+            self.legs[side as usize].codecs = codecs;
+        }
+        if let Some(ip) = m.connection_or(&s) {
+            if !ip.is_unspecified() {
+                self.add_route(SocketAddr::new(ip, m.port), side, false);
+                if let Some((port, addr)) = m.rtcp {
+                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true);
+                } else if !m.rtcp_mux {
+                    self.add_route(SocketAddr::new(ip, m.port.wrapping_add(1)), side, true);
+                }
+            }
+        }
+        if offer && self.state >= State::Answered {
+            let held = m.is_held(&s);
+            if held != self.held[side as usize] {
+                self.held[side as usize] = held;
+                self.add_history(now, side as u32, if held { "hold" } else { "unhold" }, None);
+                self.cut_segment(now);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool) {
+        if self.routes.contains(&addr) {
+            // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
+            return;
+        }
+        if self.routes.len() >= MAX_ROUTES_PER_CALL {
+            return;
+        }
+        if let IpAddr::V4(v4) = addr.ip() {
+            if v4.is_broadcast() {
+                return;
+            }
+        }
+        self.routes.push(addr);
+        self.new_routes.push((addr, side, rtcp));
+    }
+
+    fn trace_message(&mut self, msg: &Message<'_>, d: &Datagram<'_>, side: u8) {
+        if self.trace.len() >= self.max_trace_messages || self.trace_bytes + d.payload.len() > self.max_trace_bytes {
+            self.trace_dropped += 1;
+            return;
+        }
+        self.trace_bytes += d.payload.len();
+        self.trace.push(build::trace_entry(msg, d, side));
+    }
+
+    // ---- media -----------------------------------------------------------------------
+
+    pub(crate) fn handle_rtcp(&mut self, sender: u8, d: &Datagram<'_>) {
+        let Ok(pkts) = parse_rtcp(d.payload) else { return };
+        let sum = &mut self.rtcp[sender as usize & 1];
+        for p in pkts {
+            let blocks = match &p {
+                RtcpPacket::SenderReport(sr) => {
+                    sum.sender_reports += 1;
+                    &sr.reports
+                }
+                RtcpPacket::ReceiverReport(rr) => {
+                    sum.receiver_reports += 1;
+                    &rr.reports
+                }
+                _ => continue,
+            };
+            if let Some(b) = blocks.first() {
+                sum.fraction_lost = Some(b.fraction_lost);
+                sum.cumulative_lost = Some(b.cumulative_lost);
+                sum.jitter = Some(b.jitter);
+            }
+        }
+    }
+
+    /// Handles one RTP packet from `sender`. Returns the SSRC when it is new to the call.
+    pub(crate) fn handle_rtp(
+        &mut self,
+        sender: u8,
+        d: &Datagram<'_>,
+        now: Timestamp,
+        _cfg: &EngineConfig,
+        _out: &mut VecDeque<Output>,
+        stats: &mut EngineStats,
+    ) -> Option<u32> {
+        let p = parse_rtp(d.payload).ok()?;
+        if self.finish_reason.is_some() {
+            return None;
+        }
+        self.last_rtp = Some(now);
+        let sender = sender & 1;
+        // Payload types are those the *receiver* announced; fall back to the sender's SDP
+        // and the static table.
+        let (name, clock) = {
+            let recv = &self.legs[1 - sender as usize];
+            let send = &self.legs[sender as usize];
+            match recv.codec(p.pt).or_else(|| send.codec(p.pt)) {
+                Some((n, r)) => (n.to_string(), r),
+                None => match sdp::static_payload_type(p.pt) {
+                    Some((n, r, _)) => (n.to_string(), r),
+                    None => (format!("PT{}", p.pt), 0),
+                },
+            }
+        };
+        let mut new_ssrc = None;
+        // A stream is an SSRC on one address pair (as tshark counts them): a relayed call
+        // shows the same SSRC on both legs, which must not be merged into one set of counters.
+        let idx = match self
+            .streams
+            .iter()
+            .position(|s| s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst)
+        {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.max_streams {
+                    stats.streams_dropped += 1;
+                    return None;
+                }
+                if self.streams.iter().any(|s| s.sender == sender && s.ssrc != p.ssrc) {
+                    self.ssrc_changes[sender as usize] += 1;
+                }
+                self.streams.push(Stream {
+                    sender,
+                    ssrc: p.ssrc,
+                    src: d.src,
+                    dst: d.dst,
+                    stats: StreamStats::new(clock),
+                    codecs: Vec::new(),
+                    pts: Vec::new(),
+                    dtmf: DtmfDetector::new(),
+                    decoder: None,
+                    pcm: Vec::new(),
+                    decode_errors: 0,
+                });
+                new_ssrc = Some(p.ssrc);
+                self.streams.len() - 1
+            }
+        };
+        let kind = codec_kind(&name);
+        let stream = &mut self.streams[idx];
+        if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
+            stream.pts.push(p.pt);
+            stream.codecs.push(codec_label(&name, clock));
+        }
+        if kind == CodecKind::TelephoneEvent {
+            // RFC 4733 events share the stream's sequence space but not its clock for jitter.
+            let outcome = stream.stats.update(p.seq, p.ts, now.nanos(), p.payload.len());
+            if outcome == SeqOutcome::Duplicate {
+                return new_ssrc;
+            }
+            if let Some(ev) = parse_dtmf_event(p.payload) {
+                let mut edges = std::mem::take(&mut self.edges);
+                edges.clear();
+                self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
+                for e in &edges {
+                    match *e {
+                        DtmfEdge::Down(c) => self.add_history(now, sender as u32, "keydown", Some(c)),
+                        DtmfEdge::Up { digit, .. } => self.add_history(now, sender as u32, "keyup", Some(digit)),
+                    }
+                }
+                let any = !edges.is_empty();
+                self.edges = edges;
+                if any {
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            return new_ssrc;
+        }
+        if clock != 0 && kind != CodecKind::ComfortNoise {
+            stream.stats.set_clock_rate(clock);
+        }
+        let outcome = stream.stats.update(p.seq, p.ts, now.nanos(), p.payload.len());
+        if self.record == RecordMode::None || self.state < State::Answered || outcome == SeqOutcome::Duplicate {
+            return new_ssrc;
+        }
+        if kind == CodecKind::ComfortNoise {
+            return new_ssrc;
+        }
+        // Decoder (re)selection; a codec change cuts the segment.
+        let prev = stream.decoder.as_ref().map(|(k, _)| *k);
+        if prev != Some(kind) {
+            match new_decoder(kind) {
+                Some(dec) => {
+                    stream.decoder = Some((kind, dec));
+                    if prev.is_some() {
+                        self.cut_segment(now);
+                    }
+                }
+                None => {
+                    let label = codec_label(&name, clock);
+                    if !self.undecodable.contains(&label) && self.undecodable.len() < 8 {
+                        self.undecodable.push(label);
+                    }
+                    return new_ssrc;
+                }
+            }
+        }
+        let stream = &mut self.streams[idx];
+        let Some((_, dec)) = stream.decoder.as_mut() else { return new_ssrc };
+        stream.pcm.clear();
+        let pcm_rate = dec.sample_rate();
+        if dec.decode(p.payload, &mut stream.pcm).is_err() {
+            stream.decode_errors += 1;
+            stats.decode_errors += 1;
+            return new_ssrc;
+        }
+        let label = codec_label(&name, clock);
+        // Open a segment on the first decodable audio after answer; a faster codec than the
+        // open segment's rate starts a new segment.
+        if self.segment.as_ref().is_some_and(|s| s.rate < pcm_rate) {
+            self.cut_segment(now);
+        }
+        if self.segment.is_none() {
+            self.open_segment(now, pcm_rate.max(8000));
+        }
+        let stream = &self.streams[idx];
+        let Some(seg) = self.segment.as_mut() else { return new_ssrc };
+        if !seg.codecs.contains(&label) && seg.codecs.len() < 8 {
+            seg.codecs.push(label);
+        }
+        seg.mixer.push(sender as usize, p.ssrc, now.nanos(), p.ts, clock.max(1), &stream.pcm, pcm_rate);
+        self.drain_audio(now, false);
+        if self.segment_seconds > 0 {
+            if let Some(seg) = &self.segment {
+                if now.nanos() - seg.start.nanos() >= self.segment_seconds as i64 * 1_000_000_000 {
+                    self.cut_segment(now);
+                }
+            }
+        }
+        new_ssrc
+    }
+
+    fn open_segment(&mut self, now: Timestamp, rate: u32) {
+        let id = SegmentId(self.seg_base + self.seg_index as u64);
+        let index = self.seg_index;
+        self.seg_index += 1;
+        let channels = if self.record == RecordMode::Mono { 1 } else { 2 };
+        self.outputs.push(Output::SegmentOpened { segment: id, uuid: self.uuid.clone(), index, rate, channels });
+        self.segment = Some(Segment {
+            id,
+            index,
+            start: now,
+            rate,
+            mixer: StereoMixer::new(rate, now.nanos(), self.jitter_window_ms),
+            codecs: Vec::new(),
+            last_drain: now,
+            frames: 0,
+        });
+    }
+
+    fn push_audio(&mut self, id: SegmentId, mut buf: Vec<i16>) {
+        if buf.is_empty() {
+            return;
+        }
+        if self.record == RecordMode::Mono {
+            let mono: Vec<i16> = buf.chunks_exact(2).map(|f| f[0].saturating_add(f[1])).collect();
+            buf = mono;
+        }
+        self.outputs.push(Output::Audio { segment: id, samples: buf });
+    }
+
+    fn drain_audio(&mut self, now: Timestamp, force: bool) {
+        let chunk = self.audio_chunk_ms as i64 * 1_000_000;
+        let Some(seg) = self.segment.as_mut() else { return };
+        if !force && now.nanos() - seg.last_drain.nanos() < chunk {
+            return;
+        }
+        seg.last_drain = now;
+        let mut buf = Vec::new();
+        seg.frames += seg.mixer.drain(now.nanos(), &mut buf) as u64;
+        let id = seg.id;
+        self.push_audio(id, buf);
+    }
+
+    /// Closes the open segment (if any) at `now`.
+    fn cut_segment(&mut self, now: Timestamp) {
+        let Some(mut seg) = self.segment.take() else { return };
+        let mut buf = Vec::new();
+        seg.frames += seg.mixer.finish(now.nanos(), &mut buf) as u64;
+        self.push_audio(seg.id, buf);
+        let _ = seg.index;
+        self.outputs.push(Output::SegmentClosed { segment: seg.id });
+        self.closed.push(seg.id);
+        let duration = seg.frames as f64 / seg.rate.max(1) as f64;
+        let end = Timestamp(seg.start.nanos() + (duration * 1e9) as i64).max(now);
+        self.pending.push_back(Pending { id: seg.id, start: seg.start, end, duration, codecs: seg.codecs });
+    }
+
+    /// Periodic work: hands out buffered audio even when packets pause (hold).
+    pub(crate) fn tick(&mut self, now: Timestamp, _out: &mut VecDeque<Output>) {
+        self.drain_audio(now, false);
+    }
+
+    pub(crate) fn segment_stored(&mut self, id: SegmentId, stored: Option<StoredSegment>, now: Timestamp) {
+        let Some(pos) = self.pending.iter().position(|p| p.id == id) else { return };
+        let Some(p) = self.pending.remove(pos) else { return };
+        if let Some(st) = stored {
+            // Events up to the segment's end belong to it (hold at a cut lands on the closing one).
+            let mut hist = Vec::new();
+            while self.history_assigned < self.history.len() && self.history[self.history_assigned].0 <= p.end {
+                hist.push(self.history[self.history_assigned].1.clone());
+                self.history_assigned += 1;
+            }
+            let mut dlg = self.sip_dialog("recording", p.start);
+            dlg.duration = Some((p.duration * 1000.0).round() / 1000.0);
+            dlg.parties = Some(vec![0, 1]);
+            dlg.mediatype = Some(st.mediatype);
+            dlg.filename = Some(st.filename);
+            dlg.url = Some(st.url);
+            dlg.content_hash = Some(st.content_hash);
+            dlg.party_history = hist;
+            dlg.codecs = p.codecs;
+            self.vcon.dialog.push(dlg);
+            self.emit(EventKind::Segment, now.max(p.end));
+        }
+        self.try_finalize(now);
+    }
+
+    fn sip_dialog(&self, kind: &str, start: Timestamp) -> Dialog {
+        Dialog {
+            kind: kind.to_string(),
+            start: format_time(start.nanos()),
+            application: Some("sip".into()),
+            sip_call_id: Some(self.call_id.clone()),
+            sip_from_tag: self.caller_tag.clone(),
+            sip_to_tag: self.to_tag.clone(),
+            sip_cseq: Some(self.invite_cseq),
+            ..Default::default()
+        }
+    }
+
+    // ---- ending ----------------------------------------------------------------------
+
+    /// Whether the call should end at `now` without further input.
+    pub(crate) fn due(&self, now: Timestamp, cfg: &EngineConfig) -> Option<FinishReason> {
+        if self.finish_reason.is_some() {
+            return None;
+        }
+        let since = |t: Timestamp| now.nanos().saturating_sub(t.nanos()) / 1_000_000;
+        if let Some(b) = self.bye_at {
+            if since(b) >= cfg.linger_ms {
+                return Some(FinishReason::Bye);
+            }
+        }
+        if let Some(c) = self.cancel_at {
+            if since(c) >= cfg.linger_ms {
+                return Some(FinishReason::Cancel);
+            }
+        }
+        if let Some((t, code)) = self.challenge {
+            if since(t) >= cfg.auth_wait_ms {
+                return Some(FinishReason::Failure(code));
+            }
+        }
+        let limit = if self.state >= State::Answered { cfg.idle_timeout_ms } else { cfg.ringing_timeout_ms };
+        if since(self.last_activity()) >= limit {
+            return Some(FinishReason::Timeout);
+        }
+        None
+    }
+
+    pub(crate) fn finish(&mut self, reason: FinishReason, now: Timestamp) {
+        if self.finish_reason.is_some() {
+            return;
+        }
+        if let FinishReason::Failure(code) = reason {
+            self.final_code.get_or_insert(code);
+        }
+        self.finish_reason = Some(reason);
+        self.state = State::Finishing;
+        // A call that ended by itself ends at its last signalling; a timeout at last activity.
+        let end = match reason {
+            FinishReason::Bye => self.bye_at.unwrap_or(now),
+            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => self.last_activity(),
+            _ => now,
+        };
+        self.end_at = Some(end);
+        self.cut_segment(now);
+        self.try_finalize(now);
+    }
+
+    fn disposition(&self) -> Option<&'static str> {
+        if let Some(a) = self.answer_at {
+            // 200 OK then BYE before any media at all: the callee hung up at once.
+            let quick = self.end_at.is_some_and(|e| e.nanos() - a.nanos() < 5_000_000_000);
+            let bye = self.finish_reason == Some(FinishReason::Bye);
+            return (bye && quick && self.streams.is_empty()).then_some("hung-up");
+        }
+        match (self.final_code, self.finish_reason) {
+            (Some(486 | 600), _) => Some("busy"),
+            (Some(408 | 480 | 487), _) => Some("no-answer"),
+            (Some(503), _) => Some("congestion"),
+            (Some(c), _) if (300..400).contains(&c) => None,
+            (Some(c), _) if c >= 400 => Some("failed"),
+            (None, Some(FinishReason::Cancel)) => Some("no-answer"),
+            _ => None,
+        }
+    }
+
+    fn try_finalize(&mut self, now: Timestamp) {
+        if self.finish_reason.is_none() || !self.pending.is_empty() || self.done {
+            return;
+        }
+        let end = self.end_at.unwrap_or(now);
+        if let Some(disp) = self.disposition() {
+            let mut d = self.sip_dialog("incomplete", self.invite_at);
+            d.duration = Some(((end.nanos() - self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0).round() / 1000.0);
+            d.parties = Some(vec![0, 1]);
+            d.disposition = Some(disp.to_string());
+            // Events not covered by a recording stay on this dialog.
+            d.party_history = self.history[self.history_assigned..].iter().map(|(_, h)| h.clone()).collect();
+            self.history_assigned = self.history.len();
+            self.vcon.dialog.push(d);
+        }
+        let recordings: Vec<u32> = self
+            .vcon
+            .dialog
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.kind == "recording")
+            .map(|(i, _)| i as u32)
+            .collect();
+        if let Some(first) = self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
+            if !self.trace.is_empty() {
+                let body = json!({
+                    "version": "1.0",
+                    "call_id": self.call_id,
+                    "messages": std::mem::take(&mut self.trace),
+                    "messages_dropped": self.trace_dropped,
+                });
+                self.vcon.attachments.push(Attachment {
+                    purpose: Some("sip-message-trace".into()),
+                    start: format_time(self.invite_at.nanos()),
+                    party: 0,
+                    dialog: first as u32,
+                    mediatype: Some("application/json".into()),
+                    encoding: Some("json".into()),
+                    body: Some(body),
+                });
+            }
+        }
+        if !self.streams.is_empty() {
+            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
+            self.vcon.analysis.push(vcontap_vcon::Analysis {
+                kind: "report".into(),
+                dialog: (!recordings.is_empty()).then_some(recordings),
+                vendor: "vcontap".into(),
+                product: Some(concat!("vcontap ", env!("CARGO_PKG_VERSION")).into()),
+                schema: Some("vcontap-rtp-quality".into()),
+                mediatype: Some("application/json".into()),
+                encoding: Some("json".into()),
+                body: Some(json!({ "streams": streams })),
+            });
+        }
+        self.done = true;
+        self.emit(EventKind::Finished, now.max(end));
+    }
+
+    fn stream_report(&self, s: &Stream) -> Value {
+        let st = &s.stats;
+        let expected = st.expected();
+        let lost = st.lost();
+        let loss_pct = if expected > 0 { (lost.max(0) as f64 * 100.0 / expected as f64 * 100.0).round() / 100.0 } else { 0.0 };
+        let r = &self.rtcp[s.sender as usize];
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        json!({
+            "party": s.sender,
+            "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
+            "ssrc": format!("0x{:08X}", s.ssrc),
+            "src": s.src.to_string(),
+            "dst": s.dst.to_string(),
+            "codecs": s.codecs,
+            "packets": st.packets(),
+            "bytes": st.bytes(),
+            "expected": expected,
+            "lost": lost,
+            "loss_percent": loss_pct,
+            "duplicates": st.duplicates(),
+            "reordered": st.reordered(),
+            "seq_cycles": st.seq_cycles(),
+            "jitter_ms": round(st.jitter_ms()),
+            "max_jitter_ms": round(st.max_jitter_ms()),
+            "max_delta_ms": round(st.max_delta_ms()),
+            "ssrc_changes": self.ssrc_changes[s.sender as usize],
+            "decode_errors": s.decode_errors,
+            "first": st.first_arrival().map(format_time),
+            "last": st.last_arrival().map(format_time),
+            "rtcp": {
+                "sender_reports": r.sender_reports,
+                "receiver_reports": r.receiver_reports,
+                "fraction_lost": r.fraction_lost,
+                "cumulative_lost": r.cumulative_lost,
+                "jitter": r.jitter,
+            },
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Engine configuration: every limit the engine enforces, with its default and reason.
+
+/// What audio to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    /// Signalling and RTP statistics only.
+    None,
+    /// One WAV per segment, caller on the left channel, callee on the right.
+    Stereo,
+    /// One WAV per segment with both directions mixed.
+    Mono,
+}
+
+/// Limits and behaviour of one engine shard.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Audio recording mode.
+    pub record: RecordMode,
+    /// Cut recordings every N seconds (0 = only at hold/resume, codec change and transfer).
+    pub segment_seconds: u32,
+    /// Host name hashed into every vCon uuid (draft §2.1).
+    pub host: String,
+    /// Shard number (0..8), folded into uuids so shards never collide.
+    pub shard: u16,
+    /// Open calls per shard. When full, the longest-idle call is finished as `evicted`.
+    /// 100k calls × ~20 KiB worst case = 2 GiB: the ceiling for a single shard.
+    pub max_calls: usize,
+    /// RTP streams (SSRC × direction) tracked per call; more are counted, not tracked.
+    /// Guards against SSRC-churn floods.
+    pub max_streams_per_call: usize,
+    /// Media address routes in the table (about 4 per call).
+    pub max_media_routes: usize,
+    /// SIP messages kept per call for the `sip-message-trace` attachment.
+    pub max_trace_messages: usize,
+    /// Bytes of SIP text kept per call for the trace.
+    pub max_trace_bytes: usize,
+    /// Heuristic RTP flows without SDP remembered at once.
+    pub max_orphan_flows: usize,
+    /// An orphan flow is forgotten after this much silence.
+    pub orphan_idle_ms: i64,
+    /// A call with no SIP or RTP for this long is finished as `timeout` (VoIPmonitor's
+    /// `rtptimeout` default is 300 s).
+    pub idle_timeout_ms: i64,
+    /// An unanswered call with no SIP for this long is finished as `timeout`.
+    pub ringing_timeout_ms: i64,
+    /// After BYE without its 200, or after CANCEL without 487, wait this long.
+    pub linger_ms: i64,
+    /// After a 401/407 challenge, wait this long for the re-sent INVITE.
+    pub auth_wait_ms: i64,
+    /// How long decoded audio stays editable for late/reordered packets.
+    pub jitter_window_ms: u32,
+    /// Audio is handed to the driver in chunks of at least this many milliseconds.
+    pub audio_chunk_ms: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            record: RecordMode::Stereo,
+            segment_seconds: 0,
+            host: "localhost".to_string(),
+            shard: 0,
+            max_calls: 100_000,
+            max_streams_per_call: 16,
+            max_media_routes: 800_000,
+            max_trace_messages: 200,
+            max_trace_bytes: 256 * 1024,
+            max_orphan_flows: 65_536,
+            orphan_idle_ms: 60_000,
+            idle_timeout_ms: 300_000,
+            ringing_timeout_ms: 300_000,
+            linger_ms: 5_000,
+            auth_wait_ms: 32_000,
+            jitter_window_ms: 500,
+            audio_chunk_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The vcontap call engine: a sans-IO state machine that turns decoded datagrams into
+//! calls and a stream of vCon events.
+//!
+//! # Run-loop contract (str0m/quinn style)
+//!
+//! The engine never reads the clock, opens files or spawns anything. The driver feeds it:
+//!
+//! - [`Engine::handle_datagram`] for every [`Datagram`] the wire decoder produced;
+//! - [`Engine::handle_timeout`] with the current capture time, at least every
+//!   [`Engine::poll_timeout`] (for a file replay: the timestamp of each packet read);
+//! - [`Engine::handle_segment_stored`] / [`Engine::handle_segment_failed`] after it wrote a
+//!   closed recording segment to storage (the engine cannot know the bytes' hash otherwise);
+//! - [`Engine::finish_all`] at end of input.
+//!
+//! After **every** call into a `handle_*` method the driver drains [`Engine::poll_output`]
+//! until it returns `None`. Outputs are ordered: audio of a segment always precedes its
+//! `SegmentClosed`, a call's `Finished` event always follows its last `segment` event.
+//!
+//! # Outputs
+//!
+//! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE: parties known),
+//! `updated` (answer, hold/unhold, re-INVITE, DTMF, transfer, party change), `segment` (a
+//! recording segment was stored and appended as a `recording` dialog) and `finished`. Each
+//! event holds the complete vCon snapshot already serialized to JSON once, behind an `Arc`,
+//! so fan-out to many consumers never re-serializes or deep-clones.
+//!
+//! [`Output::SegmentOpened`], [`Output::Audio`] and [`Output::SegmentClosed`] stream decoded
+//! PCM (interleaved 16-bit, caller left / callee right) to the driver, which writes it to
+//! disk as it arrives: the engine never buffers a whole recording.
+//!
+//! # State and bounds
+//!
+//! The [`call table`](Engine) holds three indices, like quinn's `Endpoint`: Call-ID → call,
+//! media address (learned from SDP `c=`/`m=`, RTP and RTCP) → call and side, and SSRC → call
+//! as a fallback for NATed senders. RTP that matches none of them is tracked as an orphan flow
+//! in a bounded table and creates no call. Every table has a limit in [`EngineConfig`]; when
+//! the call table is full the oldest idle call is finished with reason `evicted`.
+//!
+//! Memory per idle-but-open call is bounded by the SIP trace cap
+//! ([`EngineConfig::max_trace_messages`], [`EngineConfig::max_trace_bytes`]), the stream cap
+//! ([`EngineConfig::max_streams_per_call`], ~300 bytes of counters each) and, while
+//! recording, the mixer's jitter window (2 channels × (window + 2 s) × rate × 2 bytes, 128 KiB
+//! at 8 kHz with the default 2 s window): about 20 KiB + trace for a signalling-only call.
+//!
+//! # Sharding
+//!
+//! One `Engine` is one shard. [`Router`] decides which shard a datagram belongs to so that a
+//! call's SIP and its media land on the same shard (see its docs).
+
+mod build;
+mod call;
+mod config;
+mod router;
+mod stats;
+
+pub use config::{EngineConfig, RecordMode};
+pub use router::Router;
+pub use stats::EngineStats;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use call::{Call, FinishReason};
+use vcontap_wire::{Datagram, Timestamp, Transport};
+
+/// Identifies one recording segment across the engine's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(pub u64);
+
+/// Index of a call in the engine's slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CallHandle(pub(crate) u32);
+
+/// What kind of change an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// First INVITE seen: parties known.
+    Created,
+    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change.
+    Updated,
+    /// A recording segment closed and was appended as a `recording` dialog.
+    Segment,
+    /// Final snapshot.
+    Finished,
+}
+
+impl EventKind {
+    /// The name used in the events stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Segment => "segment",
+            EventKind::Finished => "finished",
+        }
+    }
+}
+
+/// One vCon update, shared by every consumer.
+#[derive(Debug)]
+pub struct VconEvent {
+    /// The call's vCon uuid.
+    pub uuid: Arc<str>,
+    /// 1, 2, 3… per call.
+    pub seq: u64,
+    /// What changed.
+    pub kind: EventKind,
+    /// Capture time of the packet (or timeout) that caused it.
+    pub at: Timestamp,
+    /// Why the call ended (only on `finished`).
+    pub reason: Option<&'static str>,
+    /// The complete vCon snapshot as compact JSON, serialized once.
+    pub vcon_json: Arc<str>,
+}
+
+impl VconEvent {
+    /// The line written to an events file: `{"uuid","seq","kind","at","vcon"}`, built from
+    /// the already-serialized snapshot without re-encoding it.
+    pub fn to_json_line(&self) -> String {
+        let mut s = String::with_capacity(self.vcon_json.len() + 160);
+        s.push_str("{\"uuid\":\"");
+        s.push_str(&self.uuid);
+        s.push_str("\",\"seq\":");
+        s.push_str(&self.seq.to_string());
+        s.push_str(",\"kind\":\"");
+        s.push_str(self.kind.as_str());
+        s.push_str("\",\"at\":\"");
+        s.push_str(&vcontap_vcon::format_time(self.at.nanos()));
+        s.push_str("\",\"vcon\":");
+        s.push_str(&self.vcon_json);
+        s.push('}');
+        s
+    }
+}
+
+/// Something the driver must act on.
+#[derive(Debug)]
+pub enum Output {
+    /// A vCon event for subscribers and stores.
+    Event(Arc<VconEvent>),
+    /// A recording segment starts: open a WAV file for it.
+    SegmentOpened {
+        /// The segment.
+        segment: SegmentId,
+        /// The call's vCon uuid.
+        uuid: Arc<str>,
+        /// 0, 1, 2… within the call.
+        index: u32,
+        /// Sample rate of the PCM.
+        rate: u32,
+        /// 2 (stereo: caller left, callee right) or 1 (mono mix).
+        channels: u16,
+    },
+    /// Interleaved 16-bit PCM to append to the segment's file.
+    Audio {
+        /// The segment.
+        segment: SegmentId,
+        /// Samples, interleaved when stereo.
+        samples: Vec<i16>,
+    },
+    /// The segment is complete: close the file and report back with
+    /// [`Engine::handle_segment_stored`] or [`Engine::handle_segment_failed`].
+    SegmentClosed {
+        /// The segment.
+        segment: SegmentId,
+    },
+}
+
+/// Where a closed segment ended up, as reported by the driver.
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    /// URL consumers fetch it from (`file://` or the configured base URL).
+    pub url: String,
+    /// `sha512-…` over the exact bytes written.
+    pub content_hash: String,
+    /// File name.
+    pub filename: String,
+    /// `audio/x-wav`.
+    pub mediatype: String,
+}
+
+/// Routing entry for a media address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaRoute {
+    pub(crate) call: CallHandle,
+    /// Side that *receives* on this address (0 caller, 1 callee).
+    pub(crate) side: u8,
+    pub(crate) rtcp: bool,
+    /// Generation of the call slot, so a stale route to a reused slot is ignored.
+    pub(crate) gen: u32,
+}
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A heuristic RTP flow with no SDP behind it.
+#[derive(Debug, Clone, Copy)]
+struct Orphan {
+    last: Timestamp,
+    packets: u64,
+}
+
+/// One shard of the call engine. See the crate docs for the run-loop contract.
+pub struct Engine {
+    cfg: EngineConfig,
+    calls: Vec<Option<Call>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    by_call_id: Map<Box<str>, CallHandle>,
+    by_media: Map<SocketAddr, MediaRoute>,
+    by_ssrc: Map<u32, (CallHandle, u32)>,
+    segments: Map<SegmentId, CallHandle>,
+    orphans: Map<(SocketAddr, SocketAddr), Orphan>,
+    outputs: VecDeque<Output>,
+    uuids: vcontap_vcon::UuidV8,
+    next_segment: u64,
+    next_sweep: Timestamp,
+    now: Timestamp,
+    stats: EngineStats,
+}
+
+/// How often (capture time) idle calls and orphan flows are swept.
+const SWEEP_INTERVAL_MS: i64 = 1000;
+
+impl Engine {
+    /// A new engine shard.
+    pub fn new(cfg: EngineConfig) -> Self {
+        let uuids = vcontap_vcon::UuidV8::new(&cfg.host, cfg.shard);
+        let rs = || foldhash::fast::RandomState::default();
+        Engine {
+            calls: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            by_call_id: HashMap::with_hasher(rs()),
+            by_media: HashMap::with_hasher(rs()),
+            by_ssrc: HashMap::with_hasher(rs()),
+            segments: HashMap::with_hasher(rs()),
+            orphans: HashMap::with_hasher(rs()),
+            outputs: VecDeque::new(),
+            uuids,
+            next_segment: ((cfg.shard as u64) << 48) + 1,
+            next_sweep: Timestamp(i64::MIN),
+            now: Timestamp(i64::MIN),
+            stats: EngineStats::default(),
+            cfg,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Calls currently open.
+    pub fn open_calls(&self) -> usize {
+        self.by_call_id.len()
+    }
+
+    /// The next capture time at which [`Engine::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Timestamp {
+        self.next_sweep
+    }
+
+    /// Next output, if any. Drain after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Feeds one decoded datagram.
+    pub fn handle_datagram(&mut self, d: &Datagram<'_>) {
+        self.advance(d.ts);
+        self.stats.datagrams += 1;
+        if d.transport == Transport::Udp {
+            // Known media first: it is >95% of the traffic on a tap.
+            if let Some(route) = self.route_media(d) {
+                self.handle_media(route.0, route.1, d);
+                return;
+            }
+            if vcontap_sip::looks_like_sip(d.payload) {
+                self.handle_sip(d);
+            } else if vcontap_media::looks_like_rtcp(d.payload) {
+                self.stats.rtcp_unmatched += 1;
+            } else if vcontap_media::looks_like_rtp(d.payload) {
+                if !self.route_by_ssrc(d) {
+                    self.track_orphan(d);
+                }
+            } else {
+                self.stats.udp_other += 1;
+            }
+        } else {
+            self.handle_sip(d);
+        }
+    }
+
+    /// Advances capture time: finishes timed-out calls, ends lingering ones.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.advance(now);
+    }
+
+    /// Reports that a closed segment was written to storage.
+    pub fn handle_segment_stored(&mut self, segment: SegmentId, stored: StoredSegment) {
+        let Some(h) = self.segments.remove(&segment) else { return };
+        let now = self.now;
+        if let Some(call) = self.call_mut(h) {
+            call.segment_stored(segment, Some(stored), now);
+        }
+        self.collect(h);
+    }
+
+    /// Reports that a closed segment could not be stored (it is left out of the vCon).
+    pub fn handle_segment_failed(&mut self, segment: SegmentId) {
+        let Some(h) = self.segments.remove(&segment) else { return };
+        self.stats.segments_failed += 1;
+        let now = self.now;
+        if let Some(call) = self.call_mut(h) {
+            call.segment_stored(segment, None, now);
+        }
+        self.collect(h);
+    }
+
+    /// Finishes every open call (end of input or shutdown).
+    pub fn finish_all(&mut self, now: Timestamp) {
+        self.advance(now);
+        let handles: Vec<CallHandle> =
+            (0..self.calls.len() as u32).map(CallHandle).filter(|h| self.call_ref(*h).is_some()).collect();
+        for h in handles {
+            self.finish_call(h, FinishReason::EndOfInput, now);
+        }
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    fn advance(&mut self, now: Timestamp) {
+        if now > self.now {
+            self.now = now;
+        }
+        if self.now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = self.now.add_millis(SWEEP_INTERVAL_MS);
+        let now = self.now;
+        let mut due = Vec::new();
+        for (i, c) in self.calls.iter().enumerate() {
+            if let Some(c) = c {
+                if let Some(r) = c.due(now, &self.cfg) {
+                    due.push((CallHandle(i as u32), r));
+                }
+            }
+        }
+        for (h, r) in due {
+            self.finish_call(h, r, now);
+        }
+        for i in 0..self.calls.len() {
+            let h = CallHandle(i as u32);
+            if let Some(c) = self.calls[i].as_mut() {
+                c.tick(now, &mut self.outputs);
+            }
+            self.collect(h);
+        }
+        let idle = self.cfg.orphan_idle_ms;
+        let before = self.orphans.len();
+        self.orphans.retain(|_, o| now.nanos() - o.last.nanos() < idle * 1_000_000);
+        self.stats.orphan_flows_expired += (before - self.orphans.len()) as u64;
+    }
+
+    fn call_ref(&self, h: CallHandle) -> Option<&Call> {
+        self.calls.get(h.0 as usize).and_then(|c| c.as_ref())
+    }
+
+    fn call_mut(&mut self, h: CallHandle) -> Option<&mut Call> {
+        self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut())
+    }
+
+    fn gen(&self, h: CallHandle) -> u32 {
+        self.gens.get(h.0 as usize).copied().unwrap_or(0)
+    }
+
+    fn route_media(&self, d: &Datagram<'_>) -> Option<(CallHandle, MediaDir)> {
+        if let Some(r) = self.by_media.get(&d.dst) {
+            if r.gen == self.gen(r.call) {
+                return Some((r.call, MediaDir { sender: 1 - r.side, rtcp: r.rtcp }));
+            }
+        }
+        if let Some(r) = self.by_media.get(&d.src) {
+            if r.gen == self.gen(r.call) {
+                return Some((r.call, MediaDir { sender: r.side, rtcp: r.rtcp }));
+            }
+        }
+        None
+    }
+
+    fn route_by_ssrc(&mut self, d: &Datagram<'_>) -> bool {
+        let Ok(p) = vcontap_media::parse_rtp(d.payload) else { return false };
+        let Some(&(h, gen)) = self.by_ssrc.get(&p.ssrc) else { return false };
+        if gen != self.gen(h) {
+            return false;
+        }
+        let Some(sender) = self.call_ref(h).and_then(|c| c.side_of_ssrc(p.ssrc)) else { return false };
+        self.stats.rtp_by_ssrc += 1;
+        self.handle_media(h, MediaDir { sender, rtcp: false }, d);
+        true
+    }
+
+    fn track_orphan(&mut self, d: &Datagram<'_>) {
+        self.stats.rtp_orphan_packets += 1;
+        let key = (d.src, d.dst);
+        if let Some(o) = self.orphans.get_mut(&key) {
+            o.last = d.ts;
+            o.packets += 1;
+            return;
+        }
+        if self.orphans.len() >= self.cfg.max_orphan_flows {
+            self.stats.orphan_flows_dropped += 1;
+            return;
+        }
+        self.stats.orphan_flows += 1;
+        self.orphans.insert(key, Orphan { last: d.ts, packets: 1 });
+    }
+
+    fn handle_media(&mut self, h: CallHandle, dir: MediaDir, d: &Datagram<'_>) {
+        let now = self.now;
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        let mut new_ssrc = None;
+        if dir.rtcp {
+            self.stats.rtcp_packets += 1;
+            call.handle_rtcp(dir.sender, d);
+        } else {
+            self.stats.rtp_packets += 1;
+            new_ssrc = call.handle_rtp(dir.sender, d, now, &self.cfg, &mut self.outputs, &mut self.stats);
+        }
+        if let Some(ssrc) = new_ssrc {
+            if self.by_ssrc.len() < self.cfg.max_calls * 4 {
+                self.by_ssrc.insert(ssrc, (h, self.gens[h.0 as usize]));
+            }
+        }
+        self.sync_routes(h);
+        self.collect(h);
+    }
+
+    fn handle_sip(&mut self, d: &Datagram<'_>) {
+        let msg = match vcontap_sip::Message::parse(d.payload) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.sip_parse_errors += 1;
+                return;
+            }
+        };
+        self.stats.sip_messages += 1;
+        let Some(call_id) = msg.call_id() else {
+            self.stats.sip_without_call_id += 1;
+            return;
+        };
+        let h = match self.by_call_id.get(call_id) {
+            Some(h) => *h,
+            None => {
+                let is_invite = msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
+                if !is_invite {
+                    self.stats.sip_non_call += 1;
+                    return;
+                }
+                match self.new_call(call_id, &msg, d) {
+                    Some(h) => h,
+                    None => return,
+                }
+            }
+        };
+        let now = self.now;
+        if let Some(call) = self.call_mut(h) {
+            call.handle_sip(&msg, d, now);
+        }
+        let cfg_ok = true;
+        if cfg_ok {
+            self.sync_routes(h);
+        }
+        self.collect(h);
+    }
+
+    fn new_call(&mut self, call_id: &str, msg: &vcontap_sip::Message<'_>, d: &Datagram<'_>) -> Option<CallHandle> {
+        if self.by_call_id.len() >= self.cfg.max_calls {
+            // Evict the call that has been idle longest; it is finished, not dropped.
+            let oldest = self
+                .calls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (c.last_activity(), i)))
+                .min();
+            match oldest {
+                Some((_, i)) => {
+                    self.stats.calls_evicted += 1;
+                    self.finish_call(CallHandle(i as u32), FinishReason::Evicted, self.now);
+                }
+                None => return None,
+            }
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.calls.push(None);
+                self.gens.push(0);
+                (self.calls.len() - 1) as u32
+            }
+        };
+        let h = CallHandle(slot);
+        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        let ms = (d.ts.nanos().max(0) / 1_000_000) as u64;
+        let uuid = self.uuids.next(ms);
+        let seg_base = self.next_segment;
+        self.next_segment += 1 << 16;
+        let call = Call::new(h, uuid, call_id, msg, d, &self.cfg, seg_base);
+        self.calls[slot as usize] = Some(call);
+        self.by_call_id.insert(call_id.into(), h);
+        self.stats.calls += 1;
+        Some(h)
+    }
+
+    /// Registers media addresses the call learned from SDP and moves its outputs to the queue.
+    fn sync_routes(&mut self, h: CallHandle) {
+        let gen = self.gen(h);
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        for (addr, side, rtcp) in call.take_new_routes() {
+            if self.by_media.len() >= self.cfg.max_media_routes && !self.by_media.contains_key(&addr) {
+                self.stats.media_routes_dropped += 1;
+                continue;
+            }
+            self.by_media.insert(addr, MediaRoute { call: h, side, rtcp, gen });
+        }
+    }
+
+    /// Moves a call's pending outputs to the queue and removes it once it is fully finished.
+    fn collect(&mut self, h: CallHandle) {
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        for seg in call.take_closed_segments() {
+            self.segments.insert(seg, h);
+        }
+        call.drain_outputs(&mut self.outputs);
+        if call.is_done() {
+            self.remove_call(h);
+        }
+    }
+
+    fn finish_call(&mut self, h: CallHandle, reason: FinishReason, now: Timestamp) {
+        if let Some(call) = self.call_mut(h) {
+            call.finish(reason, now);
+        }
+        self.collect(h);
+    }
+
+    fn remove_call(&mut self, h: CallHandle) {
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.take()) else { return };
+        self.stats.calls_finished += 1;
+        self.stats.streams += call.stream_count() as u64;
+        self.by_call_id.remove(call.call_id());
+        for addr in call.routes() {
+            if self.by_media.get(&addr).is_some_and(|r| r.call == h) {
+                self.by_media.remove(&addr);
+            }
+        }
+        for ssrc in call.ssrcs() {
+            if self.by_ssrc.get(&ssrc).is_some_and(|(c, _)| *c == h) {
+                self.by_ssrc.remove(&ssrc);
+            }
+        }
+        self.free.push(h.0);
+    }
+}
+
+/// Direction of a media packet within its call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaDir {
+    /// 0 = from the caller, 1 = from the callee.
+    pub(crate) sender: u8,
+    pub(crate) rtcp: bool,
+}

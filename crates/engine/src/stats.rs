@@ -1,0 +1,94 @@
+//! Engine counters: what was seen, what was skipped and why.
+
+/// Counters of one engine shard; add shards together with [`EngineStats::merge`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Datagrams handed in.
+    pub datagrams: u64,
+    /// SIP messages parsed.
+    pub sip_messages: u64,
+    /// Payloads that looked like SIP but did not parse.
+    pub sip_parse_errors: u64,
+    /// SIP messages without Call-ID.
+    pub sip_without_call_id: u64,
+    /// SIP messages outside any INVITE dialog (REGISTER, OPTIONS, SUBSCRIBE…).
+    pub sip_non_call: u64,
+    /// RTP packets matched to a call.
+    pub rtp_packets: u64,
+    /// RTP packets matched through the SSRC fallback index.
+    pub rtp_by_ssrc: u64,
+    /// RTCP packets matched to a call.
+    pub rtcp_packets: u64,
+    /// RTCP packets of no known call.
+    pub rtcp_unmatched: u64,
+    /// RTP packets of no known call (heuristic orphans).
+    pub rtp_orphan_packets: u64,
+    /// Orphan flows seen.
+    pub orphan_flows: u64,
+    /// Orphan flows not tracked because the table was full.
+    pub orphan_flows_dropped: u64,
+    /// Orphan flows forgotten after silence.
+    pub orphan_flows_expired: u64,
+    /// UDP payloads that are neither SIP nor RTP/RTCP.
+    pub udp_other: u64,
+    /// Calls created.
+    pub calls: u64,
+    /// Calls finished (all reasons).
+    pub calls_finished: u64,
+    /// Calls finished early because the table was full.
+    pub calls_evicted: u64,
+    /// RTP streams of finished calls.
+    pub streams: u64,
+    /// Streams not tracked because a call hit its stream limit.
+    pub streams_dropped: u64,
+    /// Media routes not added because the table was full.
+    pub media_routes_dropped: u64,
+    /// Recording segments written.
+    pub segments: u64,
+    /// Recording segments the driver failed to store.
+    pub segments_failed: u64,
+    /// RTP packets whose payload could not be decoded.
+    pub decode_errors: u64,
+    /// vCon events emitted.
+    pub events: u64,
+}
+
+impl EngineStats {
+    /// Adds another shard's counters.
+    pub fn merge(&mut self, o: &EngineStats) {
+        macro_rules! add { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
+        add!(datagrams, sip_messages, sip_parse_errors, sip_without_call_id, sip_non_call, rtp_packets,
+            rtp_by_ssrc, rtcp_packets, rtcp_unmatched, rtp_orphan_packets, orphan_flows, orphan_flows_dropped,
+            orphan_flows_expired, udp_other, calls, calls_finished, calls_evicted, streams, streams_dropped,
+            media_routes_dropped, segments, segments_failed, decode_errors, events);
+    }
+
+    /// Name/value pairs for summaries.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("datagrams", self.datagrams),
+            ("sip_messages", self.sip_messages),
+            ("sip_parse_errors", self.sip_parse_errors),
+            ("sip_without_call_id", self.sip_without_call_id),
+            ("sip_non_call", self.sip_non_call),
+            ("rtp_packets", self.rtp_packets),
+            ("rtp_by_ssrc", self.rtp_by_ssrc),
+            ("rtcp_packets", self.rtcp_packets),
+            ("rtcp_unmatched", self.rtcp_unmatched),
+            ("rtp_orphan_packets", self.rtp_orphan_packets),
+            ("orphan_flows", self.orphan_flows),
+            ("orphan_flows_dropped", self.orphan_flows_dropped),
+            ("udp_other", self.udp_other),
+            ("calls", self.calls),
+            ("calls_finished", self.calls_finished),
+            ("calls_evicted", self.calls_evicted),
+            ("streams", self.streams),
+            ("streams_dropped", self.streams_dropped),
+            ("media_routes_dropped", self.media_routes_dropped),
+            ("segments", self.segments),
+            ("segments_failed", self.segments_failed),
+            ("decode_errors", self.decode_errors),
+            ("events", self.events),
+        ]
+    }
+}

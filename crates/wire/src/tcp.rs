@@ -1,0 +1,495 @@
+//! TCP stream reassembly, one buffer per direction, cut into messages by a [`Framer`].
+//!
+//! Each direction (src, dst) learns its initial sequence number from the SYN, or from the
+//! first segment seen when the capture starts mid-stream. In-order bytes are appended to
+//! the direction's buffer and the framer runs after every append; out-of-order segments
+//! are held (bounded in count and bytes); retransmitted bytes are dropped; sequence
+//! numbers compare with serial (wrapping) arithmetic. A hole that never fills (segment
+//! lost by the capture) is skipped when holding more would exceed the bounds or when the
+//! oldest held segment is older than [`TCP_GAP_TIMEOUT_NS`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::frag::SWEEP_INTERVAL_NS;
+use crate::stats::{DecodeStats, SkipReason};
+use crate::{Datagram, Framer, Framing, Timestamp, Transport};
+
+/// How long out-of-order data may wait for a missing segment (capture time) before the
+/// gap is skipped. Long enough for any real retransmission (RTO is at most a few seconds
+/// in practice before the capture shows the retransmitted segment).
+pub const TCP_GAP_TIMEOUT_NS: i64 = 3_000_000_000;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+
+/// One direction of a TCP connection.
+pub(crate) type FlowKey = (SocketAddr, SocketAddr);
+
+#[derive(Debug)]
+struct Held {
+    seq: u32,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Flow {
+    gen: u64,
+    next_seq: u32,
+    buf: Vec<u8>,
+    held: Vec<Held>,
+    held_bytes: usize,
+    held_since: Timestamp,
+    ignored: bool,
+    last_ts: Timestamp,
+}
+
+/// Limits for the table (copied from the decoder configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    pub max_flows: usize,
+    pub max_buffer: usize,
+    pub max_held: usize,
+    pub idle_ns: i64,
+}
+
+/// Addressing of the segment being processed, copied into emitted datagrams.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seg<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub flags: u8,
+    pub payload: &'a [u8],
+    pub ts: Timestamp,
+    pub vlan: Option<u16>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpTable {
+    map: foldhash::HashMap<FlowKey, Flow>,
+    order: VecDeque<(FlowKey, u64)>,
+    next_gen: u64,
+    next_sweep: i64,
+    lim: TcpLimits,
+}
+
+/// Serial-number difference `a - b` (RFC 1982 style), as a signed distance.
+fn seq_diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+struct Sink<'o, 's> {
+    src: SocketAddr,
+    dst: SocketAddr,
+    ts: Timestamp,
+    vlan: Option<u16>,
+    framer: Framer,
+    stats: &'s mut DecodeStats,
+    out: &'o mut dyn FnMut(Datagram<'_>),
+}
+
+impl TcpTable {
+    pub(crate) fn new(lim: TcpLimits) -> Self {
+        TcpTable {
+            map: foldhash::HashMap::default(),
+            order: VecDeque::new(),
+            next_gen: 0,
+            next_sweep: i64::MIN,
+            lim,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn segment(
+        &mut self,
+        seg: Seg<'_>,
+        framer: Framer,
+        stats: &mut DecodeStats,
+        out: &mut dyn FnMut(Datagram<'_>),
+    ) {
+        let key = (seg.src, seg.dst);
+        let closing = seg.flags & (FIN | RST) != 0;
+        let syn = seg.flags & SYN != 0;
+        let data_seq = if syn {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
+        match self.map.get_mut(&key) {
+            Some(f) if f.ignored => {
+                if closing {
+                    self.map.remove(&key);
+                } else {
+                    f.last_ts = seg.ts;
+                }
+                return;
+            }
+            Some(f) => {
+                if syn && f.next_seq != data_seq {
+                    // New connection reusing the 4-tuple (or a SYN after mid-stream start).
+                    f.buf.clear();
+                    f.held.clear();
+                    f.held_bytes = 0;
+                    f.next_seq = data_seq;
+                }
+            }
+            None => {
+                if seg.flags & RST != 0 || (seg.payload.is_empty() && !syn) {
+                    return;
+                }
+                if self.lim.max_flows == 0 {
+                    stats.skip(SkipReason::TcpFlowsEvicted);
+                    return;
+                }
+                while self.map.len() >= self.lim.max_flows {
+                    if !self.evict_oldest() {
+                        break;
+                    }
+                    stats.skip(SkipReason::TcpFlowsEvicted);
+                }
+                let gen = self.next_gen;
+                self.next_gen = self.next_gen.wrapping_add(1);
+                self.map.insert(
+                    key,
+                    Flow {
+                        gen,
+                        next_seq: data_seq,
+                        buf: Vec::new(),
+                        held: Vec::new(),
+                        held_bytes: 0,
+                        held_since: seg.ts,
+                        ignored: false,
+                        last_ts: seg.ts,
+                    },
+                );
+                self.order.push_back((key, gen));
+                if self.order.len() > 2 * self.map.len() + 64 {
+                    let map = &self.map;
+                    self.order
+                        .retain(|(k, g)| map.get(k).is_some_and(|f| f.gen == *g));
+                }
+            }
+        }
+        let lim = self.lim;
+        let Some(flow) = self.map.get_mut(&key) else {
+            return;
+        };
+        flow.last_ts = seg.ts;
+        if !seg.payload.is_empty() {
+            let mut sink = Sink {
+                src: seg.src,
+                dst: seg.dst,
+                ts: seg.ts,
+                vlan: seg.vlan,
+                framer,
+                stats,
+                out,
+            };
+            accept(flow, data_seq, seg.payload, &lim, &mut sink);
+        }
+        if closing {
+            self.map.remove(&key);
+        }
+    }
+
+    /// Frees flows idle for longer than the idle timeout (at most once per sweep interval).
+    pub(crate) fn handle_timeout(&mut self, now: Timestamp, stats: &mut DecodeStats) {
+        if now.0 < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.0.saturating_add(SWEEP_INTERVAL_NS);
+        let idle = self.lim.idle_ns;
+        self.map.retain(|_, f| {
+            let keep = now.0.saturating_sub(f.last_ts.0) <= idle;
+            if !keep && (!f.buf.is_empty() || !f.held.is_empty()) {
+                stats.skip(SkipReason::TcpIdleTimeout);
+            }
+            keep
+        });
+        let map = &self.map;
+        self.order
+            .retain(|(k, g)| map.get(k).is_some_and(|f| f.gen == *g));
+    }
+
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((k, g)) = self.order.pop_front() {
+            if self.map.get(&k).is_some_and(|f| f.gen == g) {
+                self.map.remove(&k);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Handles the payload of one segment starting at sequence number `seq`.
+fn accept(flow: &mut Flow, seq: u32, data: &[u8], lim: &TcpLimits, sink: &mut Sink<'_, '_>) {
+    let diff = seq_diff(seq, flow.next_seq);
+    if diff > 0 {
+        // Future data: hold it while a missing segment may still arrive.
+        if flow.held.is_empty() {
+            flow.held_since = sink.ts;
+        }
+        let fits = flow.held.len() < lim.max_held
+            && flow.held_bytes.saturating_add(data.len()) <= lim.max_buffer;
+        if fits {
+            flow.held.push(Held {
+                seq,
+                data: data.to_vec(),
+            });
+            flow.held_bytes += data.len();
+        }
+        let stale = sink.ts.0.saturating_sub(flow.held_since.0) > TCP_GAP_TIMEOUT_NS;
+        if !fits || stale {
+            skip_gap(flow, if fits { None } else { Some(seq) }, lim, sink);
+            if !fits && !flow.ignored {
+                // The segment we could not hold now starts at or after next_seq.
+                accept(flow, seq, data, lim, sink);
+            }
+        }
+        return;
+    }
+    let dup = diff.unsigned_abs() as usize;
+    if let Some(fresh) = data.get(dup..).filter(|d| !d.is_empty()) {
+        append(flow, fresh, lim, sink);
+        drain_held(flow, lim, sink);
+    }
+}
+
+/// Gives up on the missing bytes before the earliest held segment (or `extra`).
+fn skip_gap(flow: &mut Flow, extra: Option<u32>, lim: &TcpLimits, sink: &mut Sink<'_, '_>) {
+    let mut earliest = extra;
+    for h in &flow.held {
+        earliest = Some(match earliest {
+            Some(e) if seq_diff(e, h.seq) <= 0 => e,
+            _ => h.seq,
+        });
+    }
+    let Some(start) = earliest else { return };
+    sink.stats.skip(SkipReason::TcpGapSkipped);
+    // The buffered prefix belongs to a message whose rest is lost.
+    flow.buf.clear();
+    flow.next_seq = start;
+    drain_held(flow, lim, sink);
+}
+
+/// Appends every held segment that has become contiguous.
+fn drain_held(flow: &mut Flow, lim: &TcpLimits, sink: &mut Sink<'_, '_>) {
+    while !flow.ignored {
+        let next = flow.next_seq;
+        let Some(i) = flow.held.iter().position(|h| seq_diff(h.seq, next) <= 0) else {
+            break;
+        };
+        let h = flow.held.swap_remove(i);
+        flow.held_bytes = flow.held_bytes.saturating_sub(h.data.len());
+        let dup = seq_diff(next, h.seq).unsigned_abs() as usize;
+        if let Some(fresh) = h.data.get(dup..).filter(|d| !d.is_empty()) {
+            append(flow, fresh, lim, sink);
+        }
+    }
+    if flow.held.is_empty() {
+        flow.held_since = sink.ts;
+    }
+}
+
+/// Appends in-order bytes and runs the framer.
+fn append(flow: &mut Flow, data: &[u8], lim: &TcpLimits, sink: &mut Sink<'_, '_>) {
+    flow.next_seq = flow.next_seq.wrapping_add(data.len() as u32);
+    if flow.ignored {
+        return;
+    }
+    if flow.buf.len().saturating_add(data.len()) > lim.max_buffer {
+        // The framer never found the end of a message: drop what we have and let the
+        // framer resynchronise on the new bytes (it may skip to a start or say NotOurs).
+        sink.stats.skip(SkipReason::TcpBufferOverflow);
+        flow.buf.clear();
+        if data.len() > lim.max_buffer {
+            return;
+        }
+    }
+    flow.buf.extend_from_slice(data);
+    run_framer(flow, sink);
+}
+
+fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
+    let mut start = 0usize;
+    while let Some(avail) = flow.buf.get(start..).filter(|a| !a.is_empty()) {
+        match (sink.framer)(avail) {
+            Framing::Message(n) if n > 0 && n <= avail.len() => {
+                if let Some(msg) = avail.get(..n) {
+                    sink.stats.datagrams += 1;
+                    (sink.out)(Datagram {
+                        ts: sink.ts,
+                        src: sink.src,
+                        dst: sink.dst,
+                        transport: Transport::Tcp,
+                        vlan: sink.vlan,
+                        payload: msg,
+                    });
+                }
+                start += n;
+            }
+            Framing::Skip(n) if n > 0 && n <= avail.len() => start += n,
+            Framing::NotOurs => {
+                sink.stats.skip(SkipReason::TcpNotOurs);
+                flow.ignored = true;
+                flow.buf = Vec::new();
+                flow.held = Vec::new();
+                flow.held_bytes = 0;
+                return;
+            }
+            // Incomplete, or a framer bug (zero / overlong length): wait for more bytes.
+            _ => break,
+        }
+    }
+    if start > 0 {
+        flow.buf.drain(..start.min(flow.buf.len()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn lines(b: &[u8]) -> Framing {
+        match b.iter().position(|&c| c == b'\n') {
+            Some(i) => Framing::Message(i + 1),
+            None => Framing::Incomplete,
+        }
+    }
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)
+    }
+
+    fn lim() -> TcpLimits {
+        TcpLimits {
+            max_flows: 4,
+            max_buffer: 1024,
+            max_held: 4,
+            idle_ns: 10_000_000_000,
+        }
+    }
+
+    fn feed(t: &mut TcpTable, st: &mut DecodeStats, seq: u32, flags: u8, p: &[u8]) -> Vec<String> {
+        feed_at(t, st, seq, flags, p, 0)
+    }
+
+    fn feed_at(
+        t: &mut TcpTable,
+        st: &mut DecodeStats,
+        seq: u32,
+        flags: u8,
+        p: &[u8],
+        ts: i64,
+    ) -> Vec<String> {
+        let mut v = Vec::new();
+        let seg = Seg {
+            src: addr(1),
+            dst: addr(2),
+            seq,
+            flags,
+            payload: p,
+            ts: Timestamp(ts),
+            vlan: None,
+        };
+        t.segment(seg, lines, st, &mut |d| {
+            v.push(String::from_utf8_lossy(d.payload).into())
+        });
+        v
+    }
+
+    #[test]
+    fn wraparound_and_retransmit() {
+        let mut t = TcpTable::new(lim());
+        let mut st = DecodeStats::default();
+        let isn = u32::MAX - 3;
+        assert!(feed(&mut t, &mut st, isn, SYN, b"").is_empty());
+        assert!(feed(&mut t, &mut st, isn.wrapping_add(1), 0, b"ab").is_empty());
+        assert_eq!(
+            feed(&mut t, &mut st, isn.wrapping_add(3), 0, b"c\nde"),
+            vec!["abc\n"]
+        );
+        // Retransmission overlapping old and new bytes.
+        assert_eq!(
+            feed(&mut t, &mut st, isn.wrapping_add(3), 0, b"c\ndef\n"),
+            vec!["def\n"]
+        );
+        assert!(feed(&mut t, &mut st, isn.wrapping_add(1), 0, b"abc\n").is_empty());
+        assert_eq!(t.len(), 1);
+        feed(&mut t, &mut st, isn.wrapping_add(9), FIN, b"");
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn gap_skipped_when_held_bound_exceeded() {
+        let mut t = TcpTable::new(lim());
+        let mut st = DecodeStats::default();
+        assert!(feed(&mut t, &mut st, 100, 0, b"partial").is_empty());
+        // bytes 107..110 lost; later segments are held, then the gap is skipped.
+        let mut got = Vec::new();
+        for i in 0..6u32 {
+            got.extend(feed(&mut t, &mut st, 110 + i * 3, 0, b"x\nz"));
+        }
+        assert_eq!(st.skipped(SkipReason::TcpGapSkipped), 1);
+        assert_eq!(got.first().map(String::as_str), Some("x\n"));
+        assert!(got.iter().all(|s| !s.contains("partial")));
+    }
+
+    #[test]
+    fn gap_skipped_after_timeout() {
+        let mut t = TcpTable::new(lim());
+        let mut st = DecodeStats::default();
+        feed_at(&mut t, &mut st, 1, 0, b"a", 0);
+        assert!(feed_at(&mut t, &mut st, 10, 0, b"late\n", 1).is_empty());
+        let got = feed_at(&mut t, &mut st, 15, 0, b"x\n", TCP_GAP_TIMEOUT_NS + 2);
+        assert_eq!(got, vec!["late\n", "x\n"]);
+        assert_eq!(st.skipped(SkipReason::TcpGapSkipped), 1);
+    }
+
+    #[test]
+    fn not_ours_and_overflow_and_eviction() {
+        fn never(_: &[u8]) -> Framing {
+            Framing::NotOurs
+        }
+        let mut t = TcpTable::new(lim());
+        let mut st = DecodeStats::default();
+        let seg = |p: u16, payload: &'static [u8]| Seg {
+            src: addr(p),
+            dst: addr(2),
+            seq: 0,
+            flags: 0,
+            payload,
+            ts: Timestamp(0),
+            vlan: None,
+        };
+        t.segment(seg(9, b"zzz"), never, &mut st, &mut |_| {});
+        t.segment(seg(9, b"zzz"), never, &mut st, &mut |_| {});
+        assert_eq!(st.skipped(SkipReason::TcpNotOurs), 1);
+        // Overflow: 1024-byte cap, no newline ever.
+        let big = [b'a'; 600];
+        let mut n = 0;
+        for i in 0..3u32 {
+            let mut s = seg(1, b"");
+            s.payload = &big;
+            s.seq = i * 600;
+            t.segment(s, lines, &mut st, &mut |_| n += 1);
+        }
+        assert_eq!(n, 0);
+        assert!(st.skipped(SkipReason::TcpBufferOverflow) >= 1);
+        for p in 10..20 {
+            t.segment(seg(p, b"q"), lines, &mut st, &mut |_| {});
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(st.skipped(SkipReason::TcpFlowsEvicted), 8);
+        t.handle_timeout(Timestamp(20_000_000_000), &mut st);
+        assert_eq!(t.len(), 0);
+        assert!(st.skipped(SkipReason::TcpIdleTimeout) >= 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! The `vcontap` command line: `replay` (capture files → vCons, recordings and an event
+//! stream) and `synth` (the project's traffic synthesizer).
+//!
+//! This binary is the thin I/O shell around the sans-IO crates: it reads files, owns the
+//! clock (only for `--pace realtime` and elapsed-time figures), writes WAV segments and vCon
+//! files, and runs engine shards on threads. tokio is not used yet: replay is CPU-bound file
+//! work on OS threads with bounded crossbeam channels; the async runtime arrives with the live
+//! API and the network sinks.
+
+mod media_store;
+mod progress;
+mod replay;
+mod sink;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "vcontap", version, about = "Taps SIP/RTP traffic and turns every call into a live vCon")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay pcap/pcapng files through the engine into vCon files.
+    Replay(ReplayArgs),
+    /// Write a pcap of synthetic SIP/RTP calls.
+    Synth(SynthArgs),
+}
+
+/// Recording mode.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum RecordArg {
+    /// No audio; signalling and RTP statistics only.
+    None,
+    /// Stereo WAV: caller left, callee right.
+    Stereo,
+    /// Mono WAV with both directions mixed.
+    Mono,
+}
+
+/// Replay pacing.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Pace {
+    /// As fast as possible.
+    Max,
+    /// Sleep so packets are processed at their capture-time spacing.
+    Realtime,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Capture files (pcap or pcapng).
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// Output directory for `<uuid>.vcon.json` files and `media/`.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Write the real-time event stream (JSON lines) here.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Pacing of the replay.
+    #[arg(long, value_enum, default_value_t = Pace::Max)]
+    pub pace: Pace,
+    /// Audio recording mode.
+    #[arg(long, value_enum, default_value_t = RecordArg::Stereo)]
+    pub record: RecordArg,
+    /// Cut recordings every N seconds (0: only at hold/resume, codec change, transfer).
+    #[arg(long, default_value_t = 0)]
+    pub segment_seconds: u32,
+    /// Public base URL for recordings (default: file:// URL of the media directory).
+    #[arg(long)]
+    pub media_base_url: Option<String>,
+    /// Engine shards (threads). A call's SIP and media always land on the same shard.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Host name hashed into vCon uuids (default: this machine's host name).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct SynthArgs {
+    /// Number of calls.
+    #[arg(long, default_value_t = 10)]
+    calls: u32,
+    /// Calls active at the same time.
+    #[arg(long, default_value_t = 5)]
+    concurrent: u32,
+    /// Talk time of each answered call, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Output pcap.
+    #[arg(long)]
+    out: PathBuf,
+    /// Codecs, round-robin per call: pcmu, pcma, g722, opus.
+    #[arg(long, value_delimiter = ',', default_value = "pcmu")]
+    codecs: Vec<String>,
+    /// Digits the caller sends as RFC 4733 DTMF.
+    #[arg(long)]
+    dtmf: Option<String>,
+    /// Also send the digits as SIP INFO.
+    #[arg(long)]
+    sip_info_dtmf: bool,
+    /// Every Nth call fails (busy, no answer, rejected, not found in turn).
+    #[arg(long, default_value_t = 0)]
+    failure_every: u32,
+    /// Answered calls go on hold for a second mid-call.
+    #[arg(long)]
+    hold: bool,
+    /// SIP over TCP.
+    #[arg(long)]
+    tcp: bool,
+    /// 802.1Q VLAN id.
+    #[arg(long)]
+    vlan: Option<u16>,
+    /// IPv6 addresses.
+    #[arg(long)]
+    ipv6: bool,
+    /// 407 challenge before each INVITE.
+    #[arg(long)]
+    auth: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VCONTAP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Replay(a) => replay::run(a),
+        Cmd::Synth(a) => synth(a),
+    }
+}
+
+fn synth(a: SynthArgs) -> Result<()> {
+    use vcontap_synth::{Codec, SipTransport, SynthConfig};
+    if a.calls == 0 || a.concurrent == 0 {
+        bail!("--calls and --concurrent must be at least 1");
+    }
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 86_400.0) {
+        bail!("--seconds must be between 0 and 86400");
+    }
+    let mut codecs = Vec::new();
+    for c in &a.codecs {
+        codecs.push(match c.to_ascii_lowercase().as_str() {
+            "pcmu" | "g711u" => Codec::Pcmu,
+            "pcma" | "g711a" => Codec::Pcma,
+            "g722" => Codec::G722,
+            "opus" => Codec::Opus,
+            other => bail!("unknown codec {other:?} (pcmu, pcma, g722, opus)"),
+        });
+    }
+    if codecs.contains(&Codec::Opus) && !cfg!(feature = "opus") {
+        bail!("this build has no Opus support; rebuild with --features opus");
+    }
+    if let Some(d) = &a.dtmf {
+        if !d.chars().all(|c| c.is_ascii_digit() || "*#ABCD".contains(c)) {
+            bail!("--dtmf digits must be 0-9, *, #, A-D");
+        }
+    }
+    let cfg = SynthConfig {
+        calls: a.calls,
+        concurrent: a.concurrent,
+        seconds: a.seconds,
+        seed: a.seed,
+        codecs,
+        dtmf: a.dtmf,
+        sip_info_dtmf: a.sip_info_dtmf,
+        failure_every: a.failure_every,
+        hold: a.hold,
+        transport: if a.tcp { SipTransport::Tcp } else { SipTransport::Udp },
+        vlan: a.vlan,
+        ipv6: a.ipv6,
+        auth_challenge: a.auth,
+        ..SynthConfig::default()
+    };
+    let f = std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let s = vcontap_synth::generate(&cfg, std::io::BufWriter::with_capacity(1 << 20, f))
+        .context("generating traffic")?;
+    eprintln!(
+        "wrote {}: {} calls, {} packets ({} RTP, {} SIP), {} bytes",
+        a.out.display(),
+        s.calls.len(),
+        s.packets,
+        s.rtp_packets,
+        s.sip_messages,
+        s.bytes
+    );
+    Ok(())
+}

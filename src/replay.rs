@@ -1,0 +1,390 @@
+//! `vcontap replay`: capture files → wire decoder → router → engine shard(s) → WAV segments,
+//! vCon files and the event stream.
+//!
+//! With `--shards 1` (the default) everything runs on the calling thread, which keeps the
+//! event order fully deterministic. With more shards the reading thread decodes and routes
+//! (see `vcontap_engine::Router`) and each shard runs on its own OS thread:
+//!
+//! | queue | bound | when full |
+//! |---|---|---|
+//! | reader → shard | [`SHARD_QUEUE_BATCHES`] batches of [`BATCH_DATAGRAMS`] | **block**: a file replay slows down, nothing is lost |
+//! | shards → event writer | [`EVENT_QUEUE`] events | **block**: the writer is the durable sink |
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use vcontap_engine::{Engine, EngineConfig, EngineStats, Output, RecordMode, Router, VconEvent};
+use vcontap_wire::{Datagram, DecodeStats, Decoder, DecoderConfig, PcapReader, Timestamp, Transport};
+
+use crate::media_store::MediaStore;
+use crate::progress::Progress;
+use crate::sink::FileSink;
+use crate::{Pace, RecordArg, ReplayArgs};
+
+/// Datagrams per batch handed to a shard thread.
+const BATCH_DATAGRAMS: usize = 512;
+/// Batches queued per shard.
+const SHARD_QUEUE_BATCHES: usize = 64;
+/// Events queued for the writer.
+const EVENT_QUEUE: usize = 4096;
+/// Largest shard count (uuids carry the shard in 3 bits).
+const MAX_SHARDS: usize = 8;
+
+/// One engine shard and the recording files it owns.
+struct Shard {
+    engine: Engine,
+    media: MediaStore,
+}
+
+impl Shard {
+    fn new(cfg: EngineConfig, media_dir: &Path, base_url: Option<&str>) -> Result<Self> {
+        Ok(Shard { engine: Engine::new(cfg), media: MediaStore::new(media_dir, base_url)? })
+    }
+
+    /// Drains the engine, writing audio and passing events on.
+    fn drain(&mut self, emit: &mut dyn FnMut(Arc<VconEvent>) -> Result<()>) -> Result<()> {
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Event(e) => emit(e)?,
+                Output::SegmentOpened { segment, uuid, index, rate, channels } => {
+                    if let Err(e) = self.media.open(segment, &uuid, index, rate, channels) {
+                        tracing::warn!(error = %e, "Cannot open a recording segment.");
+                    }
+                }
+                Output::Audio { segment, samples } => {
+                    if let Err(e) = self.media.write(segment, &samples) {
+                        tracing::warn!(error = %e, "Cannot write a recording segment.");
+                    }
+                }
+                Output::SegmentClosed { segment } => match self.media.close(segment) {
+                    Ok(stored) => self.engine.handle_segment_stored(segment, stored),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot store a recording segment; it is left out of the vCon.");
+                        self.engine.handle_segment_failed(segment);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Datagrams with owned payloads, packed into one buffer.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    items: Vec<(Timestamp, SocketAddr, SocketAddr, Transport, Option<u16>, Range<usize>)>,
+    now: Timestamp,
+}
+
+enum ShardMsg {
+    Batch(Batch),
+    Finish(Timestamp),
+}
+
+fn engine_config(a: &ReplayArgs, shard: u16) -> EngineConfig {
+    EngineConfig {
+        record: match a.record {
+            RecordArg::None => RecordMode::None,
+            RecordArg::Stereo => RecordMode::Stereo,
+            RecordArg::Mono => RecordMode::Mono,
+        },
+        segment_seconds: a.segment_seconds,
+        host: a.host.clone().unwrap_or_else(host_name),
+        shard,
+        ..EngineConfig::default()
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+struct Totals {
+    files: usize,
+    packets: u64,
+    decode: DecodeStats,
+    engine: EngineStats,
+    vcons: u64,
+    events: u64,
+    segments: u64,
+    audio_bytes: u64,
+    elapsed: Duration,
+}
+
+/// Runs `vcontap replay`.
+pub fn run(a: ReplayArgs) -> Result<()> {
+    if a.shards == 0 || a.shards > MAX_SHARDS {
+        bail!("--shards must be between 1 and {MAX_SHARDS}");
+    }
+    if let Some(u) = &a.media_base_url {
+        if !u.contains("://") {
+            bail!("--media-base-url must be an absolute URL with a scheme (e.g. https://…)");
+        }
+    }
+    for c in &a.captures {
+        if !c.is_file() {
+            bail!("capture {} does not exist or is not a file", c.display());
+        }
+    }
+    let totals = if a.shards == 1 { run_single(&a)? } else { run_sharded(&a)? };
+    print_summary(&totals);
+    Ok(())
+}
+
+fn new_decoder() -> Decoder {
+    Decoder::new(DecoderConfig { tcp_framer: Some(vcontap_sip::frame), ..DecoderConfig::default() })
+}
+
+/// Reads every capture, calling `f` for each decoded datagram and `tick` after each packet.
+fn read_all(
+    a: &ReplayArgs,
+    decoder: &mut Decoder,
+    mut f: impl FnMut(&Datagram<'_>) -> Result<()>,
+    mut tick: impl FnMut(Timestamp, u64) -> Result<()>,
+) -> Result<(u64, Timestamp)> {
+    let mut packets = 0u64;
+    let mut last = Timestamp(0);
+    let mut pace: Option<(Timestamp, Instant)> = None;
+    for path in &a.captures {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut reader = match PcapReader::new(BufReader::with_capacity(1 << 20, file)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "Skipping a file that is not a capture.");
+                continue;
+            }
+        };
+        let mut err = None;
+        loop {
+            let pkt = match reader.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "Capture ends with an unreadable record.");
+                    break;
+                }
+            };
+            packets += 1;
+            last = last.max(pkt.ts);
+            if a.pace == Pace::Realtime {
+                let (t0, w0) = *pace.get_or_insert((pkt.ts, Instant::now()));
+                let due = Duration::from_nanos((pkt.ts.nanos() - t0.nanos()).max(0) as u64);
+                let el = w0.elapsed();
+                if due > el {
+                    std::thread::sleep(due - el);
+                }
+            }
+            decoder.decode(&pkt, &mut |d| {
+                if err.is_none() {
+                    if let Err(e) = f(&d) {
+                        err = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = err.take() {
+                return Err(e);
+            }
+            tick(pkt.ts, packets)?;
+        }
+    }
+    Ok((packets, last))
+}
+
+fn run_single(a: &ReplayArgs) -> Result<Totals> {
+    let started = Instant::now();
+    let mut shard = Shard::new(engine_config(a, 0), &a.out.join("media"), a.media_base_url.as_deref())?;
+    let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
+    let mut decoder = new_decoder();
+    let progress = Progress::new(a.quiet);
+    let mut emit = |e: Arc<VconEvent>| sink.handle(&e);
+    let shard_ref = std::cell::RefCell::new(&mut shard);
+    let emit_ref = std::cell::RefCell::new(&mut emit);
+    let (packets, last) = read_all(
+        a,
+        &mut decoder,
+        |d| {
+            let mut s = shard_ref.borrow_mut();
+            s.engine.handle_datagram(d);
+            s.drain(&mut **emit_ref.borrow_mut())
+        },
+        |ts, n| {
+            let mut s = shard_ref.borrow_mut();
+            if ts >= s.engine.poll_timeout() {
+                s.engine.handle_timeout(ts);
+                s.drain(&mut **emit_ref.borrow_mut())?;
+            }
+            if n % 65_536 == 0 {
+                progress.update(n, s.engine.open_calls(), s.engine.stats().calls_finished);
+            }
+            Ok(())
+        },
+    )?;
+    let shard = shard_ref.into_inner();
+    shard.engine.finish_all(last);
+    shard.drain(&mut **emit_ref.borrow_mut())?;
+    progress.finish();
+    sink.flush()?;
+    Ok(Totals {
+        files: a.captures.len(),
+        packets,
+        decode: decoder.stats().clone(),
+        engine: shard.engine.stats().clone(),
+        vcons: sink.vcons_written,
+        events: sink.events_written,
+        segments: shard.media.written,
+        audio_bytes: shard.media.bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
+    let started = Instant::now();
+    let (ev_tx, ev_rx) = bounded::<Arc<VconEvent>>(EVENT_QUEUE);
+    let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
+    let writer = std::thread::Builder::new().name("vcontap-writer".into()).spawn(move || -> Result<FileSink> {
+        for e in ev_rx {
+            sink.handle(&e)?;
+        }
+        sink.flush()?;
+        Ok(sink)
+    })?;
+    let mut txs: Vec<Sender<ShardMsg>> = Vec::new();
+    let mut workers = Vec::new();
+    for i in 0..a.shards {
+        let (tx, rx) = bounded::<ShardMsg>(SHARD_QUEUE_BATCHES);
+        let shard = Shard::new(engine_config(a, i as u16), &a.out.join("media"), a.media_base_url.as_deref())?;
+        let ev_tx = ev_tx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("vcontap-shard-{i}"))
+                .spawn(move || shard_loop(shard, rx, ev_tx))?,
+        );
+        txs.push(tx);
+    }
+    drop(ev_tx);
+    let mut router = Router::new(a.shards);
+    let mut decoder = new_decoder();
+    let progress = Progress::new(a.quiet);
+    let batches = std::cell::RefCell::new((0..a.shards).map(|_| Batch::default()).collect::<Vec<_>>());
+    let send = |i: usize, b: &mut Batch, now: Timestamp| -> Result<()> {
+        b.now = now;
+        let full = std::mem::take(b);
+        txs[i].send(ShardMsg::Batch(full)).map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))
+    };
+    let (packets, last) = read_all(
+        a,
+        &mut decoder,
+        |d| {
+            let i = router.route(d);
+            let mut bs = batches.borrow_mut();
+            let b = &mut bs[i];
+            let start = b.buf.len();
+            b.buf.extend_from_slice(d.payload);
+            b.items.push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+            if b.items.len() >= BATCH_DATAGRAMS {
+                send(i, b, d.ts)?;
+            }
+            Ok(())
+        },
+        |ts, n| {
+            // Every shard must see time pass even when it gets no packets (timeouts).
+            if n % 8192 == 0 {
+                let mut bs = batches.borrow_mut();
+                for (i, b) in bs.iter_mut().enumerate() {
+                    send(i, b, ts)?;
+                }
+                progress.update(n, 0, 0);
+            }
+            Ok(())
+        },
+    )?;
+    let mut bs = batches.into_inner();
+    for (i, b) in bs.iter_mut().enumerate() {
+        send(i, b, last)?;
+        txs[i].send(ShardMsg::Finish(last)).map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))?;
+    }
+    drop(txs);
+    let mut engine = EngineStats::default();
+    let (mut segments, mut audio_bytes) = (0, 0);
+    for w in workers {
+        let (st, seg, ab) = w.join().map_err(|_| anyhow::anyhow!("engine shard panicked"))??;
+        engine.merge(&st);
+        segments += seg;
+        audio_bytes += ab;
+    }
+    let sink = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    progress.finish();
+    Ok(Totals {
+        files: a.captures.len(),
+        packets,
+        decode: decoder.stats().clone(),
+        engine,
+        vcons: sink.vcons_written,
+        events: sink.events_written,
+        segments,
+        audio_bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn shard_loop(mut shard: Shard, rx: Receiver<ShardMsg>, ev: Sender<Arc<VconEvent>>) -> Result<(EngineStats, u64, u64)> {
+    let mut emit = |e: Arc<VconEvent>| ev.send(e).map_err(|_| anyhow::anyhow!("event writer stopped"));
+    for msg in rx {
+        match msg {
+            ShardMsg::Batch(b) => {
+                for (ts, src, dst, transport, vlan, r) in &b.items {
+                    let d = Datagram {
+                        ts: *ts,
+                        src: *src,
+                        dst: *dst,
+                        transport: *transport,
+                        vlan: *vlan,
+                        payload: b.buf.get(r.clone()).unwrap_or(&[]),
+                    };
+                    shard.engine.handle_datagram(&d);
+                    shard.drain(&mut emit)?;
+                }
+                shard.engine.handle_timeout(b.now);
+                shard.drain(&mut emit)?;
+            }
+            ShardMsg::Finish(ts) => {
+                shard.engine.finish_all(ts);
+                shard.drain(&mut emit)?;
+            }
+        }
+    }
+    Ok((shard.engine.stats().clone(), shard.media.written, shard.media.bytes))
+}
+
+fn print_summary(t: &Totals) {
+    let secs = t.elapsed.as_secs_f64().max(1e-9);
+    eprintln!("replay summary");
+    eprintln!("  files               {}", t.files);
+    eprintln!("  packets read        {}", t.packets);
+    eprintln!("  datagrams decoded   {}", t.decode.datagrams);
+    for (r, n) in t.decode.nonzero_skips() {
+        eprintln!("  skipped {:<20} {}", r.as_str(), n);
+    }
+    let e = &t.engine;
+    eprintln!("  sip messages        {} ({} unparsable, {} outside calls)", e.sip_messages, e.sip_parse_errors, e.sip_non_call);
+    eprintln!("  rtp packets         {} in calls, {} orphan in {} flows", e.rtp_packets, e.rtp_orphan_packets, e.orphan_flows);
+    eprintln!("  rtcp packets        {}", e.rtcp_packets);
+    eprintln!("  calls               {} ({} evicted)", e.calls, e.calls_evicted);
+    eprintln!("  streams             {}", e.streams);
+    eprintln!("  vcons written       {}", t.vcons);
+    eprintln!("  events written      {}", t.events);
+    eprintln!("  recording segments  {} ({:.1} MB)", t.segments, t.audio_bytes as f64 / 1e6);
+    eprintln!("  elapsed             {:.3} s ({:.0} packets/s)", secs, t.packets as f64 / secs);
+}
