@@ -18,7 +18,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "vcontap", version, about = "Taps SIP/RTP traffic and turns every call into a live vCon")]
+#[command(
+    name = "vcontap",
+    version,
+    about = "Taps SIP/RTP traffic and turns every call into a live vCon"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -135,7 +139,8 @@ struct SynthArgs {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VCONTAP_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("VCONTAP_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -168,7 +173,10 @@ fn synth(a: SynthArgs) -> Result<()> {
         bail!("this build has no Opus support; rebuild with --features opus");
     }
     if let Some(d) = &a.dtmf {
-        if !d.chars().all(|c| c.is_ascii_digit() || "*#ABCD".contains(c)) {
+        if !d
+            .chars()
+            .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c))
+        {
             bail!("--dtmf digits must be 0-9, *, #, A-D");
         }
     }
@@ -182,13 +190,18 @@ fn synth(a: SynthArgs) -> Result<()> {
         sip_info_dtmf: a.sip_info_dtmf,
         failure_every: a.failure_every,
         hold: a.hold,
-        transport: if a.tcp { SipTransport::Tcp } else { SipTransport::Udp },
+        transport: if a.tcp {
+            SipTransport::Tcp
+        } else {
+            SipTransport::Udp
+        },
         vlan: a.vlan,
         ipv6: a.ipv6,
         auth_challenge: a.auth,
         ..SynthConfig::default()
     };
-    let f = std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let f =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let s = vcontap_synth::generate(&cfg, std::io::BufWriter::with_capacity(1 << 20, f))
         .context("generating traffic")?;
     eprintln!(

@@ -36,14 +36,32 @@ impl MediaStore {
             Some(b) => b.trim_end_matches('/').to_string(),
             None => format!("file://{}", abs.display()),
         };
-        Ok(MediaStore { dir: abs, base_url, open: HashMap::new(), written: 0, bytes: 0 })
+        Ok(MediaStore {
+            dir: abs,
+            base_url,
+            open: HashMap::new(),
+            written: 0,
+            bytes: 0,
+        })
     }
 
     /// Starts a segment file.
-    pub fn open(&mut self, seg: SegmentId, uuid: &str, index: u32, rate: u32, channels: u16) -> Result<()> {
+    pub fn open(
+        &mut self,
+        seg: SegmentId,
+        uuid: &str,
+        index: u32,
+        rate: u32,
+        channels: u16,
+    ) -> Result<()> {
         let filename = format!("{uuid}-{index:03}.wav");
         let path = self.dir.join(&filename);
-        let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let w = hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, f), spec)?;
         self.open.insert(seg, (w, path, filename));
@@ -65,7 +83,10 @@ impl MediaStore {
 
     /// Finalizes a segment file and returns where it is and its hash.
     pub fn close(&mut self, seg: SegmentId) -> Result<StoredSegment> {
-        let (w, path, filename) = self.open.remove(&seg).context("closing a segment that is not open")?;
+        let (w, path, filename) = self
+            .open
+            .remove(&seg)
+            .context("closing a segment that is not open")?;
         w.finalize()?;
         let mut f = File::open(&path)?;
         let mut h = Sha512::new();

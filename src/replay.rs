@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use vcontap_engine::{Engine, EngineConfig, EngineStats, Output, RecordMode, Router, VconEvent};
-use vcontap_wire::{Datagram, DecodeStats, Decoder, DecoderConfig, PcapReader, Timestamp, Transport};
+use vcontap_wire::{
+    Datagram, DecodeStats, Decoder, DecoderConfig, PcapReader, Timestamp, Transport,
+};
 
 use crate::media_store::MediaStore;
 use crate::progress::Progress;
@@ -45,7 +47,10 @@ struct Shard {
 
 impl Shard {
     fn new(cfg: EngineConfig, media_dir: &Path, base_url: Option<&str>) -> Result<Self> {
-        Ok(Shard { engine: Engine::new(cfg), media: MediaStore::new(media_dir, base_url)? })
+        Ok(Shard {
+            engine: Engine::new(cfg),
+            media: MediaStore::new(media_dir, base_url)?,
+        })
     }
 
     /// Drains the engine, writing audio and passing events on.
@@ -53,7 +58,13 @@ impl Shard {
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Event(e) => emit(e)?,
-                Output::SegmentOpened { segment, uuid, index, rate, channels } => {
+                Output::SegmentOpened {
+                    segment,
+                    uuid,
+                    index,
+                    rate,
+                    channels,
+                } => {
                     if let Err(e) = self.media.open(segment, &uuid, index, rate, channels) {
                         tracing::warn!(error = %e, "Cannot open a recording segment.");
                     }
@@ -76,11 +87,21 @@ impl Shard {
     }
 }
 
+/// One datagram's metadata in a [`Batch`]; its payload is `buf[range]`.
+type BatchItem = (
+    Timestamp,
+    SocketAddr,
+    SocketAddr,
+    Transport,
+    Option<u16>,
+    Range<usize>,
+);
+
 /// Datagrams with owned payloads, packed into one buffer.
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
-    items: Vec<(Timestamp, SocketAddr, SocketAddr, Transport, Option<u16>, Range<usize>)>,
+    items: Vec<BatchItem>,
     now: Timestamp,
 }
 
@@ -138,13 +159,20 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             bail!("capture {} does not exist or is not a file", c.display());
         }
     }
-    let totals = if a.shards == 1 { run_single(&a)? } else { run_sharded(&a)? };
+    let totals = if a.shards == 1 {
+        run_single(&a)?
+    } else {
+        run_sharded(&a)?
+    };
     print_summary(&totals);
     Ok(())
 }
 
 fn new_decoder() -> Decoder {
-    Decoder::new(DecoderConfig { tcp_framer: Some(vcontap_sip::frame), ..DecoderConfig::default() })
+    Decoder::new(DecoderConfig {
+        tcp_framer: Some(vcontap_sip::frame),
+        ..DecoderConfig::default()
+    })
 }
 
 /// Reads every capture, calling `f` for each decoded datagram and `tick` after each packet.
@@ -204,7 +232,11 @@ fn read_all(
 
 fn run_single(a: &ReplayArgs) -> Result<Totals> {
     let started = Instant::now();
-    let mut shard = Shard::new(engine_config(a, 0), &a.out.join("media"), a.media_base_url.as_deref())?;
+    let mut shard = Shard::new(
+        engine_config(a, 0),
+        &a.out.join("media"),
+        a.media_base_url.as_deref(),
+    )?;
     let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
     let mut decoder = new_decoder();
     let progress = Progress::new(a.quiet);
@@ -253,18 +285,24 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     let started = Instant::now();
     let (ev_tx, ev_rx) = bounded::<Arc<VconEvent>>(EVENT_QUEUE);
     let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
-    let writer = std::thread::Builder::new().name("vcontap-writer".into()).spawn(move || -> Result<FileSink> {
-        for e in ev_rx {
-            sink.handle(&e)?;
-        }
-        sink.flush()?;
-        Ok(sink)
-    })?;
+    let writer = std::thread::Builder::new()
+        .name("vcontap-writer".into())
+        .spawn(move || -> Result<FileSink> {
+            for e in ev_rx {
+                sink.handle(&e)?;
+            }
+            sink.flush()?;
+            Ok(sink)
+        })?;
     let mut txs: Vec<Sender<ShardMsg>> = Vec::new();
     let mut workers = Vec::new();
     for i in 0..a.shards {
         let (tx, rx) = bounded::<ShardMsg>(SHARD_QUEUE_BATCHES);
-        let shard = Shard::new(engine_config(a, i as u16), &a.out.join("media"), a.media_base_url.as_deref())?;
+        let shard = Shard::new(
+            engine_config(a, i as u16),
+            &a.out.join("media"),
+            a.media_base_url.as_deref(),
+        )?;
         let ev_tx = ev_tx.clone();
         workers.push(
             std::thread::Builder::new()
@@ -277,11 +315,14 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     let mut router = Router::new(a.shards);
     let mut decoder = new_decoder();
     let progress = Progress::new(a.quiet);
-    let batches = std::cell::RefCell::new((0..a.shards).map(|_| Batch::default()).collect::<Vec<_>>());
+    let batches =
+        std::cell::RefCell::new((0..a.shards).map(|_| Batch::default()).collect::<Vec<_>>());
     let send = |i: usize, b: &mut Batch, now: Timestamp| -> Result<()> {
         b.now = now;
         let full = std::mem::take(b);
-        txs[i].send(ShardMsg::Batch(full)).map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))
+        txs[i]
+            .send(ShardMsg::Batch(full))
+            .map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))
     };
     let (packets, last) = read_all(
         a,
@@ -292,7 +333,8 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
             let b = &mut bs[i];
             let start = b.buf.len();
             b.buf.extend_from_slice(d.payload);
-            b.items.push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+            b.items
+                .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
             if b.items.len() >= BATCH_DATAGRAMS {
                 send(i, b, d.ts)?;
             }
@@ -313,18 +355,24 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     let mut bs = batches.into_inner();
     for (i, b) in bs.iter_mut().enumerate() {
         send(i, b, last)?;
-        txs[i].send(ShardMsg::Finish(last)).map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))?;
+        txs[i]
+            .send(ShardMsg::Finish(last))
+            .map_err(|_| anyhow::anyhow!("engine shard {i} stopped"))?;
     }
     drop(txs);
     let mut engine = EngineStats::default();
     let (mut segments, mut audio_bytes) = (0, 0);
     for w in workers {
-        let (st, seg, ab) = w.join().map_err(|_| anyhow::anyhow!("engine shard panicked"))??;
+        let (st, seg, ab) = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("engine shard panicked"))??;
         engine.merge(&st);
         segments += seg;
         audio_bytes += ab;
     }
-    let sink = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    let sink = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     progress.finish();
     Ok(Totals {
         files: a.captures.len(),
@@ -339,8 +387,15 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     })
 }
 
-fn shard_loop(mut shard: Shard, rx: Receiver<ShardMsg>, ev: Sender<Arc<VconEvent>>) -> Result<(EngineStats, u64, u64)> {
-    let mut emit = |e: Arc<VconEvent>| ev.send(e).map_err(|_| anyhow::anyhow!("event writer stopped"));
+fn shard_loop(
+    mut shard: Shard,
+    rx: Receiver<ShardMsg>,
+    ev: Sender<Arc<VconEvent>>,
+) -> Result<(EngineStats, u64, u64)> {
+    let mut emit = |e: Arc<VconEvent>| {
+        ev.send(e)
+            .map_err(|_| anyhow::anyhow!("event writer stopped"))
+    };
     for msg in rx {
         match msg {
             ShardMsg::Batch(b) => {
@@ -365,7 +420,11 @@ fn shard_loop(mut shard: Shard, rx: Receiver<ShardMsg>, ev: Sender<Arc<VconEvent
             }
         }
     }
-    Ok((shard.engine.stats().clone(), shard.media.written, shard.media.bytes))
+    Ok((
+        shard.engine.stats().clone(),
+        shard.media.written,
+        shard.media.bytes,
+    ))
 }
 
 fn print_summary(t: &Totals) {
@@ -378,13 +437,30 @@ fn print_summary(t: &Totals) {
         eprintln!("  skipped {:<20} {}", r.as_str(), n);
     }
     let e = &t.engine;
-    eprintln!("  sip messages        {} ({} unparsable, {} outside calls)", e.sip_messages, e.sip_parse_errors, e.sip_non_call);
-    eprintln!("  rtp packets         {} in calls, {} orphan in {} flows", e.rtp_packets, e.rtp_orphan_packets, e.orphan_flows);
+    eprintln!(
+        "  sip messages        {} ({} unparsable, {} outside calls)",
+        e.sip_messages, e.sip_parse_errors, e.sip_non_call
+    );
+    eprintln!(
+        "  rtp packets         {} in calls, {} orphan in {} flows",
+        e.rtp_packets, e.rtp_orphan_packets, e.orphan_flows
+    );
     eprintln!("  rtcp packets        {}", e.rtcp_packets);
-    eprintln!("  calls               {} ({} evicted)", e.calls, e.calls_evicted);
+    eprintln!(
+        "  calls               {} ({} evicted)",
+        e.calls, e.calls_evicted
+    );
     eprintln!("  streams             {}", e.streams);
     eprintln!("  vcons written       {}", t.vcons);
     eprintln!("  events written      {}", t.events);
-    eprintln!("  recording segments  {} ({:.1} MB)", t.segments, t.audio_bytes as f64 / 1e6);
-    eprintln!("  elapsed             {:.3} s ({:.0} packets/s)", secs, t.packets as f64 / secs);
+    eprintln!(
+        "  recording segments  {} ({:.1} MB)",
+        t.segments,
+        t.audio_bytes as f64 / 1e6
+    );
+    eprintln!(
+        "  elapsed             {:.3} s ({:.0} packets/s)",
+        secs,
+        t.packets as f64 / secs
+    );
 }

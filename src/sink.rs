@@ -25,10 +25,17 @@ impl FileSink {
     pub fn new(dir: &Path, events: Option<&Path>) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let events = match events {
-            Some(p) => Some(BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+            Some(p) => Some(BufWriter::new(
+                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
             None => None,
         };
-        Ok(FileSink { dir: dir.to_path_buf(), events, vcons_written: 0, events_written: 0 })
+        Ok(FileSink {
+            dir: dir.to_path_buf(),
+            events,
+            vcons_written: 0,
+            events_written: 0,
+        })
     }
 
     /// Handles one event.
@@ -41,7 +48,8 @@ impl FileSink {
         if ev.kind == EventKind::Finished {
             let name = format!("{}.vcon.json", ev.uuid);
             let tmp = self.dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, ev.vcon_json.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::write(&tmp, ev.vcon_json.as_bytes())
+                .with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, self.dir.join(&name))?;
             self.vcons_written += 1;
         }

@@ -11,7 +11,12 @@ use vcontap_vcon::{format_time, Party};
 use vcontap_wire::{Datagram, Transport};
 
 /// Headers never copied into the trace: credentials (sip-signaling draft: MUST NOT).
-const SECRET_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"];
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+];
 /// Longest header value copied into the trace.
 const MAX_TRACE_VALUE: usize = 4096;
 /// Longest body copied into the trace.
@@ -39,7 +44,12 @@ fn fill_from(p: &mut Party, na: &NameAddr<'_>, overwrite_tel: bool) {
         p.sip = clean_uri(na.uri);
     }
     if p.name.is_none() {
-        if let Some(n) = na.display.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        if let Some(n) = na
+            .display
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
             p.name = Some(n.to_string());
             p.validation = Some("none".into());
             p.sip_display_name = Some(n.to_string());
@@ -57,7 +67,10 @@ pub(crate) fn party_from_header(value: &str) -> Option<Party> {
 
 /// Caller and callee from the initial INVITE.
 pub(crate) fn parties(msg: &Message<'_>) -> (Party, Party) {
-    let mut caller = Party { role: Some("caller".into()), ..Default::default() };
+    let mut caller = Party {
+        role: Some("caller".into()),
+        ..Default::default()
+    };
     // Network-asserted identity first: it is what the carrier vouches for.
     for h in ["P-Asserted-Identity", "Remote-Party-ID"] {
         for v in msg.headers_named(h) {
@@ -79,7 +92,10 @@ pub(crate) fn parties(msg: &Message<'_>) -> (Party, Party) {
         }
     }
     caller.sip_user_agent = msg.header("User-Agent").map(str::to_string);
-    let mut callee = Party { role: Some("callee".into()), ..Default::default() };
+    let mut callee = Party {
+        role: Some("callee".into()),
+        ..Default::default()
+    };
     if let Some(t) = msg.to() {
         fill_from(&mut callee, &t, false);
     }
@@ -98,7 +114,10 @@ pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
         }
     }
     if p.sip_user_agent.is_none() {
-        p.sip_user_agent = msg.header("Server").or_else(|| msg.header("User-Agent")).map(str::to_string);
+        p.sip_user_agent = msg
+            .header("Server")
+            .or_else(|| msg.header("User-Agent"))
+            .map(str::to_string);
     }
 }
 
@@ -107,9 +126,17 @@ pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Valu
     let headers: Vec<Value> = msg
         .headers()
         .iter()
-        .filter(|h| !SECRET_HEADERS.iter().any(|s| h.name.eq_ignore_ascii_case(s)))
+        .filter(|h| {
+            !SECRET_HEADERS
+                .iter()
+                .any(|s| h.name.eq_ignore_ascii_case(s))
+        })
         .map(|h| {
-            let v = if h.value.len() > MAX_TRACE_VALUE { cut(h.value, MAX_TRACE_VALUE) } else { h.value };
+            let v = if h.value.len() > MAX_TRACE_VALUE {
+                cut(h.value, MAX_TRACE_VALUE)
+            } else {
+                h.value
+            };
             json!({ "name": h.name, "value": v })
         })
         .collect();

@@ -79,7 +79,10 @@ struct Leg {
 
 impl Leg {
     fn codec(&self, pt: u8) -> Option<(&str, u32)> {
-        self.codecs.iter().find(|c| c.0 == pt).map(|c| (c.1.as_str(), c.2))
+        self.codecs
+            .iter()
+            .find(|c| c.0 == pt)
+            .map(|c| (c.1.as_str(), c.2))
     }
 }
 
@@ -96,6 +99,18 @@ struct Stream {
     decoder: Option<(CodecKind, Box<dyn AudioDecoder>)>,
     pcm: Vec<i16>,
     decode_errors: u64,
+    /// Codec of the last payload type seen, so the hot path resolves it once.
+    codec: Option<Codec>,
+}
+
+/// A resolved payload type.
+struct Codec {
+    pt: u8,
+    /// `legs_gen` when resolved: a new SDP invalidates the cache.
+    gen: u32,
+    kind: CodecKind,
+    clock: u32,
+    label: Box<str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,6 +173,7 @@ pub(crate) struct Call {
     finish_reason: Option<FinishReason>,
 
     legs: [Leg; 2],
+    legs_gen: u32,
     routes: Vec<SocketAddr>,
     new_routes: Vec<(SocketAddr, u8, bool)>,
     streams: Vec<Stream>,
@@ -180,6 +196,8 @@ pub(crate) struct Call {
     transfers: u32,
     done: bool,
     edges: Vec<DtmfEdge>,
+    /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
+    extra: Vec<(&'static str, Value)>,
 }
 
 /// `PCMU/8000`-style label; encoding names are case-insensitive (RFC 4855), so upper-case them
@@ -210,7 +228,10 @@ impl Call {
         let mut vcon = Vcon::new(uuid.clone(), created);
         vcon.add_extension(vcontap_vcon::EXT_SIP_SIGNALING);
         vcon.add_extension(vcontap_vcon::EXT_VCONTAP);
-        vcon.subject = msg.header("Subject").map(str::to_string).filter(|s| !s.is_empty());
+        vcon.subject = msg
+            .header("Subject")
+            .map(str::to_string)
+            .filter(|s| !s.is_empty());
         let (caller, callee) = build::parties(msg);
         vcon.parties.push(caller);
         vcon.parties.push(callee);
@@ -243,6 +264,7 @@ impl Call {
             last_rtp: None,
             finish_reason: None,
             legs: [Leg::default(), Leg::default()],
+            legs_gen: 0,
             routes: Vec::new(),
             new_routes: Vec::new(),
             streams: Vec::new(),
@@ -264,6 +286,7 @@ impl Call {
             transfers: 0,
             done: false,
             edges: Vec::new(),
+            extra: Vec::new(),
         };
         call.emit(EventKind::Created, d.ts);
         call
@@ -274,7 +297,8 @@ impl Call {
     }
 
     pub(crate) fn last_activity(&self) -> Timestamp {
-        self.last_rtp.map_or(self.last_sip, |r| r.max(self.last_sip))
+        self.last_rtp
+            .map_or(self.last_sip, |r| r.max(self.last_sip))
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -294,7 +318,10 @@ impl Call {
     }
 
     pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<u8> {
-        self.streams.iter().find(|s| s.ssrc == ssrc).map(|s| s.sender)
+        self.streams
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .map(|s| s.sender)
     }
 
     pub(crate) fn take_new_routes(&mut self) -> Vec<(SocketAddr, u8, bool)> {
@@ -316,7 +343,11 @@ impl Call {
         self.vcon.updated_at = Some(format_time(at.nanos()));
         self.vcon.vcontap = Some(self.live_state());
         let json = serde_json::to_string(&self.vcon).unwrap_or_default();
-        let reason = if kind == EventKind::Finished { self.finish_reason.map(FinishReason::as_str) } else { None };
+        let reason = if kind == EventKind::Finished {
+            self.finish_reason.map(FinishReason::as_str)
+        } else {
+            None
+        };
         self.outputs.push(Output::Event(Arc::new(VconEvent {
             uuid: self.uuid.clone(),
             seq: self.seq,
@@ -335,7 +366,11 @@ impl Call {
             (State::Answered, _) if self.held.iter().any(|h| *h) => "held",
             (State::Answered, _) | (State::Finishing, _) => "answered",
         };
-        let mut v = json!({ "state": state, "invite_at": format_time(self.invite_at.nanos()) });
+        let mut v = json!({
+            "state": state,
+            "sip_call_id": self.call_id,
+            "invite_at": format_time(self.invite_at.nanos()),
+        });
         if let Some(a) = self.answer_at {
             v["answered_at"] = json!(format_time(a.nanos()));
         }
@@ -350,11 +385,17 @@ impl Call {
         }
         if !self.history.is_empty() {
             v["party_history"] = Value::Array(
-                self.history.iter().filter_map(|(_, h)| serde_json::to_value(h).ok()).collect(),
+                self.history
+                    .iter()
+                    .filter_map(|(_, h)| serde_json::to_value(h).ok())
+                    .collect(),
             );
         }
         if !self.undecodable.is_empty() {
             v["undecodable_codecs"] = json!(self.undecodable);
+        }
+        for (k, x) in &self.extra {
+            v[*k] = x.clone();
         }
         v
     }
@@ -404,7 +445,14 @@ impl Call {
         }
     }
 
-    fn handle_request(&mut self, method: Method<'_>, msg: &Message<'_>, _d: &Datagram<'_>, side: u8, now: Timestamp) {
+    fn handle_request(
+        &mut self,
+        method: Method<'_>,
+        msg: &Message<'_>,
+        _d: &Datagram<'_>,
+        side: u8,
+        now: Timestamp,
+    ) {
         let in_dialog = msg.to().is_some_and(|t| t.tag.is_some());
         match method {
             Method::Invite if !in_dialog => {
@@ -422,16 +470,12 @@ impl Call {
                     self.emit(EventKind::Updated, now);
                 }
             }
-            Method::Bye => {
-                if self.bye_at.is_none() {
-                    self.bye_at = Some(now);
-                    self.add_history(now, side as u32, "drop", None);
-                }
+            Method::Bye if self.bye_at.is_none() => {
+                self.bye_at = Some(now);
+                self.add_history(now, side as u32, "drop", None);
             }
-            Method::Cancel => {
-                if self.cancel_at.is_none() && self.state < State::Answered {
-                    self.cancel_at = Some(now);
-                }
+            Method::Cancel if self.cancel_at.is_none() && self.state < State::Answered => {
+                self.cancel_at = Some(now);
             }
             Method::Info => {
                 if let Some(info) = msg
@@ -476,7 +520,10 @@ impl Call {
                 let initial = cseq.seq == self.invite_cseq && self.state < State::Answered;
                 if (100..200).contains(&code) {
                     if let Some(tag) = msg.to().and_then(|t| t.tag) {
-                        if code > 100 && self.early_tags.len() < MAX_EARLY_TAGS && !self.early_tags.iter().any(|t| t == tag) {
+                        if code > 100
+                            && self.early_tags.len() < MAX_EARLY_TAGS
+                            && !self.early_tags.iter().any(|t| t == tag)
+                        {
                             self.early_tags.push(tag.to_string());
                         }
                     }
@@ -502,15 +549,17 @@ impl Call {
                         self.challenge = Some((now, code));
                     } else {
                         self.final_code = Some(code);
-                        let reason = if code == 487 { FinishReason::Cancel } else { FinishReason::Failure(code) };
+                        let reason = if code == 487 {
+                            FinishReason::Cancel
+                        } else {
+                            FinishReason::Failure(code)
+                        };
                         self.finish(reason, now);
                     }
                 }
             }
-            Method::Bye if code >= 200 => {
-                if self.bye_at.is_some() {
-                    self.finish(FinishReason::Bye, now);
-                }
+            Method::Bye if code >= 200 && self.bye_at.is_some() => {
+                self.finish(FinishReason::Bye, now);
             }
             _ => {}
         }
@@ -519,9 +568,17 @@ impl Call {
     /// Applies the SDP of `msg` as `side`'s receive description. Returns true when something
     /// visible changed (hold state or codecs).
     fn apply_sdp(&mut self, msg: &Message<'_>, side: u8, now: Timestamp, offer: bool) -> bool {
-        let Some(body) = vcontap_sip::sdp_body(msg) else { return false };
-        let Ok(s) = sdp::parse(body) else { return false };
-        let Some(m) = s.media.iter().find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0) else {
+        let Some(body) = vcontap_sip::sdp_body(msg) else {
+            return false;
+        };
+        let Ok(s) = sdp::parse(body) else {
+            return false;
+        };
+        let Some(m) = s
+            .media
+            .iter()
+            .find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0)
+        else {
             return false;
         };
         let mut changed = false;
@@ -533,6 +590,7 @@ impl Call {
         if self.legs[side as usize].codecs != codecs {
             changed = !self.legs[side as usize].codecs.is_empty();
             self.legs[side as usize].codecs = codecs;
+            self.legs_gen = self.legs_gen.wrapping_add(1);
         }
         if let Some(ip) = m.connection_or(&s) {
             if !ip.is_unspecified() {
@@ -574,7 +632,9 @@ impl Call {
     }
 
     fn trace_message(&mut self, msg: &Message<'_>, d: &Datagram<'_>, side: u8) {
-        if self.trace.len() >= self.max_trace_messages || self.trace_bytes + d.payload.len() > self.max_trace_bytes {
+        if self.trace.len() >= self.max_trace_messages
+            || self.trace_bytes + d.payload.len() > self.max_trace_bytes
+        {
             self.trace_dropped += 1;
             return;
         }
@@ -585,7 +645,9 @@ impl Call {
     // ---- media -----------------------------------------------------------------------
 
     pub(crate) fn handle_rtcp(&mut self, sender: u8, d: &Datagram<'_>) {
-        let Ok(pkts) = parse_rtcp(d.payload) else { return };
+        let Ok(pkts) = parse_rtcp(d.payload) else {
+            return;
+        };
         let sum = &mut self.rtcp[sender as usize & 1];
         for p in pkts {
             let blocks = match &p {
@@ -607,14 +669,36 @@ impl Call {
         }
     }
 
+    /// Resolves a payload type to (kind, clock rate, label). Payload types are those the
+    /// *receiver* announced; fall back to the sender's SDP, then the RFC 3551 static table.
+    fn resolve_codec(&self, sender: u8, pt: u8) -> Codec {
+        let recv = &self.legs[1 - sender as usize];
+        let send = &self.legs[sender as usize];
+        let (name, clock) = match recv.codec(pt).or_else(|| send.codec(pt)) {
+            Some((n, r)) => (n.to_string(), r),
+            None => match sdp::static_payload_type(pt) {
+                Some((n, r, _)) => (n.to_string(), r),
+                None => (format!("PT{pt}"), 0),
+            },
+        };
+        Codec {
+            pt,
+            gen: self.legs_gen,
+            kind: codec_kind(&name),
+            clock,
+            label: codec_label(&name, clock).into(),
+        }
+    }
+
     /// Handles one RTP packet from `sender`. Returns the SSRC when it is new to the call.
+    ///
+    /// This is the hot path (≈95% of all packets): no allocation unless the payload type,
+    /// the SDP or the stream changes.
     pub(crate) fn handle_rtp(
         &mut self,
         sender: u8,
         d: &Datagram<'_>,
         now: Timestamp,
-        _cfg: &EngineConfig,
-        _out: &mut VecDeque<Output>,
         stats: &mut EngineStats,
     ) -> Option<u32> {
         let p = parse_rtp(d.payload).ok()?;
@@ -623,34 +707,23 @@ impl Call {
         }
         self.last_rtp = Some(now);
         let sender = sender & 1;
-        // Payload types are those the *receiver* announced; fall back to the sender's SDP
-        // and the static table.
-        let (name, clock) = {
-            let recv = &self.legs[1 - sender as usize];
-            let send = &self.legs[sender as usize];
-            match recv.codec(p.pt).or_else(|| send.codec(p.pt)) {
-                Some((n, r)) => (n.to_string(), r),
-                None => match sdp::static_payload_type(p.pt) {
-                    Some((n, r, _)) => (n.to_string(), r),
-                    None => (format!("PT{}", p.pt), 0),
-                },
-            }
-        };
         let mut new_ssrc = None;
         // A stream is an SSRC on one address pair (as tshark counts them): a relayed call
         // shows the same SSRC on both legs, which must not be merged into one set of counters.
-        let idx = match self
-            .streams
-            .iter()
-            .position(|s| s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst)
-        {
+        let idx = match self.streams.iter().position(|s| {
+            s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst
+        }) {
             Some(i) => i,
             None => {
                 if self.streams.len() >= self.max_streams {
                     stats.streams_dropped += 1;
                     return None;
                 }
-                if self.streams.iter().any(|s| s.sender == sender && s.ssrc != p.ssrc) {
+                if self
+                    .streams
+                    .iter()
+                    .any(|s| s.sender == sender && s.ssrc != p.ssrc)
+                {
                     self.ssrc_changes[sender as usize] += 1;
                 }
                 self.streams.push(Stream {
@@ -658,27 +731,42 @@ impl Call {
                     ssrc: p.ssrc,
                     src: d.src,
                     dst: d.dst,
-                    stats: StreamStats::new(clock),
+                    stats: StreamStats::new(0),
                     codecs: Vec::new(),
                     pts: Vec::new(),
                     dtmf: DtmfDetector::new(),
                     decoder: None,
                     pcm: Vec::new(),
                     decode_errors: 0,
+                    codec: None,
                 });
                 new_ssrc = Some(p.ssrc);
                 self.streams.len() - 1
             }
         };
-        let kind = codec_kind(&name);
-        let stream = &mut self.streams[idx];
-        if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
-            stream.pts.push(p.pt);
-            stream.codecs.push(codec_label(&name, clock));
+        let cached = self.streams[idx]
+            .codec
+            .as_ref()
+            .is_some_and(|c| c.pt == p.pt && c.gen == self.legs_gen);
+        if !cached {
+            let c = self.resolve_codec(sender, p.pt);
+            let stream = &mut self.streams[idx];
+            if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
+                stream.pts.push(p.pt);
+                stream.codecs.push(c.label.to_string());
+            }
+            stream.codec = Some(c);
         }
+        let stream = &mut self.streams[idx];
+        let (kind, clock) = match &stream.codec {
+            Some(c) => (c.kind, c.clock),
+            None => return new_ssrc,
+        };
         if kind == CodecKind::TelephoneEvent {
-            // RFC 4733 events share the stream's sequence space but not its clock for jitter.
-            let outcome = stream.stats.update(p.seq, p.ts, now.nanos(), p.payload.len());
+            // RFC 4733 events share the stream's sequence space.
+            let outcome = stream
+                .stats
+                .update(p.seq, p.ts, now.nanos(), p.payload.len());
             if outcome == SeqOutcome::Duplicate {
                 return new_ssrc;
             }
@@ -688,8 +776,12 @@ impl Call {
                 self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
                 for e in &edges {
                     match *e {
-                        DtmfEdge::Down(c) => self.add_history(now, sender as u32, "keydown", Some(c)),
-                        DtmfEdge::Up { digit, .. } => self.add_history(now, sender as u32, "keyup", Some(digit)),
+                        DtmfEdge::Down(c) => {
+                            self.add_history(now, sender as u32, "keydown", Some(c))
+                        }
+                        DtmfEdge::Up { digit, .. } => {
+                            self.add_history(now, sender as u32, "keyup", Some(digit))
+                        }
                     }
                 }
                 let any = !edges.is_empty();
@@ -703,11 +795,14 @@ impl Call {
         if clock != 0 && kind != CodecKind::ComfortNoise {
             stream.stats.set_clock_rate(clock);
         }
-        let outcome = stream.stats.update(p.seq, p.ts, now.nanos(), p.payload.len());
-        if self.record == RecordMode::None || self.state < State::Answered || outcome == SeqOutcome::Duplicate {
-            return new_ssrc;
-        }
-        if kind == CodecKind::ComfortNoise {
+        let outcome = stream
+            .stats
+            .update(p.seq, p.ts, now.nanos(), p.payload.len());
+        if self.record == RecordMode::None
+            || self.state < State::Answered
+            || outcome == SeqOutcome::Duplicate
+            || kind == CodecKind::ComfortNoise
+        {
             return new_ssrc;
         }
         // Decoder (re)selection; a codec change cuts the segment.
@@ -721,7 +816,11 @@ impl Call {
                     }
                 }
                 None => {
-                    let label = codec_label(&name, clock);
+                    let label = self.streams[idx]
+                        .codec
+                        .as_ref()
+                        .map(|c| c.label.to_string())
+                        .unwrap_or_default();
                     if !self.undecodable.contains(&label) && self.undecodable.len() < 8 {
                         self.undecodable.push(label);
                     }
@@ -730,7 +829,9 @@ impl Call {
             }
         }
         let stream = &mut self.streams[idx];
-        let Some((_, dec)) = stream.decoder.as_mut() else { return new_ssrc };
+        let Some((_, dec)) = stream.decoder.as_mut() else {
+            return new_ssrc;
+        };
         stream.pcm.clear();
         let pcm_rate = dec.sample_rate();
         if dec.decode(p.payload, &mut stream.pcm).is_err() {
@@ -738,7 +839,6 @@ impl Call {
             stats.decode_errors += 1;
             return new_ssrc;
         }
-        let label = codec_label(&name, clock);
         // Open a segment on the first decodable audio after answer; a faster codec than the
         // open segment's rate starts a new segment.
         if self.segment.as_ref().is_some_and(|s| s.rate < pcm_rate) {
@@ -748,11 +848,23 @@ impl Call {
             self.open_segment(now, pcm_rate.max(8000));
         }
         let stream = &self.streams[idx];
-        let Some(seg) = self.segment.as_mut() else { return new_ssrc };
-        if !seg.codecs.contains(&label) && seg.codecs.len() < 8 {
-            seg.codecs.push(label);
+        let Some(seg) = self.segment.as_mut() else {
+            return new_ssrc;
+        };
+        if let Some(c) = &stream.codec {
+            if !seg.codecs.iter().any(|l| **l == *c.label) && seg.codecs.len() < 8 {
+                seg.codecs.push(c.label.to_string());
+            }
         }
-        seg.mixer.push(sender as usize, p.ssrc, now.nanos(), p.ts, clock.max(1), &stream.pcm, pcm_rate);
+        seg.mixer.push(
+            sender as usize,
+            p.ssrc,
+            now.nanos(),
+            p.ts,
+            clock.max(1),
+            &stream.pcm,
+            pcm_rate,
+        );
         self.drain_audio(now, false);
         if self.segment_seconds > 0 {
             if let Some(seg) = &self.segment {
@@ -768,8 +880,18 @@ impl Call {
         let id = SegmentId(self.seg_base + self.seg_index as u64);
         let index = self.seg_index;
         self.seg_index += 1;
-        let channels = if self.record == RecordMode::Mono { 1 } else { 2 };
-        self.outputs.push(Output::SegmentOpened { segment: id, uuid: self.uuid.clone(), index, rate, channels });
+        let channels = if self.record == RecordMode::Mono {
+            1
+        } else {
+            2
+        };
+        self.outputs.push(Output::SegmentOpened {
+            segment: id,
+            uuid: self.uuid.clone(),
+            index,
+            rate,
+            channels,
+        });
         self.segment = Some(Segment {
             id,
             index,
@@ -787,15 +909,23 @@ impl Call {
             return;
         }
         if self.record == RecordMode::Mono {
-            let mono: Vec<i16> = buf.chunks_exact(2).map(|f| f[0].saturating_add(f[1])).collect();
+            let mono: Vec<i16> = buf
+                .chunks_exact(2)
+                .map(|f| f[0].saturating_add(f[1]))
+                .collect();
             buf = mono;
         }
-        self.outputs.push(Output::Audio { segment: id, samples: buf });
+        self.outputs.push(Output::Audio {
+            segment: id,
+            samples: buf,
+        });
     }
 
     fn drain_audio(&mut self, now: Timestamp, force: bool) {
         let chunk = self.audio_chunk_ms as i64 * 1_000_000;
-        let Some(seg) = self.segment.as_mut() else { return };
+        let Some(seg) = self.segment.as_mut() else {
+            return;
+        };
         if !force && now.nanos() - seg.last_drain.nanos() < chunk {
             return;
         }
@@ -808,7 +938,9 @@ impl Call {
 
     /// Closes the open segment (if any) at `now`.
     fn cut_segment(&mut self, now: Timestamp) {
-        let Some(mut seg) = self.segment.take() else { return };
+        let Some(mut seg) = self.segment.take() else {
+            return;
+        };
         let mut buf = Vec::new();
         seg.frames += seg.mixer.finish(now.nanos(), &mut buf) as u64;
         self.push_audio(seg.id, buf);
@@ -817,7 +949,13 @@ impl Call {
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
         let end = Timestamp(seg.start.nanos() + (duration * 1e9) as i64).max(now);
-        self.pending.push_back(Pending { id: seg.id, start: seg.start, end, duration, codecs: seg.codecs });
+        self.pending.push_back(Pending {
+            id: seg.id,
+            start: seg.start,
+            end,
+            duration,
+            codecs: seg.codecs,
+        });
     }
 
     /// Periodic work: hands out buffered audio even when packets pause (hold).
@@ -825,13 +963,24 @@ impl Call {
         self.drain_audio(now, false);
     }
 
-    pub(crate) fn segment_stored(&mut self, id: SegmentId, stored: Option<StoredSegment>, now: Timestamp) {
-        let Some(pos) = self.pending.iter().position(|p| p.id == id) else { return };
-        let Some(p) = self.pending.remove(pos) else { return };
+    pub(crate) fn segment_stored(
+        &mut self,
+        id: SegmentId,
+        stored: Option<StoredSegment>,
+        now: Timestamp,
+    ) {
+        let Some(pos) = self.pending.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let Some(p) = self.pending.remove(pos) else {
+            return;
+        };
         if let Some(st) = stored {
             // Events up to the segment's end belong to it (hold at a cut lands on the closing one).
             let mut hist = Vec::new();
-            while self.history_assigned < self.history.len() && self.history[self.history_assigned].0 <= p.end {
+            while self.history_assigned < self.history.len()
+                && self.history[self.history_assigned].0 <= p.end
+            {
                 hist.push(self.history[self.history_assigned].1.clone());
                 self.history_assigned += 1;
             }
@@ -845,7 +994,7 @@ impl Call {
             dlg.party_history = hist;
             dlg.codecs = p.codecs;
             self.vcon.dialog.push(dlg);
-            self.emit(EventKind::Segment, now.max(p.end));
+            self.emit(EventKind::Segment, now);
         }
         self.try_finalize(now);
     }
@@ -886,7 +1035,11 @@ impl Call {
                 return Some(FinishReason::Failure(code));
             }
         }
-        let limit = if self.state >= State::Answered { cfg.idle_timeout_ms } else { cfg.ringing_timeout_ms };
+        let limit = if self.state >= State::Answered {
+            cfg.idle_timeout_ms
+        } else {
+            cfg.ringing_timeout_ms
+        };
         if since(self.last_activity()) >= limit {
             return Some(FinishReason::Timeout);
         }
@@ -905,7 +1058,9 @@ impl Call {
         // A call that ended by itself ends at its last signalling; a timeout at last activity.
         let end = match reason {
             FinishReason::Bye => self.bye_at.unwrap_or(now),
-            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => self.last_activity(),
+            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
+                self.last_activity()
+            }
             _ => now,
         };
         self.end_at = Some(end);
@@ -916,7 +1071,9 @@ impl Call {
     fn disposition(&self) -> Option<&'static str> {
         if let Some(a) = self.answer_at {
             // 200 OK then BYE before any media at all: the callee hung up at once.
-            let quick = self.end_at.is_some_and(|e| e.nanos() - a.nanos() < 5_000_000_000);
+            let quick = self
+                .end_at
+                .is_some_and(|e| e.nanos() - a.nanos() < 5_000_000_000);
             let bye = self.finish_reason == Some(FinishReason::Bye);
             return (bye && quick && self.streams.is_empty()).then_some("hung-up");
         }
@@ -938,11 +1095,17 @@ impl Call {
         let end = self.end_at.unwrap_or(now);
         if let Some(disp) = self.disposition() {
             let mut d = self.sip_dialog("incomplete", self.invite_at);
-            d.duration = Some(((end.nanos() - self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0).round() / 1000.0);
+            d.duration = Some(
+                ((end.nanos() - self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0).round()
+                    / 1000.0,
+            );
             d.parties = Some(vec![0, 1]);
             d.disposition = Some(disp.to_string());
             // Events not covered by a recording stay on this dialog.
-            d.party_history = self.history[self.history_assigned..].iter().map(|(_, h)| h.clone()).collect();
+            d.party_history = self.history[self.history_assigned..]
+                .iter()
+                .map(|(_, h)| h.clone())
+                .collect();
             self.history_assigned = self.history.len();
             self.vcon.dialog.push(d);
         }
@@ -954,15 +1117,15 @@ impl Call {
             .filter(|(_, d)| d.kind == "recording")
             .map(|(i, _)| i as u32)
             .collect();
-        if let Some(first) = self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
-            if !self.trace.is_empty() {
-                let body = json!({
-                    "version": "1.0",
-                    "call_id": self.call_id,
-                    "messages": std::mem::take(&mut self.trace),
-                    "messages_dropped": self.trace_dropped,
-                });
-                self.vcon.attachments.push(Attachment {
+        if !self.trace.is_empty() {
+            let body = json!({
+                "version": "1.0",
+                "call_id": self.call_id,
+                "messages": std::mem::take(&mut self.trace),
+                "messages_dropped": self.trace_dropped,
+            });
+            match self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
+                Some(first) => self.vcon.attachments.push(Attachment {
                     purpose: Some("sip-message-trace".into()),
                     start: format_time(self.invite_at.nanos()),
                     party: 0,
@@ -970,14 +1133,24 @@ impl Call {
                     mediatype: Some("application/json".into()),
                     encoding: Some("json".into()),
                     body: Some(body),
-                });
+                }),
+                // An answered call without recordings (`--record none`, undecodable codecs,
+                // signalling-only captures) has no dialog an attachment or analysis could
+                // point at (the schema requires attachment `dialog`, the vcon library requires
+                // analysis `dialog`, and a content-less `recording` fails ingest), so the trace
+                // stays in the `vcontap` extension object instead of being lost.
+                None => self.extra.push(("sip_message_trace", body)),
             }
         }
-        if !self.streams.is_empty() {
+        if !self.streams.is_empty() && recordings.is_empty() {
+            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
+            self.extra
+                .push(("rtp_quality", json!({ "streams": streams })));
+        } else if !self.streams.is_empty() {
             let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
             self.vcon.analysis.push(vcontap_vcon::Analysis {
                 kind: "report".into(),
-                dialog: (!recordings.is_empty()).then_some(recordings),
+                dialog: Some(recordings),
                 vendor: "vcontap".into(),
                 product: Some(concat!("vcontap ", env!("CARGO_PKG_VERSION")).into()),
                 schema: Some("vcontap-rtp-quality".into()),
@@ -994,7 +1167,11 @@ impl Call {
         let st = &s.stats;
         let expected = st.expected();
         let lost = st.lost();
-        let loss_pct = if expected > 0 { (lost.max(0) as f64 * 100.0 / expected as f64 * 100.0).round() / 100.0 } else { 0.0 };
+        let loss_pct = if expected > 0 {
+            (lost.max(0) as f64 * 100.0 / expected as f64 * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
         let r = &self.rtcp[s.sender as usize];
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         json!({

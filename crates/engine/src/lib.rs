@@ -299,7 +299,9 @@ impl Engine {
 
     /// Reports that a closed segment was written to storage.
     pub fn handle_segment_stored(&mut self, segment: SegmentId, stored: StoredSegment) {
-        let Some(h) = self.segments.remove(&segment) else { return };
+        let Some(h) = self.segments.remove(&segment) else {
+            return;
+        };
         let now = self.now;
         if let Some(call) = self.call_mut(h) {
             call.segment_stored(segment, Some(stored), now);
@@ -309,7 +311,9 @@ impl Engine {
 
     /// Reports that a closed segment could not be stored (it is left out of the vCon).
     pub fn handle_segment_failed(&mut self, segment: SegmentId) {
-        let Some(h) = self.segments.remove(&segment) else { return };
+        let Some(h) = self.segments.remove(&segment) else {
+            return;
+        };
         self.stats.segments_failed += 1;
         let now = self.now;
         if let Some(call) = self.call_mut(h) {
@@ -321,8 +325,10 @@ impl Engine {
     /// Finishes every open call (end of input or shutdown).
     pub fn finish_all(&mut self, now: Timestamp) {
         self.advance(now);
-        let handles: Vec<CallHandle> =
-            (0..self.calls.len() as u32).map(CallHandle).filter(|h| self.call_ref(*h).is_some()).collect();
+        let handles: Vec<CallHandle> = (0..self.calls.len() as u32)
+            .map(CallHandle)
+            .filter(|h| self.call_ref(*h).is_some())
+            .collect();
         for h in handles {
             self.finish_call(h, FinishReason::EndOfInput, now);
         }
@@ -359,7 +365,8 @@ impl Engine {
         }
         let idle = self.cfg.orphan_idle_ms;
         let before = self.orphans.len();
-        self.orphans.retain(|_, o| now.nanos() - o.last.nanos() < idle * 1_000_000);
+        self.orphans
+            .retain(|_, o| now.nanos() - o.last.nanos() < idle * 1_000_000);
         self.stats.orphan_flows_expired += (before - self.orphans.len()) as u64;
     }
 
@@ -378,26 +385,51 @@ impl Engine {
     fn route_media(&self, d: &Datagram<'_>) -> Option<(CallHandle, MediaDir)> {
         if let Some(r) = self.by_media.get(&d.dst) {
             if r.gen == self.gen(r.call) {
-                return Some((r.call, MediaDir { sender: 1 - r.side, rtcp: r.rtcp }));
+                return Some((
+                    r.call,
+                    MediaDir {
+                        sender: 1 - r.side,
+                        rtcp: r.rtcp,
+                    },
+                ));
             }
         }
         if let Some(r) = self.by_media.get(&d.src) {
             if r.gen == self.gen(r.call) {
-                return Some((r.call, MediaDir { sender: r.side, rtcp: r.rtcp }));
+                return Some((
+                    r.call,
+                    MediaDir {
+                        sender: r.side,
+                        rtcp: r.rtcp,
+                    },
+                ));
             }
         }
         None
     }
 
     fn route_by_ssrc(&mut self, d: &Datagram<'_>) -> bool {
-        let Ok(p) = vcontap_media::parse_rtp(d.payload) else { return false };
-        let Some(&(h, gen)) = self.by_ssrc.get(&p.ssrc) else { return false };
+        let Ok(p) = vcontap_media::parse_rtp(d.payload) else {
+            return false;
+        };
+        let Some(&(h, gen)) = self.by_ssrc.get(&p.ssrc) else {
+            return false;
+        };
         if gen != self.gen(h) {
             return false;
         }
-        let Some(sender) = self.call_ref(h).and_then(|c| c.side_of_ssrc(p.ssrc)) else { return false };
+        let Some(sender) = self.call_ref(h).and_then(|c| c.side_of_ssrc(p.ssrc)) else {
+            return false;
+        };
         self.stats.rtp_by_ssrc += 1;
-        self.handle_media(h, MediaDir { sender, rtcp: false }, d);
+        self.handle_media(
+            h,
+            MediaDir {
+                sender,
+                rtcp: false,
+            },
+            d,
+        );
         true
     }
 
@@ -414,19 +446,27 @@ impl Engine {
             return;
         }
         self.stats.orphan_flows += 1;
-        self.orphans.insert(key, Orphan { last: d.ts, packets: 1 });
+        self.orphans.insert(
+            key,
+            Orphan {
+                last: d.ts,
+                packets: 1,
+            },
+        );
     }
 
     fn handle_media(&mut self, h: CallHandle, dir: MediaDir, d: &Datagram<'_>) {
         let now = self.now;
-        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
         let mut new_ssrc = None;
         if dir.rtcp {
             self.stats.rtcp_packets += 1;
             call.handle_rtcp(dir.sender, d);
         } else {
             self.stats.rtp_packets += 1;
-            new_ssrc = call.handle_rtp(dir.sender, d, now, &self.cfg, &mut self.outputs, &mut self.stats);
+            new_ssrc = call.handle_rtp(dir.sender, d, now, &mut self.stats);
         }
         if let Some(ssrc) = new_ssrc {
             if self.by_ssrc.len() < self.cfg.max_calls * 4 {
@@ -453,7 +493,8 @@ impl Engine {
         let h = match self.by_call_id.get(call_id) {
             Some(h) => *h,
             None => {
-                let is_invite = msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
+                let is_invite =
+                    msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
                 if !is_invite {
                     self.stats.sip_non_call += 1;
                     return;
@@ -475,7 +516,12 @@ impl Engine {
         self.collect(h);
     }
 
-    fn new_call(&mut self, call_id: &str, msg: &vcontap_sip::Message<'_>, d: &Datagram<'_>) -> Option<CallHandle> {
+    fn new_call(
+        &mut self,
+        call_id: &str,
+        msg: &vcontap_sip::Message<'_>,
+        d: &Datagram<'_>,
+    ) -> Option<CallHandle> {
         if self.by_call_id.len() >= self.cfg.max_calls {
             // Evict the call that has been idle longest; it is finished, not dropped.
             let oldest = self
@@ -516,19 +562,33 @@ impl Engine {
     /// Registers media addresses the call learned from SDP and moves its outputs to the queue.
     fn sync_routes(&mut self, h: CallHandle) {
         let gen = self.gen(h);
-        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
         for (addr, side, rtcp) in call.take_new_routes() {
-            if self.by_media.len() >= self.cfg.max_media_routes && !self.by_media.contains_key(&addr) {
+            if self.by_media.len() >= self.cfg.max_media_routes
+                && !self.by_media.contains_key(&addr)
+            {
                 self.stats.media_routes_dropped += 1;
                 continue;
             }
-            self.by_media.insert(addr, MediaRoute { call: h, side, rtcp, gen });
+            self.by_media.insert(
+                addr,
+                MediaRoute {
+                    call: h,
+                    side,
+                    rtcp,
+                    gen,
+                },
+            );
         }
     }
 
     /// Moves a call's pending outputs to the queue and removes it once it is fully finished.
     fn collect(&mut self, h: CallHandle) {
-        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else { return };
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
+            return;
+        };
         for seg in call.take_closed_segments() {
             self.segments.insert(seg, h);
         }
@@ -546,7 +606,9 @@ impl Engine {
     }
 
     fn remove_call(&mut self, h: CallHandle) {
-        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.take()) else { return };
+        let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.take()) else {
+            return;
+        };
         self.stats.calls_finished += 1;
         self.stats.streams += call.stream_count() as u64;
         self.by_call_id.remove(call.call_id());

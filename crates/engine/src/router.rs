@@ -12,7 +12,7 @@
 //! filled before the first RTP packet of that SDP can arrive.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 
 use vcontap_wire::{Datagram, Transport};
@@ -38,9 +38,7 @@ impl Router {
     }
 
     fn hash<T: Hash>(&self, t: T) -> usize {
-        let mut h = self.hasher.build_hasher();
-        t.hash(&mut h);
-        h.finish() as usize % self.shards
+        self.hasher.hash_one(t) as usize % self.shards
     }
 
     /// The shard for `d`.
@@ -62,15 +60,25 @@ impl Router {
                 }
             }
         }
-        let (a, b) = if d.src <= d.dst { (d.src, d.dst) } else { (d.dst, d.src) };
+        let (a, b) = if d.src <= d.dst {
+            (d.src, d.dst)
+        } else {
+            (d.dst, d.src)
+        };
         self.hash((a, b))
     }
 
     fn learn(&mut self, msg: &vcontap_sip::Message<'_>, shard: u16) {
-        let Some(body) = vcontap_sip::sdp_body(msg) else { return };
-        let Ok(s) = vcontap_sip::sdp::parse(body) else { return };
+        let Some(body) = vcontap_sip::sdp_body(msg) else {
+            return;
+        };
+        let Ok(s) = vcontap_sip::sdp::parse(body) else {
+            return;
+        };
         for m in &s.media {
-            let Some(ip) = m.connection_or(&s) else { continue };
+            let Some(ip) = m.connection_or(&s) else {
+                continue;
+            };
             if ip.is_unspecified() || m.port == 0 {
                 continue;
             }
@@ -78,9 +86,11 @@ impl Router {
                 self.routes.clear();
             }
             self.routes.insert(SocketAddr::new(ip, m.port), shard);
-            let rtcp = m.rtcp.map_or(SocketAddr::new(ip, m.port.wrapping_add(1)), |(p, a)| {
-                SocketAddr::new(a.unwrap_or(ip), p)
-            });
+            let rtcp = m
+                .rtcp
+                .map_or(SocketAddr::new(ip, m.port.wrapping_add(1)), |(p, a)| {
+                    SocketAddr::new(a.unwrap_or(ip), p)
+                });
             self.routes.insert(rtcp, shard);
         }
     }

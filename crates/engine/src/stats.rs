@@ -57,10 +57,32 @@ impl EngineStats {
     /// Adds another shard's counters.
     pub fn merge(&mut self, o: &EngineStats) {
         macro_rules! add { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
-        add!(datagrams, sip_messages, sip_parse_errors, sip_without_call_id, sip_non_call, rtp_packets,
-            rtp_by_ssrc, rtcp_packets, rtcp_unmatched, rtp_orphan_packets, orphan_flows, orphan_flows_dropped,
-            orphan_flows_expired, udp_other, calls, calls_finished, calls_evicted, streams, streams_dropped,
-            media_routes_dropped, segments, segments_failed, decode_errors, events);
+        add!(
+            datagrams,
+            sip_messages,
+            sip_parse_errors,
+            sip_without_call_id,
+            sip_non_call,
+            rtp_packets,
+            rtp_by_ssrc,
+            rtcp_packets,
+            rtcp_unmatched,
+            rtp_orphan_packets,
+            orphan_flows,
+            orphan_flows_dropped,
+            orphan_flows_expired,
+            udp_other,
+            calls,
+            calls_finished,
+            calls_evicted,
+            streams,
+            streams_dropped,
+            media_routes_dropped,
+            segments,
+            segments_failed,
+            decode_errors,
+            events
+        );
     }
 
     /// Name/value pairs for summaries.

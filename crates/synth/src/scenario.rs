@@ -49,7 +49,7 @@ pub(crate) const RESPONSE_MS: i64 = 10;
 /// Delay of the 407 challenge after the first INVITE (its ACK follows after [`ACK_MS`]).
 const AUTH_407_MS: i64 = 5;
 /// Delay of the re-sent INVITE (with credentials) after the first INVITE.
-const AUTH_RETRY_MS: i64 = 15;
+const AUTH_RETRY_MS: i64 = 20;
 /// TCP handshake: SYN-ACK and ACK offsets before the INVITE (the INVITE goes with the ACK).
 pub(crate) const TCP_HANDSHAKE_US: i64 = 1000;
 /// TCP teardown starts this long after the last SIP message.

@@ -55,20 +55,25 @@ fn is_date(s: &str) -> bool {
     (b.len() == 20 || b.len() == 24)
         && b.last() == Some(&b'Z')
         && b.get(10) == Some(&b'T')
-        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 fn is_hash(h: &str) -> bool {
     h.strip_prefix("sha512-").is_some_and(|d| {
         d.len() == 86
-            && d.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            && d.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     })
 }
 
 fn is_tel(t: &str) -> bool {
-    t.len() >= 6
-        && t.starts_with('+')
-        && t[1..].bytes().all(|c| c.is_ascii_digit())
+    t.len() >= 6 && t.starts_with('+') && t[1..].bytes().all(|c| c.is_ascii_digit())
 }
 
 /// Checks `v` against the rules above.
@@ -83,7 +88,10 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
         if is_date(value) {
             Ok(())
         } else {
-            Err(CheckError::Date { field: field.to_string(), value: value.to_string() })
+            Err(CheckError::Date {
+                field: field.to_string(),
+                value: value.to_string(),
+            })
         }
     };
     date("created_at", &v.created_at)?;
@@ -113,13 +121,16 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                 return Err(CheckError::Dialog(i, "key event without button"));
             }
         }
-        if d.duration.is_some_and(|x| !(x >= 0.0)) {
+        if d.duration.is_some_and(|x| x.is_nan() || x < 0.0) {
             return Err(CheckError::Dialog(i, "negative duration"));
         }
         match d.kind.as_str() {
             "recording" => {
                 let (Some(url), Some(h)) = (&d.url, &d.content_hash) else {
-                    return Err(CheckError::Dialog(i, "recording without url + content_hash"));
+                    return Err(CheckError::Dialog(
+                        i,
+                        "recording without url + content_hash",
+                    ));
                 };
                 if !url.contains("://") {
                     return Err(CheckError::Dialog(i, "url without scheme"));
@@ -135,10 +146,19 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                 }
             }
             "incomplete" => {
-                const OK: [&str; 6] =
-                    ["no-answer", "congestion", "failed", "busy", "hung-up", "voicemail-no-message"];
+                const OK: [&str; 6] = [
+                    "no-answer",
+                    "congestion",
+                    "failed",
+                    "busy",
+                    "hung-up",
+                    "voicemail-no-message",
+                ];
                 if !d.disposition.as_deref().is_some_and(|x| OK.contains(&x)) {
-                    return Err(CheckError::Dialog(i, "incomplete without a valid disposition"));
+                    return Err(CheckError::Dialog(
+                        i,
+                        "incomplete without a valid disposition",
+                    ));
                 }
                 if d.url.is_some() {
                     return Err(CheckError::Dialog(i, "incomplete with content"));
@@ -148,7 +168,10 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                 if d.parties.is_some() || d.url.is_some() || d.mediatype.is_some() {
                     return Err(CheckError::Dialog(i, "transfer with content or parties"));
                 }
-                for x in [d.transferee, d.transferor, d.transfer_target].into_iter().flatten() {
+                for x in [d.transferee, d.transferor, d.transfer_target]
+                    .into_iter()
+                    .flatten()
+                {
                     if x >= np {
                         return Err(CheckError::Index(format!("dialog[{i}].transfer")));
                     }
@@ -185,7 +208,13 @@ mod tests {
             crate::uuid_v8(1_700_000_000_000, 1, 42),
             crate::format_time(1_700_000_000_000_000_000),
         );
-        v.parties = vec![Party { tel: Some("+15551234567".into()), ..Default::default() }, Party::default()];
+        v.parties = vec![
+            Party {
+                tel: Some("+15551234567".into()),
+                ..Default::default()
+            },
+            Party::default(),
+        ];
         v
     }
 
@@ -211,7 +240,11 @@ mod tests {
         v.parties[0].tel = Some("tel:+1555".into());
         assert!(matches!(check(&v), Err(CheckError::Tel(0, _))));
         let mut v = base();
-        v.dialog.push(Dialog { kind: "incomplete".into(), start: v.created_at.clone(), ..Default::default() });
+        v.dialog.push(Dialog {
+            kind: "incomplete".into(),
+            start: v.created_at.clone(),
+            ..Default::default()
+        });
         assert!(matches!(check(&v), Err(CheckError::Dialog(0, _))));
         let mut v = base();
         v.dialog.push(Dialog {
