@@ -816,6 +816,12 @@ impl Call {
                     }
                 }
                 None => {
+                    // Switching to a codec we cannot decode is a codec change too: close the
+                    // segment rather than pad it with silence for this side.
+                    if prev.is_some() {
+                        stream.decoder = None;
+                        self.cut_segment(now);
+                    }
                     let label = self.streams[idx]
                         .codec
                         .as_ref()

@@ -1,0 +1,741 @@
+//! Engine scenarios in virtual time: hand-written SIP/RTP datagrams go in, the outputs and
+//! the vCon snapshots are checked. No sockets, no clock, no files (the test plays the driver,
+//! including storing segments).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use vcontap_engine::{
+    Engine, EngineConfig, EventKind, Output, RecordMode, StoredSegment, VconEvent,
+};
+use vcontap_wire::{Datagram, Timestamp, Transport};
+
+const T0: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Harness {
+    engine: Engine,
+    events: Vec<Arc<VconEvent>>,
+    audio_frames: usize,
+    stored: usize,
+}
+
+impl Harness {
+    fn new(record: RecordMode) -> Self {
+        let cfg = EngineConfig {
+            record,
+            host: "test.example".into(),
+            ..EngineConfig::default()
+        };
+        Harness {
+            engine: Engine::new(cfg),
+            events: Vec::new(),
+            audio_frames: 0,
+            stored: 0,
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Event(e) => self.events.push(e),
+                Output::Audio { samples, .. } => self.audio_frames += samples.len() / 2,
+                Output::SegmentOpened { .. } => {}
+                Output::SegmentClosed { segment } => {
+                    self.stored += 1;
+                    let st = StoredSegment {
+                        url: format!("https://media.example/{}.wav", segment.0),
+                        content_hash: vcontap_vcon::content_hash(&segment.0.to_be_bytes()),
+                        filename: format!("{}.wav", segment.0),
+                        mediatype: "audio/x-wav".into(),
+                    };
+                    self.engine.handle_segment_stored(segment, st);
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, ms: i64, src: &str, dst: &str, payload: &[u8]) {
+        let d = Datagram {
+            ts: Timestamp(T0 + ms * 1_000_000),
+            src: a(src),
+            dst: a(dst),
+            transport: Transport::Udp,
+            vlan: None,
+            payload,
+        };
+        self.engine.handle_datagram(&d);
+        self.drain();
+    }
+
+    fn sip(&mut self, ms: i64, src: &str, dst: &str, msg: &str) {
+        // Bodies are built with CRLF already (their Content-Length counts it); normalize the rest.
+        self.feed(
+            ms,
+            src,
+            dst,
+            msg.replace("\r\n", "\n").replace('\n', "\r\n").as_bytes(),
+        );
+    }
+
+    fn timeout(&mut self, ms: i64) {
+        self.engine.handle_timeout(Timestamp(T0 + ms * 1_000_000));
+        self.drain();
+    }
+
+    fn finish(&mut self, ms: i64) {
+        self.engine.finish_all(Timestamp(T0 + ms * 1_000_000));
+        self.drain();
+    }
+
+    fn last(&self) -> Value {
+        serde_json::from_str(&self.events.last().expect("an event").vcon_json).unwrap()
+    }
+
+    fn kinds(&self) -> Vec<EventKind> {
+        self.events.iter().map(|e| e.kind).collect()
+    }
+
+    fn finished(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Finished)
+            .map(|e| serde_json::from_str(&e.vcon_json).unwrap())
+            .collect()
+    }
+}
+
+const A: &str = "10.0.0.1:5060";
+const B: &str = "10.0.0.2:5060";
+
+fn sdp(ip: &str, port: u16, pt: u8, dir: &str) -> String {
+    let name = match pt {
+        0 => "PCMU/8000",
+        8 => "PCMA/8000",
+        18 => "G729/8000",
+        _ => "PCMU/8000",
+    };
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {name}\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
+    )
+}
+
+fn invite(call: &str, cseq: u32, body: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:+15550002@b.example SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{cseq}\nFrom: \"Alice A\" <sip:+15550001@a.example;user=phone>;tag=ta\nTo: <sip:+15550002@b.example>\nCall-ID: {call}\nCSeq: {cseq} INVITE\n{extra}Content-Type: application/sdp\nContent-Length: {}\n\n{body}",
+        body.len()
+    )
+}
+
+fn response(
+    call: &str,
+    code: u16,
+    reason: &str,
+    cseq: u32,
+    method: &str,
+    to_tag: Option<&str>,
+    body: &str,
+) -> String {
+    let tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\n".to_string()
+    };
+    format!(
+        "SIP/2.0 {code} {reason}\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{cseq}\nFrom: \"Alice A\" <sip:+15550001@a.example;user=phone>;tag=ta\nTo: <sip:+15550002@b.example>{tag}\nCall-ID: {call}\nCSeq: {cseq} {method}\n{ct}Content-Length: {}\n\n{body}",
+        body.len()
+    )
+}
+
+fn request(
+    method: &str,
+    call: &str,
+    cseq: u32,
+    from_caller: bool,
+    extra: &str,
+    ct: &str,
+    body: &str,
+) -> String {
+    let (from, to) = if from_caller {
+        (
+            "<sip:+15550001@a.example>;tag=ta",
+            "<sip:+15550002@b.example>;tag=tb",
+        )
+    } else {
+        (
+            "<sip:+15550002@b.example>;tag=tb",
+            "<sip:+15550001@a.example>;tag=ta",
+        )
+    };
+    let ctl = if ct.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {ct}\n")
+    };
+    format!(
+        "{method} sip:x@example SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKr{cseq}\nFrom: {from}\nTo: {to}\nCall-ID: {call}\nCSeq: {cseq} {method}\n{extra}{ctl}Content-Length: {}\n\n{body}",
+        body.len()
+    )
+}
+
+fn rtp(seq: u16, ts: u32, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x80, pt, (seq >> 8) as u8, seq as u8];
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(&ssrc.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// INVITE/180/200/ACK between A and B with media at 10.0.0.1:4000 and 10.0.0.2:6000.
+fn answered(h: &mut Harness, call: &str) {
+    h.sip(
+        0,
+        A,
+        B,
+        &invite(call, 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        50,
+        B,
+        A,
+        &response(call, 180, "Ringing", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        1000,
+        B,
+        A,
+        &response(
+            call,
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(1010, A, B, &request("ACK", call, 1, true, "", "", ""));
+}
+
+fn talk(h: &mut Harness, from_ms: i64, packets: u16) {
+    for i in 0..packets {
+        let ms = from_ms + i as i64 * 20;
+        // Sequence numbers and timestamps follow the clock, as a real sender's would.
+        let k = (ms / 20) as u16;
+        h.feed(
+            ms,
+            "10.0.0.1:4000",
+            "10.0.0.2:6000",
+            &rtp(100 + k, 1000 + k as u32 * 160, 0xAAAA, 0, &[0xFF; 160]),
+        );
+        h.feed(
+            ms + 1,
+            "10.0.0.2:6000",
+            "10.0.0.1:4000",
+            &rtp(500 + k, 9000 + k as u32 * 160, 0xBBBB, 0, &[0x7F; 160]),
+        );
+    }
+}
+
+#[test]
+fn basic_call_lifecycle_and_events() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "c1");
+    assert_eq!(h.kinds(), vec![EventKind::Created, EventKind::Updated]);
+    let v = h.last();
+    assert_eq!(v["parties"][0]["tel"], "+15550001");
+    assert_eq!(v["parties"][0]["name"], "Alice A");
+    assert_eq!(v["parties"][1]["tel"], "+15550002");
+    assert_eq!(v["vcontap"]["state"], "answered");
+    talk(&mut h, 1100, 100);
+    h.sip(3200, A, B, &request("BYE", "c1", 2, true, "", "", ""));
+    h.sip(
+        3210,
+        B,
+        A,
+        &response("c1", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    assert_eq!(h.kinds().last(), Some(&EventKind::Finished));
+    assert!(h.kinds().contains(&EventKind::Segment));
+    let v = h.last();
+    let d = &v["dialog"][0];
+    assert_eq!(d["type"], "recording");
+    // From the first packet (1.1 s) to the BYE (3.2 s): the recording runs to the end of the call.
+    assert!((d["duration"].as_f64().unwrap() - 2.1).abs() < 0.05, "{d}");
+    assert_eq!(d["sip_call_id"], "c1");
+    assert_eq!(d["sip_from_tag"], "ta");
+    assert_eq!(d["sip_to_tag"], "tb");
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    let q = &v["analysis"][0]["body"]["streams"];
+    assert_eq!(q.as_array().unwrap().len(), 2);
+    assert_eq!(q[0]["packets"], 100);
+    assert_eq!(q[0]["lost"], 0);
+    assert!(
+        h.audio_frames >= 15_000,
+        "about 2 s of stereo at 8 kHz: {}",
+        h.audio_frames
+    );
+    assert_eq!(h.engine.open_calls(), 0);
+    let parsed: vcontap_vcon::Vcon = serde_json::from_value(v).unwrap();
+    vcontap_vcon::check(&parsed).unwrap();
+}
+
+#[test]
+fn outcomes_map_to_dispositions() {
+    for (code, reason, disp) in [
+        (486, "Busy Here", Some("busy")),
+        (600, "Busy Everywhere", Some("busy")),
+        (480, "Temporarily Unavailable", Some("no-answer")),
+        (408, "Request Timeout", Some("no-answer")),
+        (503, "Service Unavailable", Some("congestion")),
+        (404, "Not Found", Some("failed")),
+        (603, "Decline", Some("failed")),
+        (302, "Moved Temporarily", None),
+    ] {
+        let mut h = Harness::new(RecordMode::Stereo);
+        h.sip(
+            0,
+            A,
+            B,
+            &invite("f", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+        );
+        h.sip(
+            100,
+            B,
+            A,
+            &response("f", code, reason, 1, "INVITE", Some("tb"), ""),
+        );
+        let fin = h.finished();
+        assert_eq!(fin.len(), 1, "{code} finishes the call at once");
+        let v = &fin[0];
+        assert_eq!(v["vcontap"]["sip_final_status"], code);
+        match disp {
+            Some(d) => {
+                assert_eq!(v["dialog"][0]["type"], "incomplete", "{code}");
+                assert_eq!(v["dialog"][0]["disposition"], d, "{code}");
+                assert_eq!(v["attachments"][0]["purpose"], "sip-message-trace");
+            }
+            None => assert!(v["dialog"].is_null(), "a redirect is not a failure"),
+        }
+    }
+}
+
+#[test]
+fn cancel_then_487_is_no_answer_and_200_after_cancel_wins() {
+    let mut h = Harness::new(RecordMode::None);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("x", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        100,
+        B,
+        A,
+        &response("x", 180, "Ringing", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        5000,
+        A,
+        B,
+        &request("CANCEL", "x", 1, true, "", "", "").replace("tag=tb", "x=y"),
+    );
+    h.sip(
+        5010,
+        B,
+        A,
+        &response("x", 200, "OK", 1, "CANCEL", Some("tb"), ""),
+    );
+    h.sip(
+        5020,
+        B,
+        A,
+        &response("x", 487, "Request Terminated", 1, "INVITE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    assert_eq!(v["dialog"][0]["disposition"], "no-answer");
+    assert!((v["dialog"][0]["duration"].as_f64().unwrap() - 5.02).abs() < 0.01);
+
+    // CANCEL crossing a 200: the call was answered.
+    let mut h = Harness::new(RecordMode::None);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("y", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        5000,
+        A,
+        B,
+        &request("CANCEL", "y", 1, true, "", "", "").replace("tag=tb", "x=y"),
+    );
+    h.sip(
+        5001,
+        B,
+        A,
+        &response(
+            "y",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.timeout(20_000);
+    assert!(h.finished().is_empty(), "answered call stays open");
+    assert_eq!(h.last()["vcontap"]["state"], "answered");
+}
+
+#[test]
+fn auth_challenge_then_answer_is_one_call() {
+    let mut h = Harness::new(RecordMode::None);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("auth", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        10,
+        B,
+        A,
+        &response(
+            "auth",
+            407,
+            "Proxy Authentication Required",
+            1,
+            "INVITE",
+            Some("p1"),
+            "",
+        ),
+    );
+    h.sip(20, A, B, &request("ACK", "auth", 1, true, "", "", ""));
+    assert!(h.finished().is_empty(), "a challenge is not the outcome");
+    h.sip(
+        30,
+        A,
+        B,
+        &invite(
+            "auth",
+            2,
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+            "Proxy-Authorization: Digest username=\"a\", response=\"secret\"\n",
+        ),
+    );
+    h.sip(
+        900,
+        B,
+        A,
+        &response(
+            "auth",
+            200,
+            "OK",
+            2,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(2000, A, B, &request("BYE", "auth", 3, true, "", "", ""));
+    h.sip(
+        2010,
+        B,
+        A,
+        &response("auth", 200, "OK", 3, "BYE", Some("tb"), ""),
+    );
+    let fin = h.finished();
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0]["vcontap"]["end_reason"], "bye");
+    assert!(
+        !fin[0].to_string().contains("secret"),
+        "credentials never reach the vCon"
+    );
+
+    // A challenge that is never answered ends as failed after the wait.
+    let mut h = Harness::new(RecordMode::None);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("auth2", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        10,
+        B,
+        A,
+        &response("auth2", 401, "Unauthorized", 1, "INVITE", Some("p1"), ""),
+    );
+    h.timeout(40_000);
+    let fin = h.finished();
+    assert_eq!(fin[0]["dialog"][0]["disposition"], "failed");
+}
+
+#[test]
+fn hold_resume_dtmf_and_info_become_party_history_and_segments() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "h");
+    talk(&mut h, 1100, 50);
+    // RFC 4733 digit 5 from the caller: 3 event packets, 3 end retransmissions.
+    for (i, (end, dur)) in [
+        (false, 160u16),
+        (false, 320),
+        (false, 480),
+        (true, 640),
+        (true, 640),
+        (true, 640),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ev = [
+            5u8,
+            if *end { 0x80 } else { 0 } | 10,
+            (dur >> 8) as u8,
+            *dur as u8,
+        ];
+        h.feed(
+            2200 + i as i64 * 20,
+            "10.0.0.1:4000",
+            "10.0.0.2:6000",
+            &rtp(210 + i as u16, 50_000, 0xAAAA, 101, &ev),
+        );
+    }
+    // Hold from the caller, then resume.
+    h.sip(
+        3000,
+        A,
+        B,
+        &request(
+            "INVITE",
+            "h",
+            2,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendonly"),
+        ),
+    );
+    h.sip(
+        3010,
+        B,
+        A,
+        &response(
+            "h",
+            200,
+            "OK",
+            2,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "recvonly"),
+        ),
+    );
+    talk(&mut h, 3100, 20);
+    h.sip(
+        4000,
+        A,
+        B,
+        &request(
+            "INVITE",
+            "h",
+            3,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        4500,
+        B,
+        A,
+        &request(
+            "INFO",
+            "h",
+            1,
+            false,
+            "",
+            "application/dtmf-relay",
+            "Signal=#\r\nDuration=160\r\n",
+        ),
+    );
+    talk(&mut h, 4600, 20);
+    h.sip(5200, B, A, &request("BYE", "h", 2, false, "", "", ""));
+    h.sip(
+        5210,
+        A,
+        B,
+        &response("h", 200, "OK", 2, "BYE", Some("tb"), "").replace("tag=ta", "tag=ta"),
+    );
+    let v = &h.finished()[0];
+    let hist: Vec<String> = v["vcontap"]["party_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            format!(
+                "{}:{}{}",
+                x["party"],
+                x["event"].as_str().unwrap(),
+                x["button"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        hist,
+        vec![
+            "0:keydown5",
+            "0:keyup5",
+            "0:hold",
+            "0:unhold",
+            "1:keydown#",
+            "1:keyup#",
+            "1:drop"
+        ]
+    );
+    let recs: Vec<&Value> = v["dialog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "recording")
+        .collect();
+    assert_eq!(recs.len(), 3, "cut at hold and at resume");
+    assert_eq!(
+        recs[0]["party_history"].as_array().unwrap().last().unwrap()["event"],
+        "hold"
+    );
+    assert_eq!(h.stored, 3);
+    let updates = h
+        .kinds()
+        .iter()
+        .filter(|k| **k == EventKind::Updated)
+        .count();
+    assert!(
+        updates >= 6,
+        "answer, keydown, keyup, hold, unhold, INFO: {updates}"
+    );
+}
+
+#[test]
+fn refer_adds_target_party_and_transfer_dialog() {
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "r");
+    h.sip(2000, B, A, &request("REFER", "r", 5, false, "Refer-To: \"Carol\" <sip:+15550003@c.example>\nReferred-By: <sip:+15550002@b.example>\n", "", ""));
+    let v = h.last();
+    assert_eq!(v["parties"][2]["tel"], "+15550003");
+    assert_eq!(v["parties"][2]["name"], "Carol");
+    let t = &v["dialog"][0];
+    assert_eq!(t["type"], "transfer");
+    assert_eq!(t["transferor"], 1);
+    assert_eq!(t["transferee"], 0);
+    assert_eq!(t["transfer_target"], 2);
+    assert!(t.get("parties").is_none());
+    let parsed: vcontap_vcon::Vcon = serde_json::from_value(v).unwrap();
+    vcontap_vcon::check(&parsed).unwrap();
+}
+
+#[test]
+fn bye_without_200_lingers_and_idle_calls_time_out() {
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "l");
+    h.sip(2000, A, B, &request("BYE", "l", 2, true, "", "", ""));
+    assert!(h.finished().is_empty());
+    h.timeout(8000);
+    assert_eq!(h.finished()[0]["vcontap"]["end_reason"], "bye");
+
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "idle");
+    h.timeout(100_000);
+    assert!(h.finished().is_empty());
+    h.timeout(302_000);
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "timeout");
+    assert!(v["dialog"].is_null(), "a timeout is not an incomplete call");
+}
+
+#[test]
+fn undecodable_codec_is_named_not_recorded() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("g", 1, &sdp("10.0.0.1", 4000, 18, "sendrecv"), ""),
+    );
+    h.sip(
+        100,
+        B,
+        A,
+        &response(
+            "g",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 18, "sendrecv"),
+        ),
+    );
+    for i in 0..50u16 {
+        h.feed(
+            200 + i as i64 * 20,
+            "10.0.0.1:4000",
+            "10.0.0.2:6000",
+            &rtp(i, i as u32 * 160, 7, 18, &[1; 20]),
+        );
+    }
+    h.finish(5000);
+    let v = &h.finished()[0];
+    assert_eq!(h.stored, 0, "no silent file");
+    assert_eq!(v["vcontap"]["undecodable_codecs"][0], "G729/8000");
+    assert_eq!(v["vcontap"]["end_reason"], "end-of-input");
+    assert_eq!(
+        v["vcontap"]["rtp_quality"]["streams"][0]["codecs"][0],
+        "G729/8000"
+    );
+}
+
+#[test]
+fn hostile_input_is_counted_not_fatal() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    // Garbage that looks like SIP, SIP without Call-ID, non-call SIP, random RTP.
+    h.feed(0, A, B, b"INVITE sip:x SIP/2.0\r\n\xff\xfe\r\n\r\n");
+    h.feed(1, A, B, b"INVITE sip:x@y SIP/2.0\r\nVia: x\r\n\r\n");
+    h.feed(
+        2,
+        A,
+        B,
+        b"OPTIONS sip:x@y SIP/2.0\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\n\r\n",
+    );
+    h.feed(3, "1.1.1.1:9", "2.2.2.2:9", &rtp(1, 1, 1, 0, &[0; 160]));
+    h.feed(4, "1.1.1.1:9", "2.2.2.2:9", &[0x80]);
+    let st = h.engine.stats();
+    assert_eq!(st.calls, 0);
+    assert!(st.sip_without_call_id + st.sip_parse_errors >= 1);
+    assert_eq!(st.sip_non_call, 1);
+    assert_eq!(st.rtp_orphan_packets, 1);
+    // A call table of one: a second call evicts the first, which is finished, not lost.
+    let cfg = EngineConfig {
+        max_calls: 1,
+        record: RecordMode::None,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness {
+        engine: Engine::new(cfg),
+        events: Vec::new(),
+        audio_frames: 0,
+        stored: 0,
+    };
+    h.sip(0, A, B, &invite("e1", 1, "", ""));
+    h.sip(10, A, B, &invite("e2", 1, "", ""));
+    assert_eq!(h.engine.stats().calls_evicted, 1);
+    assert_eq!(h.finished()[0]["vcontap"]["end_reason"], "evicted");
+}
