@@ -573,7 +573,7 @@ fn hold_resume_dtmf_and_info_become_party_history_and_segments() {
         5210,
         A,
         B,
-        &response("h", 200, "OK", 2, "BYE", Some("tb"), "").replace("tag=ta", "tag=ta"),
+        &response("h", 200, "OK", 2, "BYE", Some("tb"), ""),
     );
     let v = &h.finished()[0];
     let hist: Vec<String> = v["vcontap"]["party_history"]
