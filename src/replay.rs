@@ -459,8 +459,19 @@ fn print_summary(t: &Totals) {
         t.audio_bytes as f64 / 1e6
     );
     eprintln!(
-        "  elapsed             {:.3} s ({:.0} packets/s)",
+        "  elapsed             {:.3} s ({:.0} packets/s, {:.0} calls/s)",
         secs,
-        t.packets as f64 / secs
+        t.packets as f64 / secs,
+        e.calls as f64 / secs
     );
+    if let Some(kb) = peak_rss_kib() {
+        eprintln!("  peak memory         {:.1} MiB", kb as f64 / 1024.0);
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if available.
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
