@@ -764,9 +764,14 @@ impl Call {
         };
         if kind == CodecKind::TelephoneEvent {
             // RFC 4733 events share the stream's sequence space.
-            let outcome = stream
-                .stats
-                .update(p.seq, p.ts, now.nanos(), p.payload.len());
+            let outcome = stream.stats.update_marked(
+                p.seq,
+                p.ts,
+                now.nanos(),
+                p.payload.len(),
+                p.marker,
+                false,
+            );
             if outcome == SeqOutcome::Duplicate {
                 return new_ssrc;
             }
@@ -795,9 +800,11 @@ impl Call {
         if clock != 0 && kind != CodecKind::ComfortNoise {
             stream.stats.set_clock_rate(clock);
         }
-        let outcome = stream
-            .stats
-            .update(p.seq, p.ts, now.nanos(), p.payload.len());
+        let cn = kind == CodecKind::ComfortNoise;
+        let outcome =
+            stream
+                .stats
+                .update_marked(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker, cn);
         if self.record == RecordMode::None
             || self.state < State::Answered
             || outcome == SeqOutcome::Duplicate
@@ -1064,6 +1071,10 @@ impl Call {
         // A call that ended by itself ends at its last signalling; a timeout at last activity.
         let end = match reason {
             FinishReason::Bye => self.bye_at.unwrap_or(now),
+            // A challenge nobody answered: the call ended with the 401/407.
+            FinishReason::Failure(_) if self.challenge.is_some() => {
+                self.challenge.map_or(now, |(t, _)| t)
+            }
             FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
                 self.last_activity()
             }

@@ -45,7 +45,9 @@ pub struct EngineConfig {
     pub ringing_timeout_ms: i64,
     /// After BYE without its 200, or after CANCEL without 487, wait this long.
     pub linger_ms: i64,
-    /// After a 401/407 challenge, wait this long for the re-sent INVITE.
+    /// After a 401/407 challenge, wait this long for the re-sent INVITE (same Call-ID,
+    /// CSeq+1). No protocol limit bounds a client's wait for credentials (real traces show
+    /// 30 s+ when a user types a password), so the default equals the ringing timeout.
     pub auth_wait_ms: i64,
     /// How long decoded audio stays editable for late/reordered packets.
     pub jitter_window_ms: u32,
@@ -70,7 +72,7 @@ impl Default for EngineConfig {
             idle_timeout_ms: 300_000,
             ringing_timeout_ms: 300_000,
             linger_ms: 5_000,
-            auth_wait_ms: 32_000,
+            auth_wait_ms: 300_000,
             jitter_window_ms: 500,
             audio_chunk_ms: 1000,
         }

@@ -475,8 +475,17 @@ fn auth_challenge_then_answer_is_one_call() {
         &response("auth2", 401, "Unauthorized", 1, "INVITE", Some("p1"), ""),
     );
     h.timeout(40_000);
+    assert!(
+        h.finished().is_empty(),
+        "a slow user may still answer the challenge"
+    );
+    h.timeout(301_000);
     let fin = h.finished();
     assert_eq!(fin[0]["dialog"][0]["disposition"], "failed");
+    assert!(
+        (fin[0]["dialog"][0]["duration"].as_f64().unwrap() - 0.01).abs() < 1e-6,
+        "the call ended at the challenge"
+    );
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub struct StreamStats {
     first_arrival: Option<i64>,
     last_arrival: Option<i64>,
     max_delta_ns: i64,
+    /// The previous packet was comfort noise (its successor's gap is not a delta).
+    after_cn: bool,
 }
 
 /// Converts nanoseconds to clock units without overflowing for any i64 input.
@@ -98,6 +100,7 @@ impl StreamStats {
             first_arrival: None,
             last_arrival: None,
             max_delta_ns: 0,
+            after_cn: false,
         }
     }
 
@@ -120,9 +123,29 @@ impl StreamStats {
         arrival: i64,
         payload_len: usize,
     ) -> SeqOutcome {
+        self.update_marked(seq, rtp_ts, arrival, payload_len, false, false)
+    }
+
+    /// Like [`StreamStats::update`], knowing the marker bit and whether the payload is
+    /// comfort noise. As Wireshark's RTP analysis does, the gap before a marked packet
+    /// (talk spurt after silence suppression), a comfort-noise packet and the packet after
+    /// comfort noise do not count towards `max_delta_ms`: those gaps are intended, not
+    /// network trouble.
+    pub fn update_marked(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        arrival: i64,
+        payload_len: usize,
+        marker: bool,
+        comfort_noise: bool,
+    ) -> SeqOutcome {
         if let Some(last) = self.last_arrival {
-            self.max_delta_ns = self.max_delta_ns.max(arrival.saturating_sub(last));
+            if !marker && !comfort_noise && !self.after_cn {
+                self.max_delta_ns = self.max_delta_ns.max(arrival.saturating_sub(last));
+            }
         }
+        self.after_cn = comfort_noise;
         self.first_arrival.get_or_insert(arrival);
         self.last_arrival = Some(arrival);
 
@@ -435,5 +458,23 @@ mod tests {
         }
         assert!(s.jitter_ms().is_finite());
         assert!(s.max_delta_ms() >= 0.0);
+    }
+
+    #[test]
+    fn marked_and_comfort_noise_gaps_are_not_deltas() {
+        let mut st = StreamStats::new(8000);
+        let ms = 1_000_000i64;
+        st.update_marked(1, 0, 0, 160, false, false);
+        st.update_marked(2, 160, 20 * ms, 160, false, false);
+        // 2 s of silence suppression, then a talk spurt with the marker bit.
+        st.update_marked(3, 16_160, 2020 * ms, 160, true, false);
+        assert!((st.max_delta_ms() - 20.0).abs() < 1e-9);
+        // Comfort noise, and the packet after it, don't count either.
+        st.update_marked(4, 16_320, 2040 * ms, 1, false, true);
+        st.update_marked(5, 40_000, 5000 * ms, 160, false, false);
+        assert!((st.max_delta_ms() - 20.0).abs() < 1e-9);
+        st.update_marked(6, 40_160, 5100 * ms, 160, false, false);
+        assert!((st.max_delta_ms() - 100.0).abs() < 1e-9, "a real 100 ms gap counts");
+        assert_eq!(st.packets(), 6);
     }
 }
