@@ -41,7 +41,16 @@ a=sendrecv\r\n";
 
 fn rtp_packet(seq: u16, ts: u32) -> Vec<u8> {
     let mut p = Vec::with_capacity(172);
-    write_rtp_header(&mut p, &RtpHeader { marker: false, payload_type: 0, seq, timestamp: ts, ssrc: 0x1234_5678 });
+    write_rtp_header(
+        &mut p,
+        &RtpHeader {
+            marker: false,
+            payload_type: 0,
+            seq,
+            timestamp: ts,
+            ssrc: 0x1234_5678,
+        },
+    );
     p.extend((0..160u32).map(|i| (i * 37 % 256) as u8));
     p
 }
@@ -58,13 +67,19 @@ fn sip(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(SDP.len() as u64));
     g.bench_function("sdp_parse", |b| {
-        b.iter(|| black_box(vcontap_sip::sdp::parse(black_box(SDP.as_bytes())).expect("valid SDP")).media.len())
+        b.iter(|| {
+            black_box(vcontap_sip::sdp::parse(black_box(SDP.as_bytes())).expect("valid SDP"))
+                .media
+                .len()
+        })
     });
     g.finish();
 }
 
 fn rtp(c: &mut Criterion) {
-    let packets: Vec<Vec<u8>> = (0..1024u16).map(|i| rtp_packet(i, u32::from(i) * 160)).collect();
+    let packets: Vec<Vec<u8>> = (0..1024u16)
+        .map(|i| rtp_packet(i, u32::from(i) * 160))
+        .collect();
     let mut g = c.benchmark_group("rtp");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_rtp_and_stats_update", |b| {
@@ -88,10 +103,18 @@ fn rtp(c: &mut Criterion) {
 fn wire(c: &mut Criterion) {
     let src: SocketAddr = "10.1.1.1:20000".parse().expect("addr");
     let dst: SocketAddr = "10.2.1.1:30000".parse().expect("addr");
-    let link = Link { src_mac: mac_for(src.ip()), dst_mac: mac_for(dst.ip()), vlan: None, pcp: 5 };
+    let link = Link {
+        src_mac: mac_for(src.ip()),
+        dst_mac: mac_for(dst.ip()),
+        vlan: None,
+        pcp: 5,
+    };
     let mut frame = Vec::new();
     udp_frame(&mut frame, &link, src, dst, &rtp_packet(1, 160), 1).expect("frame");
-    let mut dec = Decoder::new(DecoderConfig { tcp_framer: Some(vcontap_sip::frame), ..DecoderConfig::default() });
+    let mut dec = Decoder::new(DecoderConfig {
+        tcp_framer: Some(vcontap_sip::frame),
+        ..DecoderConfig::default()
+    });
     let mut g = c.benchmark_group("wire");
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode_eth_ipv4_udp_rtp", |b| {
@@ -114,13 +137,17 @@ fn audio(c: &mut Criterion) {
     let payload = rtp_packet(1, 160)[12..].to_vec();
     let mut g = c.benchmark_group("audio");
     g.throughput(Throughput::Elements(160));
-    for (name, kind) in [("g711_pcmu_decode_160", CodecKind::Pcmu), ("g711_pcma_decode_160", CodecKind::Pcma)] {
+    for (name, kind) in [
+        ("g711_pcmu_decode_160", CodecKind::Pcmu),
+        ("g711_pcma_decode_160", CodecKind::Pcma),
+    ] {
         let mut d = new_decoder(kind).expect("G.711 decoder");
         let mut out = Vec::with_capacity(160);
         g.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
-                d.decode(black_box(&payload), &mut out).expect("G.711 never fails");
+                d.decode(black_box(&payload), &mut out)
+                    .expect("G.711 never fails");
                 black_box(out.len())
             })
         });

@@ -13,7 +13,7 @@
 //!    (stereo PCM is SHA-512 hashed per segment and reported back with
 //!    `handle_segment_stored`, exactly the work the CLI does minus the file writes).
 //! 2. The real CLI in a child process (`--record none|stereo`, `--shards 1|2`), which writes
-//!    real vCon and WAV files; peak memory is the child's max RSS from `wait4(2)`.
+//!    real vCon and WAV files; peak memory is the child's `VmHWM` (peak RSS) from `/proc`.
 //! 3. Peak memory against capture length (same concurrency, 4x the calls) and against
 //!    concurrency (2x the concurrent calls), CLI `--record stereo --shards 1`.
 //!
@@ -35,13 +35,33 @@ use vcontap_synth::{Codec, SynthConfig};
 use vcontap_wire::{Decoder, DecoderConfig, PcapReader};
 
 /// The main corpus: at least 500 concurrent calls and at least 2 million packets.
-const MAIN: CorpusSpec = CorpusSpec { name: "main", calls: 1000, concurrent: 600, seconds: 30.0 };
+const MAIN: CorpusSpec = CorpusSpec {
+    name: "main",
+    calls: 1000,
+    concurrent: 600,
+    seconds: 30.0,
+};
 /// Memory vs capture length: same concurrency as [`LONG`], a quarter of the calls.
-const SHORT: CorpusSpec = CorpusSpec { name: "short", calls: 400, concurrent: 400, seconds: 20.0 };
+const SHORT: CorpusSpec = CorpusSpec {
+    name: "short",
+    calls: 400,
+    concurrent: 400,
+    seconds: 20.0,
+};
 /// Memory vs capture length: 4x the calls (and capture time) of [`SHORT`].
-const LONG: CorpusSpec = CorpusSpec { name: "long", calls: 1600, concurrent: 400, seconds: 20.0 };
+const LONG: CorpusSpec = CorpusSpec {
+    name: "long",
+    calls: 1600,
+    concurrent: 400,
+    seconds: 20.0,
+};
 /// Memory vs concurrency: the calls of [`LONG`] at twice its concurrency.
-const WIDE: CorpusSpec = CorpusSpec { name: "wide", calls: 1600, concurrent: 800, seconds: 20.0 };
+const WIDE: CorpusSpec = CorpusSpec {
+    name: "wide",
+    calls: 1600,
+    concurrent: 800,
+    seconds: 20.0,
+};
 
 /// One synthesized corpus.
 #[derive(Clone, Copy)]
@@ -72,11 +92,19 @@ struct Row {
 
 fn main() {
     let only = std::env::var("VCONTAP_BENCH_ONLY").unwrap_or_default();
-    let scale: f64 = std::env::var("VCONTAP_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
-    let want = |part: &str| only.is_empty() || only == part || (only == "inproc" && part.starts_with("inproc"));
+    let scale: f64 = std::env::var("VCONTAP_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let want = |part: &str| {
+        only.is_empty() || only == part || (only == "inproc" && part.starts_with("inproc"))
+    };
     let dir = bench_dir();
     std::fs::create_dir_all(&dir).expect("creating the bench folder");
-    println!("vcontap replay bench  (corpora in {}, scale {scale})", dir.display());
+    println!(
+        "vcontap replay bench  (corpora in {}, scale {scale})",
+        dir.display()
+    );
 
     let main = corpus(&dir, MAIN, scale);
     let mut rows = Vec::new();
@@ -108,18 +136,27 @@ fn main() {
             r.what = format!("{:<6} {}", spec.name, describe(&c));
             mem.push(r);
         }
-        print_table("peak memory vs capture length and concurrency (cli --record stereo --shards 1)", &mem);
+        print_table(
+            "peak memory vs capture length and concurrency (cli --record stereo --shards 1)",
+            &mem,
+        );
     }
 }
 
 /// `<target>/vcontap-bench`: the bench binary lives in `<target>/<profile>/deps/`.
 fn bench_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors().nth(3).map(|t| t.join("vcontap-bench")).unwrap_or_else(|| std::env::temp_dir().join("vcontap-bench"))
+    exe.ancestors()
+        .nth(3)
+        .map(|t| t.join("vcontap-bench"))
+        .unwrap_or_else(|| std::env::temp_dir().join("vcontap-bench"))
 }
 
 fn describe(c: &Corpus) -> String {
-    format!("{} calls, {} concurrent, {} packets, {:.0} s capture", c.calls, c.concurrent, c.packets, c.capture_secs)
+    format!(
+        "{} calls, {} concurrent, {} packets, {:.0} s capture",
+        c.calls, c.concurrent, c.packets, c.capture_secs
+    )
 }
 
 /// Synthesizes `spec` (scaled) unless a file from an earlier run is there.
@@ -132,7 +169,13 @@ fn corpus(dir: &Path, spec: CorpusSpec, scale: f64) -> Corpus {
     if let (true, Ok(m)) = (path.is_file(), std::fs::read_to_string(&meta)) {
         let mut it = m.split_whitespace().filter_map(|v| v.parse::<f64>().ok());
         if let (Some(p), Some(s)) = (it.next(), it.next()) {
-            return Corpus { path, packets: p as u64, calls, concurrent, capture_secs: s };
+            return Corpus {
+                path,
+                packets: p as u64,
+                calls,
+                concurrent,
+                capture_secs: s,
+            };
         }
     }
     let cfg = SynthConfig {
@@ -149,7 +192,8 @@ fn corpus(dir: &Path, spec: CorpusSpec, scale: f64) -> Corpus {
     let s = vcontap_synth::generate(&cfg, f).expect("synthesizing the corpus");
     std::fs::rename(&tmp, &path).expect("renaming the corpus");
     let capture_secs = (s.last.nanos() - s.first.nanos()) as f64 / 1e9;
-    std::fs::write(&meta, format!("{} {}\n", s.packets, capture_secs)).expect("writing corpus meta");
+    std::fs::write(&meta, format!("{} {}\n", s.packets, capture_secs))
+        .expect("writing corpus meta");
     println!(
         "synthesized {}: {} packets ({} RTP, {} SIP), {:.1} MB in {:.1} s",
         path.display(),
@@ -159,7 +203,13 @@ fn corpus(dir: &Path, spec: CorpusSpec, scale: f64) -> Corpus {
         s.bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    Corpus { path, packets: s.packets, calls, concurrent, capture_secs }
+    Corpus {
+        path,
+        packets: s.packets,
+        calls,
+        concurrent,
+        capture_secs,
+    }
 }
 
 fn open(c: &Corpus) -> PcapReader<BufReader<File>> {
@@ -168,7 +218,10 @@ fn open(c: &Corpus) -> PcapReader<BufReader<File>> {
 }
 
 fn new_decoder() -> Decoder {
-    Decoder::new(DecoderConfig { tcp_framer: Some(vcontap_sip::frame), ..DecoderConfig::default() })
+    Decoder::new(DecoderConfig {
+        tcp_framer: Some(vcontap_sip::frame),
+        ..DecoderConfig::default()
+    })
 }
 
 /// Stage 1: pcap records only.
@@ -181,7 +234,13 @@ fn stage_read(c: &Corpus) -> Row {
         bytes += p.data.len() as u64;
     }
     std::hint::black_box(bytes);
-    Row { what: "in-process 1 thread: pcap read".into(), packets: n, calls: 0, wall: t.elapsed(), peak_rss_kib: None }
+    Row {
+        what: "in-process 1 thread: pcap read".into(),
+        packets: n,
+        calls: 0,
+        wall: t.elapsed(),
+        peak_rss_kib: None,
+    }
 }
 
 /// Stage 2: pcap read + wire decode (link, IP, UDP, TCP reassembly + SIP framing).
@@ -195,7 +254,13 @@ fn stage_decode(c: &Corpus) -> Row {
         dec.decode(&p, &mut |d| payload += d.payload.len() as u64);
     }
     std::hint::black_box(payload);
-    Row { what: "in-process 1 thread: read + decode".into(), packets: n, calls: 0, wall: t.elapsed(), peak_rss_kib: None }
+    Row {
+        what: "in-process 1 thread: read + decode".into(),
+        packets: n,
+        calls: 0,
+        wall: t.elapsed(),
+        peak_rss_kib: None,
+    }
 }
 
 /// Stage 3: the full single-shard loop of `vcontap replay --shards 1`, without file output.
@@ -203,7 +268,11 @@ fn stage_engine(c: &Corpus, record: RecordMode) -> Row {
     let t = Instant::now();
     let mut r = open(c);
     let mut dec = new_decoder();
-    let mut engine = Engine::new(EngineConfig { record, host: "bench.example".into(), ..EngineConfig::default() });
+    let mut engine = Engine::new(EngineConfig {
+        record,
+        host: "bench.example".into(),
+        ..EngineConfig::default()
+    });
     let mut sink = HashSink::default();
     let mut n = 0u64;
     let mut last = vcontap_wire::Timestamp(0);
@@ -223,7 +292,11 @@ fn stage_engine(c: &Corpus, record: RecordMode) -> Row {
     sink.drain(&mut engine);
     let wall = t.elapsed();
     let st = engine.stats();
-    let mode = if record == RecordMode::None { "none" } else { "stereo" };
+    let mode = if record == RecordMode::None {
+        "none"
+    } else {
+        "stereo"
+    };
     println!(
         "  [{mode}] calls {} finished {} rtp {} sip {} events {} segments {} audio {:.1} MB hashed",
         st.calls,
@@ -267,8 +340,12 @@ impl HashSink {
                 }
                 Output::Audio { segment, samples } => {
                     if let Some(h) = self.open.get_mut(&segment) {
+                        // Little-endian bytes as in the WAV file, in a loop that vectorizes.
                         self.bytes.clear();
-                        self.bytes.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+                        self.bytes.resize(samples.len() * 2, 0);
+                        for (d, s) in self.bytes.chunks_exact_mut(2).zip(samples.iter()) {
+                            d.copy_from_slice(&s.to_le_bytes());
+                        }
                         h.update(&self.bytes);
                         self.audio_bytes += self.bytes.len() as u64;
                     }
@@ -292,31 +369,38 @@ impl HashSink {
     }
 }
 
-/// The real CLI in a child process; peak RSS from `wait4`.
+/// The real CLI in a child process; peak RSS polled from `/proc/<pid>/status`.
 fn cli(dir: &Path, c: &Corpus, record: &str, shards: u32) -> Row {
     let out = dir.join(format!("out-{record}-{shards}"));
     let _ = std::fs::remove_dir_all(&out);
+    let err_path = dir.join(format!("stderr-{record}-{shards}.txt"));
+    let err_file = File::create(&err_path).expect("creating the stderr file");
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .arg("replay")
         .arg(&c.path)
         .arg("--out")
         .arg(&out)
-        .args(["--record", record, "--shards", &shards.to_string(), "--quiet", "--host", "bench.example"])
+        .args([
+            "--record",
+            record,
+            "--shards",
+            &shards.to_string(),
+            "--quiet",
+            "--host",
+            "bench.example",
+        ])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err_file)
         .spawn()
         .expect("starting vcontap");
-    let pid = child.id() as libc::pid_t;
-    // Read stderr before reaping so the child never blocks on a full pipe.
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let (status, rss) = wait_rusage(pid);
+    let (status, rss) = wait_peak_rss(child);
     let wall = t.elapsed();
-    assert!(status == 0, "vcontap replay failed (status {status}):\n{stderr}");
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        status == 0,
+        "vcontap replay failed (status {status}):\n{stderr}"
+    );
     let calls = summary_value(&stderr, "calls").unwrap_or(0);
     let packets = summary_value(&stderr, "packets read").unwrap_or(c.packets);
     if std::env::var_os("VCONTAP_BENCH_KEEP_OUT").is_none() {
@@ -331,16 +415,32 @@ fn cli(dir: &Path, c: &Corpus, record: &str, shards: u32) -> Row {
     }
 }
 
-/// Reaps `pid` and returns (exit status, max RSS in KiB).
-fn wait_rusage(pid: libc::pid_t) -> (i32, u64) {
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, zero is a valid value; wait4 writes both out
-    // parameters for our own child, which nothing else reaps.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert!(r == pid, "wait4 failed: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    (code, ru.ru_maxrss.max(0) as u64)
+/// Waits for `child` and returns (exit status, peak RSS in KiB).
+///
+/// The peak is the child's own `VmHWM` from `/proc/<pid>/status`, polled every 2 ms until
+/// exit (it only grows, so the last reading is the peak up to the final 2 ms). `wait4`'s
+/// `ru_maxrss` is not used: Linux folds the parent's high-water mark into it at `exec`, so
+/// it reports this bench's own footprint for small children.
+fn wait_peak_rss(mut child: std::process::Child) -> (i32, u64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(st) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = st
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => return (status.code().unwrap_or(-1), peak),
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => panic!("waiting for vcontap: {e}"),
+        }
+    }
 }
 
 /// A number from the replay summary on stderr (`  calls               1000 (0 evicted)`).
@@ -357,13 +457,24 @@ fn summary_value(stderr: &str, key: &str) -> Option<u64> {
 fn print_table(title: &str, rows: &[Row]) {
     println!();
     println!("{title}");
-    println!("{:<48} {:>10} {:>9} {:>14} {:>10} {:>12}", "configuration", "packets", "wall s", "packets/s", "calls/s", "peak RSS");
+    let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(0).max(13);
+    println!(
+        "{:<w$} {:>10} {:>9} {:>14} {:>10} {:>12}",
+        "configuration", "packets", "wall s", "packets/s", "calls/s", "peak RSS"
+    );
     for r in rows {
         let s = r.wall.as_secs_f64().max(1e-9);
-        let rss = r.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "-".into());
-        let calls = if r.calls > 0 { format!("{:.0}", r.calls as f64 / s) } else { "-".into() };
+        let rss = r
+            .peak_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "-".into());
+        let calls = if r.calls > 0 {
+            format!("{:.0}", r.calls as f64 / s)
+        } else {
+            "-".into()
+        };
         println!(
-            "{:<48} {:>10} {:>9.3} {:>14} {:>10} {:>12}",
+            "{:<w$} {:>10} {:>9.3} {:>14} {:>10} {:>12}",
             r.what,
             r.packets,
             s,

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use vcontap_engine::{Engine, EngineConfig, EngineStats, Output, RecordMode, Router, VconEvent};
+use vcontap_engine::{
+    Engine, EngineConfig, EngineStats, Output, RecordMode, Router, SegmentId, StoredSegment,
+    VconEvent,
+};
 use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, PcapReader, Timestamp, Transport,
 };
@@ -39,51 +42,202 @@ const EVENT_QUEUE: usize = 4096;
 /// Largest shard count (uuids carry the shard in 3 bits).
 const MAX_SHARDS: usize = 8;
 
-/// One engine shard and the recording files it owns.
+/// Media messages queued from a shard to its writer thread.
+const MEDIA_QUEUE: usize = 1024;
+
+/// Work for a shard's media writer thread.
+enum MediaMsg {
+    Open {
+        segment: SegmentId,
+        uuid: Arc<str>,
+        index: u32,
+        rate: u32,
+        channels: u16,
+    },
+    Audio {
+        segment: SegmentId,
+        samples: Vec<i16>,
+    },
+    Close {
+        segment: SegmentId,
+    },
+}
+
+/// A store's answer: where the closed segment is, or why it could not be stored.
+type Stored = (SegmentId, std::result::Result<StoredSegment, String>);
+
+/// One engine shard. Its recordings are written, finalized and hashed (SHA-512 is a third
+/// of the CPU cost of recording) on a writer thread of its own, so the engine thread only
+/// decodes and mixes:
+///
+/// | queue | bound | when full |
+/// |---|---|---|
+/// | shard → media writer | [`MEDIA_QUEUE`] messages | block, while still collecting the writer's answers (no deadlock) |
+/// | media writer → shard | one answer per closed segment | never blocks the writer: at most one answer per open segment exists |
 struct Shard {
     engine: Engine,
-    media: MediaStore,
+    media_tx: Option<Sender<MediaMsg>>,
+    stored_rx: Receiver<Stored>,
+    /// Answers received while blocked on a full media queue, handled at the next drain.
+    early: std::collections::VecDeque<Stored>,
+    /// Segments closed and not yet answered.
+    in_flight: usize,
+    writer: Option<std::thread::JoinHandle<(u64, u64)>>,
 }
 
 impl Shard {
     fn new(cfg: EngineConfig, media_dir: &Path, base_url: Option<&str>) -> Result<Self> {
+        let mut store = MediaStore::new(media_dir, base_url)?;
+        let (media_tx, media_rx) = bounded::<MediaMsg>(MEDIA_QUEUE);
+        // Unbounded in type only: the writer sends exactly one answer per Close, and the
+        // number of closes in flight is bounded by the open segments (one per call).
+        let (stored_tx, stored_rx) = crossbeam_channel::unbounded::<Stored>();
+        let name = format!("vcontap-media-{}", cfg.shard);
+        let writer = std::thread::Builder::new().name(name).spawn(move || {
+            let mut failed = std::collections::HashSet::new();
+            for m in media_rx {
+                match m {
+                    MediaMsg::Open {
+                        segment,
+                        uuid,
+                        index,
+                        rate,
+                        channels,
+                    } => {
+                        if let Err(e) = store.open(segment, &uuid, index, rate, channels) {
+                            tracing::warn!(error = %e, "Cannot open a recording segment.");
+                            failed.insert(segment);
+                        }
+                    }
+                    MediaMsg::Audio { segment, samples } => {
+                        if let Err(e) = store.write(segment, &samples) {
+                            tracing::warn!(error = %e, "Cannot write a recording segment.");
+                            failed.insert(segment);
+                        }
+                    }
+                    MediaMsg::Close { segment } => {
+                        let res = if failed.remove(&segment) {
+                            Err("write failed".to_string())
+                        } else {
+                            store.close(segment).map_err(|e| e.to_string())
+                        };
+                        if stored_tx.send((segment, res)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            (store.written, store.bytes)
+        })?;
         Ok(Shard {
             engine: Engine::new(cfg),
-            media: MediaStore::new(media_dir, base_url)?,
+            media_tx: Some(media_tx),
+            stored_rx,
+            early: std::collections::VecDeque::new(),
+            in_flight: 0,
+            writer: Some(writer),
         })
     }
 
-    /// Drains the engine, writing audio and passing events on.
-    fn drain(&mut self, emit: &mut dyn FnMut(Arc<VconEvent>) -> Result<()>) -> Result<()> {
-        while let Some(o) = self.engine.poll_output() {
-            match o {
-                Output::Event(e) => emit(e)?,
-                Output::SegmentOpened {
-                    segment,
-                    uuid,
-                    index,
-                    rate,
-                    channels,
-                } => {
-                    if let Err(e) = self.media.open(segment, &uuid, index, rate, channels) {
-                        tracing::warn!(error = %e, "Cannot open a recording segment.");
+    fn send_media(&mut self, msg: MediaMsg) -> Result<()> {
+        let tx = self.media_tx.as_ref().context("media writer closed")?;
+        let mut msg = msg;
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::TrySendError::Full(m)) => {
+                    msg = m;
+                    // Keep the writer's answers flowing while we wait for room.
+                    crossbeam_channel::select! {
+                        recv(self.stored_rx) -> r => {
+                            if let Ok(x) = r {
+                                self.early.push_back(x);
+                            }
+                        }
+                        default(Duration::from_millis(5)) => {}
                     }
                 }
-                Output::Audio { segment, samples } => {
-                    if let Err(e) = self.media.write(segment, &samples) {
-                        tracing::warn!(error = %e, "Cannot write a recording segment.");
-                    }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    bail!("media writer stopped")
                 }
-                Output::SegmentClosed { segment } => match self.media.close(segment) {
-                    Ok(stored) => self.engine.handle_segment_stored(segment, stored),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Cannot store a recording segment; it is left out of the vCon.");
-                        self.engine.handle_segment_failed(segment);
-                    }
-                },
             }
         }
+    }
+
+    fn stored(&mut self, (segment, res): Stored) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match res {
+            Ok(st) => self.engine.handle_segment_stored(segment, st),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot store a recording segment; it is left out of the vCon.");
+                self.engine.handle_segment_failed(segment);
+            }
+        }
+    }
+
+    /// Drains the engine: media to the writer, events on, answers back in.
+    fn drain(&mut self, emit: &mut dyn FnMut(Arc<VconEvent>) -> Result<()>) -> Result<()> {
+        loop {
+            while let Some(o) = self.engine.poll_output() {
+                match o {
+                    Output::Event(e) => emit(e)?,
+                    Output::SegmentOpened {
+                        segment,
+                        uuid,
+                        index,
+                        rate,
+                        channels,
+                    } => self.send_media(MediaMsg::Open {
+                        segment,
+                        uuid,
+                        index,
+                        rate,
+                        channels,
+                    })?,
+                    Output::Audio { segment, samples } => {
+                        self.send_media(MediaMsg::Audio { segment, samples })?
+                    }
+                    Output::SegmentClosed { segment } => {
+                        self.in_flight += 1;
+                        self.send_media(MediaMsg::Close { segment })?
+                    }
+                }
+            }
+            let next = match self.early.pop_front() {
+                Some(x) => Some(x),
+                None if self.in_flight > 0 => self.stored_rx.try_recv().ok(),
+                None => None,
+            };
+            match next {
+                Some(x) => self.stored(x),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Waits for every segment in flight and drains until nothing is left.
+    fn flush(&mut self, emit: &mut dyn FnMut(Arc<VconEvent>) -> Result<()>) -> Result<()> {
+        self.drain(emit)?;
+        while self.in_flight > 0 {
+            let x = self
+                .stored_rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("media writer stopped"))?;
+            self.stored(x);
+            self.drain(emit)?;
+        }
         Ok(())
+    }
+
+    /// Stops the writer; returns (segments written, audio bytes).
+    fn close(&mut self) -> Result<(u64, u64)> {
+        self.media_tx = None;
+        match self.writer.take() {
+            Some(w) => w
+                .join()
+                .map_err(|_| anyhow::anyhow!("media writer panicked")),
+            None => Ok((0, 0)),
+        }
     }
 }
 
@@ -265,7 +419,8 @@ fn run_single(a: &ReplayArgs) -> Result<Totals> {
     )?;
     let shard = shard_ref.into_inner();
     shard.engine.finish_all(last);
-    shard.drain(&mut **emit_ref.borrow_mut())?;
+    shard.flush(&mut **emit_ref.borrow_mut())?;
+    let (segments, audio_bytes) = shard.close()?;
     progress.finish();
     sink.flush()?;
     Ok(Totals {
@@ -275,8 +430,8 @@ fn run_single(a: &ReplayArgs) -> Result<Totals> {
         engine: shard.engine.stats().clone(),
         vcons: sink.vcons_written,
         events: sink.events_written,
-        segments: shard.media.written,
-        audio_bytes: shard.media.bytes,
+        segments,
+        audio_bytes,
         elapsed: started.elapsed(),
     })
 }
@@ -416,15 +571,12 @@ fn shard_loop(
             }
             ShardMsg::Finish(ts) => {
                 shard.engine.finish_all(ts);
-                shard.drain(&mut emit)?;
+                shard.flush(&mut emit)?;
             }
         }
     }
-    Ok((
-        shard.engine.stats().clone(),
-        shard.media.written,
-        shard.media.bytes,
-    ))
+    let (written, bytes) = shard.close()?;
+    Ok((shard.engine.stats().clone(), written, bytes))
 }
 
 fn print_summary(t: &Totals) {

@@ -135,8 +135,9 @@ struct Segment {
 
 struct Pending {
     id: SegmentId,
+    /// Capture time of the input that closed the segment.
+    closed_at: Timestamp,
     start: Timestamp,
-    end: Timestamp,
     duration: f64,
     codecs: Vec<String>,
 }
@@ -177,6 +178,8 @@ pub(crate) struct Call {
     routes: Vec<SocketAddr>,
     new_routes: Vec<(SocketAddr, u8, bool)>,
     streams: Vec<Stream>,
+    /// Index of the stream each side sent on last (hot-path cache).
+    last_stream: [usize; 2],
     ssrc_changes: [u32; 2],
     rtcp: [RtcpSummary; 2],
     held: [bool; 2],
@@ -196,6 +199,10 @@ pub(crate) struct Call {
     transfers: u32,
     done: bool,
     edges: Vec<DtmfEdge>,
+    /// Time of the last event (events never go back in time).
+    last_at: Timestamp,
+    /// When `finish` was called.
+    finish_at: Option<Timestamp>,
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
     extra: Vec<(&'static str, Value)>,
 }
@@ -268,6 +275,7 @@ impl Call {
             routes: Vec::new(),
             new_routes: Vec::new(),
             streams: Vec::new(),
+            last_stream: [0; 2],
             ssrc_changes: [0; 2],
             rtcp: [RtcpSummary::default(), RtcpSummary::default()],
             held: [false; 2],
@@ -287,6 +295,8 @@ impl Call {
             done: false,
             edges: Vec::new(),
             extra: Vec::new(),
+            last_at: d.ts,
+            finish_at: None,
         };
         call.emit(EventKind::Created, d.ts);
         call
@@ -324,6 +334,15 @@ impl Call {
             .map(|s| s.sender)
     }
 
+    /// Whether the call has anything for the engine: routes, closed segments, outputs, or
+    /// it is done.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.done
+            || !self.new_routes.is_empty()
+            || !self.closed.is_empty()
+            || !self.outputs.is_empty()
+    }
+
     pub(crate) fn take_new_routes(&mut self) -> Vec<(SocketAddr, u8, bool)> {
         std::mem::take(&mut self.new_routes)
     }
@@ -339,6 +358,10 @@ impl Call {
     // ---- events ----------------------------------------------------------------------
 
     fn emit(&mut self, kind: EventKind, at: Timestamp) {
+        // Segment stores may complete after later packets were handled; keep `at`
+        // non-decreasing per call so consumers can rely on it.
+        let at = at.max(self.last_at);
+        self.last_at = at;
         self.seq += 1;
         self.vcon.updated_at = Some(format_time(at.nanos()));
         self.vcon.vcontap = Some(self.live_state());
@@ -710,9 +733,15 @@ impl Call {
         let mut new_ssrc = None;
         // A stream is an SSRC on one address pair (as tshark counts them): a relayed call
         // shows the same SSRC on both legs, which must not be merged into one set of counters.
-        let idx = match self.streams.iter().position(|s| {
-            s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst
-        }) {
+        let hit =
+            |s: &Stream| s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst;
+        // Most packets belong to the stream this sender used last.
+        let last = self.last_stream[sender as usize];
+        let found = match self.streams.get(last) {
+            Some(s) if hit(s) => Some(last),
+            _ => self.streams.iter().position(hit),
+        };
+        let idx = match found {
             Some(i) => i,
             None => {
                 if self.streams.len() >= self.max_streams {
@@ -744,6 +773,7 @@ impl Call {
                 self.streams.len() - 1
             }
         };
+        self.last_stream[sender as usize] = idx;
         let cached = self.streams[idx]
             .codec
             .as_ref()
@@ -961,11 +991,10 @@ impl Call {
         self.outputs.push(Output::SegmentClosed { segment: seg.id });
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
-        let end = Timestamp(seg.start.nanos() + (duration * 1e9) as i64).max(now);
         self.pending.push_back(Pending {
+            closed_at: now,
             id: seg.id,
             start: seg.start,
-            end,
             duration,
             codecs: seg.codecs,
         });
@@ -989,10 +1018,10 @@ impl Call {
             return;
         };
         if let Some(st) = stored {
-            // Events up to the segment's end belong to it (hold at a cut lands on the closing one).
+            // Events up to the cut belong to the closing segment (a hold lands on the one it ends).
             let mut hist = Vec::new();
             while self.history_assigned < self.history.len()
-                && self.history[self.history_assigned].0 <= p.end
+                && self.history[self.history_assigned].0 <= p.closed_at
             {
                 hist.push(self.history[self.history_assigned].1.clone());
                 self.history_assigned += 1;
@@ -1007,7 +1036,8 @@ impl Call {
             dlg.party_history = hist;
             dlg.codecs = p.codecs;
             self.vcon.dialog.push(dlg);
-            self.emit(EventKind::Segment, now);
+            // At the cut, not when the driver's store came back (deterministic).
+            self.emit(EventKind::Segment, p.closed_at);
         }
         self.try_finalize(now);
     }
@@ -1067,6 +1097,7 @@ impl Call {
             self.final_code.get_or_insert(code);
         }
         self.finish_reason = Some(reason);
+        self.finish_at = Some(now);
         self.state = State::Finishing;
         // A call that ended by itself ends at its last signalling; a timeout at last activity.
         let end = match reason {
@@ -1177,7 +1208,10 @@ impl Call {
             });
         }
         self.done = true;
-        self.emit(EventKind::Finished, now.max(end));
+        // The finishing input's time, not the time the last segment store came back: the
+        // final snapshot does not depend on how fast the driver writes media.
+        let at = self.finish_at.unwrap_or(now).max(end);
+        self.emit(EventKind::Finished, at);
     }
 
     fn stream_report(&self, s: &Stream) -> Value {

@@ -468,13 +468,17 @@ impl Engine {
             self.stats.rtp_packets += 1;
             new_ssrc = call.handle_rtp(dir.sender, d, now, &mut self.stats);
         }
+        // The common RTP packet changes nothing outside its call: skip the bookkeeping.
+        let busy = call.has_pending();
         if let Some(ssrc) = new_ssrc {
             if self.by_ssrc.len() < self.cfg.max_calls * 4 {
                 self.by_ssrc.insert(ssrc, (h, self.gens[h.0 as usize]));
             }
         }
-        self.sync_routes(h);
-        self.collect(h);
+        if busy {
+            self.sync_routes(h);
+            self.collect(h);
+        }
     }
 
     fn handle_sip(&mut self, d: &Datagram<'_>) {

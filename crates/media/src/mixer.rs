@@ -319,20 +319,25 @@ impl StereoMixer {
             n = limit;
         }
         let n = n as usize;
-        out.reserve(n * 2);
-        let [l, r] = &mut self.chans;
-        let kl = l.buf.len().min(n);
-        let kr = r.buf.len().min(n);
-        let both = kl.min(kr);
-        out.extend(
-            l.buf
-                .drain(..both)
-                .zip(r.buf.drain(..both))
-                .flat_map(|(a, b)| [a, b]),
-        );
-        out.extend(l.buf.drain(..kl - both).flat_map(|a| [a, 0]));
-        out.extend(r.buf.drain(..kr - both).flat_map(|b| [0, b]));
-        out.resize(out.len() + (n - kl.max(kr)) * 2, 0);
+        // Interleave with plain slice loops over the deques' two halves: the iterator
+        // chain this replaces was a quarter of all CPU time when recording.
+        let start = out.len();
+        out.resize(start + n * 2, 0);
+        let dst = &mut out[start..];
+        for (ch, c) in self.chans.iter_mut().enumerate() {
+            let k = c.buf.len().min(n);
+            let (a, b) = c.buf.as_slices();
+            let a = &a[..a.len().min(k)];
+            let b = &b[..k - a.len()];
+            let (head, tail) = dst.split_at_mut(a.len() * 2);
+            for (frame, s) in head.chunks_exact_mut(2).zip(a) {
+                frame[ch] = *s;
+            }
+            for (frame, s) in tail.chunks_exact_mut(2).zip(b) {
+                frame[ch] = *s;
+            }
+            c.buf.drain(..k);
+        }
         self.base = target;
         self.frames_released += n as u64;
         n

@@ -474,7 +474,10 @@ mod tests {
         st.update_marked(5, 40_000, 5000 * ms, 160, false, false);
         assert!((st.max_delta_ms() - 20.0).abs() < 1e-9);
         st.update_marked(6, 40_160, 5100 * ms, 160, false, false);
-        assert!((st.max_delta_ms() - 100.0).abs() < 1e-9, "a real 100 ms gap counts");
+        assert!(
+            (st.max_delta_ms() - 100.0).abs() < 1e-9,
+            "a real 100 ms gap counts"
+        );
         assert_eq!(st.packets(), 6);
     }
 }
