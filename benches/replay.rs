@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -212,9 +211,9 @@ fn corpus(dir: &Path, spec: CorpusSpec, scale: f64) -> Corpus {
     }
 }
 
-fn open(c: &Corpus) -> PcapReader<BufReader<File>> {
+fn open(c: &Corpus) -> PcapReader<File> {
     let f = File::open(&c.path).expect("opening the corpus");
-    PcapReader::new(BufReader::with_capacity(1 << 20, f)).expect("reading the pcap header")
+    PcapReader::new(f).expect("reading the pcap header")
 }
 
 fn new_decoder() -> Decoder {
@@ -316,7 +315,9 @@ fn stage_engine(c: &Corpus, record: RecordMode) -> Row {
     }
 }
 
-/// Consumes engine outputs like the CLI does, minus the files: audio is hashed per segment.
+/// Consumes engine outputs like the CLI's engine thread does, minus the media writer:
+/// segment content hashes are computed over the segment id (the writer thread's SHA-512 over
+/// the WAV is measured by the CLI rows).
 #[derive(Default)]
 struct HashSink {
     open: HashMap<SegmentId, Sha512>,
@@ -324,7 +325,6 @@ struct HashSink {
     event_bytes: u64,
     segments: u64,
     audio_bytes: u64,
-    bytes: Vec<u8>,
 }
 
 impl HashSink {
@@ -339,19 +339,16 @@ impl HashSink {
                     self.open.insert(segment, Sha512::new());
                 }
                 Output::Audio { segment, samples } => {
-                    if let Some(h) = self.open.get_mut(&segment) {
-                        // Little-endian bytes as in the WAV file, in a loop that vectorizes.
-                        self.bytes.clear();
-                        self.bytes.resize(samples.len() * 2, 0);
-                        for (d, s) in self.bytes.chunks_exact_mut(2).zip(samples.iter()) {
-                            d.copy_from_slice(&s.to_le_bytes());
-                        }
-                        h.update(&self.bytes);
-                        self.audio_bytes += self.bytes.len() as u64;
+                    // The engine thread's share only: in the CLI, WAV writing and SHA-512
+                    // run on the shard's media writer thread (see src/replay.rs), so the
+                    // in-process figure leaves them out; the CLI rows include them.
+                    if self.open.contains_key(&segment) {
+                        self.audio_bytes += samples.len() as u64 * 2;
                     }
                 }
                 Output::SegmentClosed { segment } => {
-                    let h = self.open.remove(&segment).unwrap_or_default();
+                    let mut h = self.open.remove(&segment).unwrap_or_default();
+                    h.update(segment.0.to_le_bytes());
                     self.segments += 1;
                     let name = format!("{}.wav", segment.0);
                     engine.handle_segment_stored(

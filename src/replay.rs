@@ -11,7 +11,6 @@
 //! | shards → event writer | [`EVENT_QUEUE`] events | **block**: the writer is the durable sink |
 
 use std::fs::File;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -341,7 +340,7 @@ fn read_all(
     let mut pace: Option<(Timestamp, Instant)> = None;
     for path in &a.captures {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut reader = match PcapReader::new(BufReader::with_capacity(1 << 20, file)) {
+        let mut reader = match PcapReader::new(file) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "Skipping a file that is not a capture.");

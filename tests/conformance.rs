@@ -400,9 +400,10 @@ fn call_ids_of(v: &Value) -> BTreeSet<String> {
         }
         for m in arr(body, "messages") {
             for h in arr(m, "headers") {
-                let name = h.get("name").and_then(Value::as_str).unwrap_or("");
+                // Trace headers are `[name, value]` pairs.
+                let name = h.get(0).and_then(Value::as_str).unwrap_or("");
                 if name.eq_ignore_ascii_case("call-id") || name == "i" {
-                    if let Some(id) = h.get("value").and_then(Value::as_str) {
+                    if let Some(id) = h.get(1).and_then(Value::as_str) {
                         ids.insert(id.trim().to_string());
                     }
                 }
@@ -429,11 +430,11 @@ fn asserted_by_trace(v: &Value, user: &str) -> bool {
         .flat_map(|body| arr(body, "messages"))
         .flat_map(|m| arr(m, "headers"))
         .any(|h| {
-            let name = h.get("name").and_then(Value::as_str).unwrap_or("");
+            let name = h.get(0).and_then(Value::as_str).unwrap_or("");
             IDENTITY_HEADERS
                 .iter()
                 .any(|n| name.eq_ignore_ascii_case(n))
-                && h.get("value")
+                && h.get(1)
                     .and_then(Value::as_str)
                     .is_some_and(|val| val.contains(&needle))
         })

@@ -123,6 +123,8 @@ pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
 
 /// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.
 pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
+    // `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route) and costs
+    // one small array per header instead of a map.
     let headers: Vec<Value> = msg
         .headers()
         .iter()
@@ -137,7 +139,10 @@ pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Valu
             } else {
                 h.value
             };
-            json!({ "name": h.name, "value": v })
+            Value::Array(vec![
+                Value::String(h.name.to_string()),
+                Value::String(v.to_string()),
+            ])
         })
         .collect();
     let body = msg.body();

@@ -381,7 +381,7 @@ impl Call {
         })));
     }
 
-    fn live_state(&self) -> Value {
+    fn live_state(&mut self) -> Value {
         let state = match (self.state, self.done || self.finish_reason.is_some()) {
             (_, true) => "finished",
             (State::Calling, _) => "calling",
@@ -417,8 +417,9 @@ impl Call {
         if !self.undecodable.is_empty() {
             v["undecodable_codecs"] = json!(self.undecodable);
         }
-        for (k, x) in &self.extra {
-            v[*k] = x.clone();
+        // Only filled right before the final snapshot, so it can move instead of copy.
+        for (k, x) in self.extra.drain(..) {
+            v[k] = x;
         }
         v
     }
@@ -1166,12 +1167,16 @@ impl Call {
             .map(|(i, _)| i as u32)
             .collect();
         if !self.trace.is_empty() {
-            let body = json!({
-                "version": "1.0",
-                "call_id": self.call_id,
-                "messages": std::mem::take(&mut self.trace),
-                "messages_dropped": self.trace_dropped,
-            });
+            // Built by hand: `json!` would re-serialize the moved trace into a fresh copy.
+            let mut body = serde_json::Map::new();
+            body.insert("version".into(), json!("1.0"));
+            body.insert("call_id".into(), json!(self.call_id));
+            body.insert(
+                "messages".into(),
+                Value::Array(std::mem::take(&mut self.trace)),
+            );
+            body.insert("messages_dropped".into(), json!(self.trace_dropped));
+            let body = Value::Object(body);
             match self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
                 Some(first) => self.vcon.attachments.push(Attachment {
                     purpose: Some("sip-message-trace".into()),

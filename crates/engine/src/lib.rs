@@ -191,6 +191,25 @@ pub(crate) struct MediaRoute {
     pub(crate) gen: u32,
 }
 
+/// A media address as a table key: IPv4 as its v4-mapped IPv6 form (so dual-stack SDP and
+/// packets meet) and the port. Two integer writes hash far faster than `SocketAddr`'s
+/// derived `Hash` (discriminant, length-prefixed octets, port), on the hottest lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct MediaKey {
+    ip: u128,
+    port: u16,
+}
+
+impl MediaKey {
+    pub(crate) fn of(a: &SocketAddr) -> Self {
+        let ip = match a.ip() {
+            std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            std::net::IpAddr::V6(v6) => u128::from(v6),
+        };
+        MediaKey { ip, port: a.port() }
+    }
+}
+
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A heuristic RTP flow with no SDP behind it.
@@ -207,7 +226,7 @@ pub struct Engine {
     gens: Vec<u32>,
     free: Vec<u32>,
     by_call_id: Map<Box<str>, CallHandle>,
-    by_media: Map<SocketAddr, MediaRoute>,
+    by_media: Map<MediaKey, MediaRoute>,
     by_ssrc: Map<u32, (CallHandle, u32)>,
     segments: Map<SegmentId, CallHandle>,
     orphans: Map<(SocketAddr, SocketAddr), Orphan>,
@@ -383,7 +402,7 @@ impl Engine {
     }
 
     fn route_media(&self, d: &Datagram<'_>) -> Option<(CallHandle, MediaDir)> {
-        if let Some(r) = self.by_media.get(&d.dst) {
+        if let Some(r) = self.by_media.get(&MediaKey::of(&d.dst)) {
             if r.gen == self.gen(r.call) {
                 return Some((
                     r.call,
@@ -394,7 +413,7 @@ impl Engine {
                 ));
             }
         }
-        if let Some(r) = self.by_media.get(&d.src) {
+        if let Some(r) = self.by_media.get(&MediaKey::of(&d.src)) {
             if r.gen == self.gen(r.call) {
                 return Some((
                     r.call,
@@ -571,13 +590,13 @@ impl Engine {
         };
         for (addr, side, rtcp) in call.take_new_routes() {
             if self.by_media.len() >= self.cfg.max_media_routes
-                && !self.by_media.contains_key(&addr)
+                && !self.by_media.contains_key(&MediaKey::of(&addr))
             {
                 self.stats.media_routes_dropped += 1;
                 continue;
             }
             self.by_media.insert(
-                addr,
+                MediaKey::of(&addr),
                 MediaRoute {
                     call: h,
                     side,
@@ -617,8 +636,12 @@ impl Engine {
         self.stats.streams += call.stream_count() as u64;
         self.by_call_id.remove(call.call_id());
         for addr in call.routes() {
-            if self.by_media.get(&addr).is_some_and(|r| r.call == h) {
-                self.by_media.remove(&addr);
+            if self
+                .by_media
+                .get(&MediaKey::of(&addr))
+                .is_some_and(|r| r.call == h)
+            {
+                self.by_media.remove(&MediaKey::of(&addr));
             }
         }
         for ssrc in call.ssrcs() {
