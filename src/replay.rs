@@ -41,6 +41,8 @@ const EVENT_QUEUE: usize = 4096;
 /// Largest shard count (uuids carry the shard in 3 bits).
 const MAX_SHARDS: usize = 8;
 
+/// How many drains pass between polls of the media writer's answers.
+const REPLY_POLL: u32 = 64;
 /// Media messages queued from a shard to its writer thread.
 const MEDIA_QUEUE: usize = 1024;
 
@@ -81,6 +83,10 @@ struct Shard {
     early: std::collections::VecDeque<Stored>,
     /// Segments closed and not yet answered.
     in_flight: usize,
+    /// Drains so far (answers are polled every [`REPLY_POLL`]).
+    polls: u32,
+    /// Set at the end of input: poll answers on every drain.
+    flushing: bool,
     writer: Option<std::thread::JoinHandle<(u64, u64)>>,
 }
 
@@ -134,6 +140,8 @@ impl Shard {
             stored_rx,
             early: std::collections::VecDeque::new(),
             in_flight: 0,
+            polls: 0,
+            flushing: false,
             writer: Some(writer),
         })
     }
@@ -202,9 +210,14 @@ impl Shard {
                     }
                 }
             }
+            // Answers are polled every REPLY_POLL drains: a channel poll per packet was 5%
+            // of the engine thread while segments were queued behind audio.
+            self.polls = self.polls.wrapping_add(1);
             let next = match self.early.pop_front() {
                 Some(x) => Some(x),
-                None if self.in_flight > 0 => self.stored_rx.try_recv().ok(),
+                None if self.in_flight > 0 && (self.polls % REPLY_POLL == 0 || self.flushing) => {
+                    self.stored_rx.try_recv().ok()
+                }
                 None => None,
             };
             match next {
@@ -216,6 +229,7 @@ impl Shard {
 
     /// Waits for every segment in flight and drains until nothing is left.
     fn flush(&mut self, emit: &mut dyn FnMut(Arc<VconEvent>) -> Result<()>) -> Result<()> {
+        self.flushing = true;
         self.drain(emit)?;
         while self.in_flight > 0 {
             let x = self

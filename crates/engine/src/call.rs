@@ -111,6 +111,8 @@ struct Codec {
     kind: CodecKind,
     clock: u32,
     label: Box<str>,
+    /// The segment this codec was last noted in.
+    noted_in: Option<SegmentId>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -711,6 +713,7 @@ impl Call {
             kind: codec_kind(&name),
             clock,
             label: codec_label(&name, clock).into(),
+            noted_in: None,
         }
     }
 
@@ -891,15 +894,20 @@ impl Call {
         if self.segment.is_none() {
             self.open_segment(now, pcm_rate.max(8000));
         }
-        let stream = &self.streams[idx];
+        let stream = &mut self.streams[idx];
         let Some(seg) = self.segment.as_mut() else {
             return new_ssrc;
         };
-        if let Some(c) = &stream.codec {
-            if !seg.codecs.iter().any(|l| **l == *c.label) && seg.codecs.len() < 8 {
-                seg.codecs.push(c.label.to_string());
+        // Note the codec on the segment once per (stream, codec, segment), not per packet.
+        if let Some(c) = stream.codec.as_mut() {
+            if c.noted_in != Some(seg.id) {
+                c.noted_in = Some(seg.id);
+                if !seg.codecs.iter().any(|l| **l == *c.label) && seg.codecs.len() < 8 {
+                    seg.codecs.push(c.label.to_string());
+                }
             }
         }
+        let stream = &self.streams[idx];
         seg.mixer.push(
             sender as usize,
             p.ssrc,
