@@ -420,3 +420,51 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     assert_eq!(v.len(), 2, "both calls finish (one at end of input)");
     common::validate(&[&dir.join("o4")]);
 }
+
+#[test]
+fn mono_mixes_both_directions_into_one_channel() {
+    let cfg = SynthConfig {
+        calls: 1,
+        concurrent: 1,
+        seconds: 2.0,
+        seed: 4,
+        ..SynthConfig::default()
+    };
+    let (pcap, plans) = synth("mono", &cfg);
+    let out = pcap.parent().unwrap().join("out");
+    common::replay(&[&pcap], &out, &["--record", "mono"]);
+    let v = &common::vcons(&out)[0];
+    let d = &v["dialog"][0];
+    assert_eq!(d["type"], "recording");
+    let path = common::check_media_hash(d);
+    let mut r = hound::WavReader::open(&path).unwrap();
+    assert_eq!(r.spec().channels, 1);
+    let x: Vec<f64> = r.samples::<i16>().map(|s| s.unwrap() as f64).collect();
+    let rate = r.spec().sample_rate as f64;
+    let a = common::tone_share(&x, rate, plans[0].caller_tone_hz);
+    let b = common::tone_share(&x, rate, plans[0].callee_tone_hz);
+    assert!(a > 0.25 && b > 0.25, "both tones in the mix: {a} {b}");
+    common::validate(&[&out]);
+}
+
+#[test]
+fn realtime_pace_follows_capture_time() {
+    let cfg = SynthConfig {
+        calls: 1,
+        concurrent: 1,
+        seconds: 1.0,
+        seed: 8,
+        ..SynthConfig::default()
+    };
+    let (pcap, plans) = synth("pace", &cfg);
+    let span = (plans[0].end_at.nanos() - plans[0].invite_at.nanos()) as f64 / 1e9;
+    let out = pcap.parent().unwrap().join("out");
+    let t = std::time::Instant::now();
+    common::replay(&[&pcap], &out, &["--pace", "realtime"]);
+    let took = t.elapsed().as_secs_f64();
+    assert!(
+        took >= span * 0.95,
+        "realtime replay took {took} s for {span} s of capture"
+    );
+    assert_eq!(common::vcons(&out).len(), 1);
+}

@@ -748,3 +748,21 @@ fn hostile_input_is_counted_not_fatal() {
     assert_eq!(h.engine.stats().calls_evicted, 1);
     assert_eq!(h.finished()[0]["vcontap"]["end_reason"], "evicted");
 }
+
+#[test]
+fn identity_header_becomes_stir_and_pai_wins_for_tel() {
+    let mut h = Harness::new(RecordMode::None);
+    let extra = "P-Asserted-Identity: \"Carrier Name\" <sip:+15559990000@carrier.example>\nIdentity: eyJhbGciOiJFUzI1NiJ9.eyJhdHRlc3QiOiJBIn0.c2ln;info=<https://cert.example/c.pem>;alg=ES256;ppt=shaken\n";
+    h.sip(0, A, B, &invite("stir", 1, "", extra));
+    let v = h.last();
+    assert_eq!(
+        v["parties"][0]["stir"], "eyJhbGciOiJFUzI1NiJ9.eyJhdHRlc3QiOiJBIn0.c2ln",
+        "PASSporT without its parameters"
+    );
+    assert_eq!(
+        v["parties"][0]["tel"], "+15559990000",
+        "network-asserted number first"
+    );
+    assert_eq!(v["parties"][0]["name"], "Carrier Name");
+    assert_eq!(v["parties"][0]["validation"], "none");
+}
