@@ -14,6 +14,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -375,7 +376,8 @@ fn read_all(
             last = last.max(pkt.ts);
             if a.pace == Pace::Realtime {
                 let (t0, w0) = *pace.get_or_insert((pkt.ts, Instant::now()));
-                let due = Duration::from_nanos((pkt.ts.nanos() - t0.nanos()).max(0) as u64);
+                let due =
+                    Duration::from_nanos(pkt.ts.nanos().saturating_sub(t0.nanos()).max(0) as u64);
                 let el = w0.elapsed();
                 if due > el {
                     std::thread::sleep(due - el);
@@ -453,10 +455,22 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     let started = Instant::now();
     let (ev_tx, ev_rx) = bounded::<Arc<VconEvent>>(EVENT_QUEUE);
     let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
+    // Calls created / finished, counted by the writer for the progress line.
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let counts_w = counts.clone();
     let writer = std::thread::Builder::new()
         .name("vcontap-writer".into())
         .spawn(move || -> Result<FileSink> {
             for e in ev_rx {
+                match e.kind {
+                    vcontap_engine::EventKind::Created => {
+                        counts_w[0].fetch_add(1, Ordering::Relaxed)
+                    }
+                    vcontap_engine::EventKind::Finished => {
+                        counts_w[1].fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => 0,
+                };
                 sink.handle(&e)?;
             }
             sink.flush()?;
@@ -515,7 +529,9 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
                 for (i, b) in bs.iter_mut().enumerate() {
                     send(i, b, ts)?;
                 }
-                progress.update(n, 0, 0);
+                let created = counts[0].load(Ordering::Relaxed);
+                let finished = counts[1].load(Ordering::Relaxed);
+                progress.update(n, created.saturating_sub(finished) as usize, finished);
             }
             Ok(())
         },

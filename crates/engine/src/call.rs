@@ -920,7 +920,9 @@ impl Call {
         self.drain_audio(now, false);
         if self.segment_seconds > 0 {
             if let Some(seg) = &self.segment {
-                if now.nanos() - seg.start.nanos() >= self.segment_seconds as i64 * 1_000_000_000 {
+                if now.nanos().saturating_sub(seg.start.nanos())
+                    >= self.segment_seconds as i64 * 1_000_000_000
+                {
                     self.cut_segment(now);
                 }
             }
@@ -978,7 +980,7 @@ impl Call {
         let Some(seg) = self.segment.as_mut() else {
             return;
         };
-        if !force && now.nanos() - seg.last_drain.nanos() < chunk {
+        if !force && now.nanos().saturating_sub(seg.last_drain.nanos()) < chunk {
             return;
         }
         seg.last_drain = now;
@@ -1130,7 +1132,7 @@ impl Call {
             // 200 OK then BYE before any media at all: the callee hung up at once.
             let quick = self
                 .end_at
-                .is_some_and(|e| e.nanos() - a.nanos() < 5_000_000_000);
+                .is_some_and(|e| e.nanos().saturating_sub(a.nanos()) < 5_000_000_000);
             let bye = self.finish_reason == Some(FinishReason::Bye);
             return (bye && quick && self.streams.is_empty()).then_some("hung-up");
         }
@@ -1153,7 +1155,8 @@ impl Call {
         if let Some(disp) = self.disposition() {
             let mut d = self.sip_dialog("incomplete", self.invite_at);
             d.duration = Some(
-                ((end.nanos() - self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0).round()
+                (end.nanos().saturating_sub(self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0)
+                    .round()
                     / 1000.0,
             );
             d.parties = Some(vec![0, 1]);

@@ -384,8 +384,9 @@ impl Engine {
         }
         let idle = self.cfg.orphan_idle_ms;
         let before = self.orphans.len();
-        self.orphans
-            .retain(|_, o| now.nanos() - o.last.nanos() < idle * 1_000_000);
+        self.orphans.retain(|_, o| {
+            now.nanos().saturating_sub(o.last.nanos()) < idle.saturating_mul(1_000_000)
+        });
         self.stats.orphan_flows_expired += (before - self.orphans.len()) as u64;
     }
 

@@ -46,7 +46,10 @@ impl Timestamp {
     }
     /// Builds a timestamp from seconds and nanoseconds.
     pub const fn from_parts(secs: i64, nanos: u32) -> Self {
-        Timestamp(secs * 1_000_000_000 + nanos as i64)
+        Timestamp(
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(nanos as i64),
+        )
     }
     /// Whole seconds part.
     pub const fn secs(self) -> i64 {
@@ -57,8 +60,10 @@ impl Timestamp {
         self.0.rem_euclid(1_000_000_000) as u32
     }
     /// `self + ms` milliseconds.
+    /// Saturates instead of overflowing: capture timestamps are input, and a hostile
+    /// pcapng can claim any 64-bit time.
     pub const fn add_millis(self, ms: i64) -> Self {
-        Timestamp(self.0 + ms * 1_000_000)
+        Timestamp(self.0.saturating_add(ms.saturating_mul(1_000_000)))
     }
 }
 
