@@ -27,6 +27,8 @@ use crate::{CallHandle, EventKind, Output, SegmentId, StoredSegment, VconEvent};
 
 /// Party-history entries kept per call (DTMF floods stop being recorded past this).
 const MAX_HISTORY: usize = 1000;
+/// Parties per call (caller, callee and transfer targets).
+const MAX_PARTIES: usize = 16;
 /// Early-dialog To tags remembered per call (forking).
 const MAX_EARLY_TAGS: usize = 8;
 /// Media routes one call may register over its lifetime (re-INVITE churn guard).
@@ -113,6 +115,8 @@ struct Codec {
     label: Box<str>,
     /// The segment this codec was last noted in.
     noted_in: Option<SegmentId>,
+    /// Already named as encrypted in `undecodable`.
+    encrypted_noted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,6 +167,8 @@ pub(crate) struct Call {
     answer_at: Option<Timestamp>,
     end_at: Option<Timestamp>,
     caller_tag: Option<String>,
+    /// From tags of every initial INVITE seen (one per B2BUA leg sharing the Call-ID).
+    caller_tags: Vec<String>,
     to_tag: Option<String>,
     early_tags: Vec<String>,
     invite_cseq: u32,
@@ -199,6 +205,10 @@ pub(crate) struct Call {
     trace_bytes: usize,
     trace_dropped: u64,
     transfers: u32,
+    /// REFERs waiting for their final response: (CSeq, transferor side, target).
+    pending_refers: Vec<(u32, u8, vcontap_vcon::Party)>,
+    /// Media is encrypted (SDP `RTP/SAVP*`, ZRTP): named, never decoded into noise.
+    encrypted: Option<&'static str>,
     done: bool,
     edges: Vec<DtmfEdge>,
     /// Time of the last event (events never go back in time).
@@ -261,6 +271,11 @@ impl Call {
             answer_at: None,
             end_at: None,
             caller_tag: msg.from().and_then(|f| f.tag.map(str::to_string)),
+            caller_tags: msg
+                .from()
+                .and_then(|f| f.tag.map(str::to_string))
+                .into_iter()
+                .collect(),
             to_tag: None,
             early_tags: Vec::new(),
             invite_cseq: msg.cseq().map(|c| c.seq).unwrap_or(0),
@@ -294,6 +309,8 @@ impl Call {
             trace_bytes: 0,
             trace_dropped: 0,
             transfers: 0,
+            pending_refers: Vec::new(),
+            encrypted: None,
             done: false,
             edges: Vec::new(),
             extra: Vec::new(),
@@ -444,10 +461,14 @@ impl Call {
     // ---- SIP -------------------------------------------------------------------------
 
     /// Which side sent `msg`: 0 caller, 1 callee.
+    ///
+    /// A B2BUA (SBC) that keeps the Call-ID shows the call as several legs with their own
+    /// tags; every From tag seen on an initial INVITE (no To tag) belongs to the caller side,
+    /// so requests and responses of all legs are attributed to the same logical side.
     fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> u8 {
         let from_tag = msg.from().and_then(|f| f.tag);
-        let from_caller = match (&self.caller_tag, from_tag) {
-            (Some(c), Some(t)) => c == t,
+        let from_caller = match from_tag {
+            Some(t) if !self.caller_tags.is_empty() => self.caller_tags.iter().any(|c| c == t),
             _ => d.src == self.caller_sip,
         };
         match (msg.is_request(), from_caller) {
@@ -463,6 +484,18 @@ impl Call {
             return;
         }
         self.last_sip = now;
+        if msg.is_request()
+            && msg.method() == Some(Method::Invite)
+            && msg.to().is_some_and(|t| t.tag.is_none())
+        {
+            if let Some(tag) = msg.from().and_then(|f| f.tag) {
+                if self.caller_tags.len() < MAX_EARLY_TAGS
+                    && !self.caller_tags.iter().any(|c| c == tag)
+                {
+                    self.caller_tags.push(tag.to_string());
+                }
+            }
+        }
         let side = self.sender_side(msg, d);
         self.trace_message(msg, d, side);
         match msg.kind() {
@@ -515,23 +548,13 @@ impl Call {
                 }
             }
             Method::Refer => {
-                if let Some(target) = msg.header("Refer-To").and_then(build::party_from_header) {
-                    let idx = self.vcon.parties.len() as u32;
-                    if idx < 16 {
-                        self.vcon.parties.push(target);
-                        self.transfers += 1;
-                        self.cut_segment(now);
-                        self.vcon.dialog.push(Dialog {
-                            kind: "transfer".into(),
-                            start: format_time(now.nanos()),
-                            transferor: Some(side as u32),
-                            transferee: Some(1 - side as u32),
-                            transfer_target: Some(idx),
-                            original: None,
-                            sip_call_id: Some(self.call_id.clone()),
-                            ..Default::default()
-                        });
-                        self.emit(EventKind::Updated, now);
+                // Recorded when accepted (2xx): a REFER can be challenged or refused.
+                if let (Some(target), Some(cseq)) = (
+                    msg.header("Refer-To").and_then(build::party_from_header),
+                    msg.cseq(),
+                ) {
+                    if self.pending_refers.len() < MAX_EARLY_TAGS {
+                        self.pending_refers.push((cseq.seq, side, target));
                     }
                 }
             }
@@ -542,6 +565,15 @@ impl Call {
     fn handle_response(&mut self, code: u16, msg: &Message<'_>, side: u8, now: Timestamp) {
         let Some(cseq) = msg.cseq() else { return };
         match cseq.method {
+            Method::Refer if code >= 200 => {
+                let Some(pos) = self.pending_refers.iter().position(|r| r.0 == cseq.seq) else {
+                    return;
+                };
+                let (_, transferor, target) = self.pending_refers.swap_remove(pos);
+                if (200..300).contains(&code) {
+                    self.accept_transfer(transferor, target, now);
+                }
+            }
             Method::Invite => {
                 let initial = cseq.seq == self.invite_cseq && self.state < State::Answered;
                 if (100..200).contains(&code) {
@@ -591,6 +623,44 @@ impl Call {
         }
     }
 
+    /// From now on the media is encrypted: close the recording, decode nothing more.
+    fn mark_encrypted(&mut self, how: &'static str, now: Timestamp) {
+        if self.encrypted.is_none() {
+            self.encrypted = Some(how);
+            self.cut_segment(now);
+        }
+    }
+
+    /// A transfer was accepted: the target becomes a party (once), the recording is cut, and a
+    /// `transfer` dialog records the roles.
+    fn accept_transfer(&mut self, transferor: u8, target: vcontap_vcon::Party, now: Timestamp) {
+        let existing = self
+            .vcon
+            .parties
+            .iter()
+            .position(|p| p.sip.is_some() && p.sip == target.sip);
+        let idx = match existing {
+            Some(i) => i as u32,
+            None if self.vcon.parties.len() < MAX_PARTIES => {
+                self.vcon.parties.push(target);
+                (self.vcon.parties.len() - 1) as u32
+            }
+            None => return,
+        };
+        self.transfers += 1;
+        self.cut_segment(now);
+        self.vcon.dialog.push(Dialog {
+            kind: "transfer".into(),
+            start: format_time(now.nanos()),
+            transferor: Some(transferor as u32),
+            transferee: Some(1 - transferor as u32),
+            transfer_target: Some(idx),
+            sip_call_id: Some(self.call_id.clone()),
+            ..Default::default()
+        });
+        self.emit(EventKind::Updated, now);
+    }
+
     /// Applies the SDP of `msg` as `side`'s receive description. Returns true when something
     /// visible changed (hold state or codecs).
     fn apply_sdp(&mut self, msg: &Message<'_>, side: u8, now: Timestamp, offer: bool) -> bool {
@@ -607,6 +677,11 @@ impl Call {
         else {
             return false;
         };
+        // RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVPF: the payload is encrypted; decoding it as
+        // the named codec would write noise.
+        if m.proto.to_ascii_uppercase().contains("SAVP") {
+            self.mark_encrypted("SRTP", now);
+        }
         let mut changed = false;
         let codecs: Vec<(u8, String, u32, u8)> = m
             .formats
@@ -714,6 +789,7 @@ impl Call {
             clock,
             label: codec_label(&name, clock).into(),
             noted_in: None,
+            encrypted_noted: false,
         }
     }
 
@@ -728,7 +804,17 @@ impl Call {
         now: Timestamp,
         stats: &mut EngineStats,
     ) -> Option<u32> {
-        let p = parse_rtp(d.payload).ok()?;
+        let p = match parse_rtp(d.payload) {
+            Ok(p) => p,
+            Err(_) => {
+                // ZRTP (RFC 6189) shares the media ports: version 0 and the "ZRTP" cookie.
+                // After its handshake the media is SRTP.
+                if d.payload.get(4..8) == Some(b"ZRTP".as_slice()) && self.finish_reason.is_none() {
+                    self.mark_encrypted("ZRTP", now);
+                }
+                return None;
+            }
+        };
         if self.finish_reason.is_some() {
             return None;
         }
@@ -844,6 +930,19 @@ impl Call {
             || outcome == SeqOutcome::Duplicate
             || kind == CodecKind::ComfortNoise
         {
+            return new_ssrc;
+        }
+        if let Some(how) = self.encrypted {
+            // Named once per stream and codec, not per packet.
+            if let Some(c) = self.streams[idx].codec.as_mut() {
+                if !c.encrypted_noted {
+                    c.encrypted_noted = true;
+                    let label = format!("{} ({how})", c.label);
+                    if !self.undecodable.contains(&label) && self.undecodable.len() < 8 {
+                        self.undecodable.push(label);
+                    }
+                }
+            }
             return new_ssrc;
         }
         // Decoder (re)selection; a codec change cuts the segment.
@@ -1130,11 +1229,15 @@ impl Call {
     fn disposition(&self) -> Option<&'static str> {
         if let Some(a) = self.answer_at {
             // 200 OK then BYE before any media at all: the callee hung up at once.
+            // Only when nothing else happened in the dialog: a signalling-only capture of a
+            // real conversation (no RTP captured, but re-INVITEs, DTMF, a slower BYE) must not
+            // be called incomplete because *our* capture lacks media.
             let quick = self
                 .end_at
-                .is_some_and(|e| e.nanos().saturating_sub(a.nanos()) < 5_000_000_000);
+                .is_some_and(|e| e.nanos().saturating_sub(a.nanos()) < 2_000_000_000);
             let bye = self.finish_reason == Some(FinishReason::Bye);
-            return (bye && quick && self.streams.is_empty()).then_some("hung-up");
+            let quiet = self.history.iter().all(|(_, h)| h.event == "drop") && self.transfers == 0;
+            return (bye && quick && quiet && self.streams.is_empty()).then_some("hung-up");
         }
         match (self.final_code, self.finish_reason) {
             (Some(486 | 600), _) => Some("busy"),

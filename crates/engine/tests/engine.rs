@@ -637,8 +637,40 @@ fn hold_resume_dtmf_and_info_become_party_history_and_segments() {
 fn refer_adds_target_party_and_transfer_dialog() {
     let mut h = Harness::new(RecordMode::None);
     answered(&mut h, "r");
-    h.sip(2000, B, A, &request("REFER", "r", 5, false, "Refer-To: \"Carol\" <sip:+15550003@c.example>\nReferred-By: <sip:+15550002@b.example>\n", "", ""));
+    let refer = |cseq: u32| {
+        request(
+            "REFER",
+            "r",
+            cseq,
+            false,
+            "Refer-To: \"Carol\" <sip:+15550003@c.example>\nReferred-By: <sip:+15550002@b.example>\n",
+            "",
+            "",
+        )
+    };
+    // A challenged REFER is no transfer; its retry, accepted with 202, is one.
+    h.sip(2000, B, A, &refer(5));
+    let reply = |code: u16, reason: &str, cseq: u32| {
+        response("r", code, reason, cseq, "REFER", Some("tb"), "").replace(
+            "From: \"Alice A\" <sip:+15550001@a.example;user=phone>;tag=ta",
+            "From: <sip:+15550002@b.example>;tag=tb",
+        )
+    };
+    h.sip(2001, A, B, &reply(407, "Proxy Authentication Required", 5));
+    assert!(
+        h.last()["dialog"].is_null(),
+        "no transfer before it is accepted"
+    );
+    h.sip(2010, B, A, &refer(6));
+    h.sip(2011, A, B, &reply(202, "Accepted", 6));
+    h.sip(2012, A, B, &reply(202, "Accepted", 6));
     let v = h.last();
+    assert_eq!(
+        v["dialog"].as_array().unwrap().len(),
+        1,
+        "retransmitted 202 adds nothing"
+    );
+    assert_eq!(v["parties"].as_array().unwrap().len(), 3);
     assert_eq!(v["parties"][2]["tel"], "+15550003");
     assert_eq!(v["parties"][2]["name"], "Carol");
     let t = &v["dialog"][0];
@@ -765,4 +797,40 @@ fn identity_header_becomes_stir_and_pai_wins_for_tel() {
     );
     assert_eq!(v["parties"][0]["name"], "Carrier Name");
     assert_eq!(v["parties"][0]["validation"], "none");
+}
+
+#[test]
+fn encrypted_media_is_named_never_decoded_into_noise() {
+    // SDES-SRTP: the SDP profile says so.
+    let mut h = Harness::new(RecordMode::Stereo);
+    let savp = sdp("10.0.0.1", 4000, 0, "sendrecv").replace("RTP/AVP", "RTP/SAVP");
+    h.sip(0, A, B, &invite("s", 1, &savp, ""));
+    let ans = sdp("10.0.0.2", 6000, 0, "sendrecv").replace("RTP/AVP", "RTP/SAVP");
+    h.sip(
+        100,
+        B,
+        A,
+        &response("s", 200, "OK", 1, "INVITE", Some("tb"), &ans),
+    );
+    talk(&mut h, 200, 50);
+    h.finish(3000);
+    let v = &h.finished()[0];
+    assert_eq!(h.stored, 0, "no recording of ciphertext");
+    assert_eq!(v["vcontap"]["undecodable_codecs"][0], "PCMU/8000 (SRTP)");
+
+    // ZRTP: plain RTP until the ZRTP packets appear, then nothing more is decoded.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "z");
+    talk(&mut h, 1100, 25);
+    let mut zrtp = vec![0x10, 0, 0, 1];
+    zrtp.extend_from_slice(b"ZRTP");
+    zrtp.extend_from_slice(&[0; 20]);
+    h.feed(1700, "10.0.0.1:4000", "10.0.0.2:6000", &zrtp);
+    talk(&mut h, 1720, 50);
+    h.finish(5000);
+    let v = &h.finished()[0];
+    assert_eq!(h.stored, 1, "the plain part before ZRTP is kept");
+    let d = &v["dialog"][0];
+    assert!(d["duration"].as_f64().unwrap() < 0.7, "{d}");
+    assert_eq!(v["vcontap"]["undecodable_codecs"][0], "PCMU/8000 (ZRTP)");
 }
