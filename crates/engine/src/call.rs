@@ -325,6 +325,10 @@ impl Call {
         &self.call_id
     }
 
+    pub(crate) fn invite_cseq(&self) -> u32 {
+        self.invite_cseq
+    }
+
     pub(crate) fn last_activity(&self) -> Timestamp {
         self.last_rtp
             .map_or(self.last_sip, |r| r.max(self.last_sip))

@@ -230,6 +230,9 @@ pub struct Engine {
     by_ssrc: Map<u32, (CallHandle, u32)>,
     segments: Map<SegmentId, CallHandle>,
     orphans: Map<(SocketAddr, SocketAddr), Orphan>,
+    /// Call-IDs of calls finished in the last [`RETRANSMIT_WINDOW_MS`], with their INVITE
+    /// CSeq, so stray INVITE retransmissions do not start new calls.
+    recently_finished: Map<Box<str>, (Timestamp, u32)>,
     outputs: VecDeque<Output>,
     uuids: vcontap_vcon::UuidV8,
     next_segment: u64,
@@ -237,6 +240,10 @@ pub struct Engine {
     now: Timestamp,
     stats: EngineStats,
 }
+
+/// How long a finished call's Call-ID is remembered: RFC 3261 Timer B (64 × T1 = 32 s) is
+/// the longest an INVITE is retransmitted.
+const RETRANSMIT_WINDOW_MS: i64 = 32_000;
 
 /// How often (capture time) idle calls and orphan flows are swept.
 const SWEEP_INTERVAL_MS: i64 = 1000;
@@ -255,6 +262,7 @@ impl Engine {
             by_ssrc: HashMap::with_hasher(rs()),
             segments: HashMap::with_hasher(rs()),
             orphans: HashMap::with_hasher(rs()),
+            recently_finished: HashMap::with_hasher(rs()),
             outputs: VecDeque::new(),
             uuids,
             next_segment: ((cfg.shard as u64) << 48) + 1,
@@ -382,6 +390,9 @@ impl Engine {
             }
             self.collect(h);
         }
+        let window = RETRANSMIT_WINDOW_MS * 1_000_000;
+        self.recently_finished
+            .retain(|_, (t, _)| now.nanos().saturating_sub(t.nanos()) < window);
         let idle = self.cfg.orphan_idle_ms;
         let before = self.orphans.len();
         self.orphans.retain(|_, o| {
@@ -520,7 +531,20 @@ impl Engine {
                 let is_invite =
                     msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
                 if !is_invite {
+                    // Late answers, ACKs and BYE retransmissions of a finished call land
+                    // here too; they are counted, not turned into calls.
                     self.stats.sip_non_call += 1;
+                    return;
+                }
+                // An INVITE retransmitted after its call already ended (UDP crossing a
+                // final response) is not a new call; a new INVITE (higher CSeq) is.
+                let cseq = msg.cseq().map_or(0, |c| c.seq);
+                if self
+                    .recently_finished
+                    .get(call_id)
+                    .is_some_and(|(_, c)| cseq <= *c)
+                {
+                    self.stats.sip_retransmissions += 1;
                     return;
                 }
                 match self.new_call(call_id, &msg, d) {
@@ -636,6 +660,10 @@ impl Engine {
         self.stats.calls_finished += 1;
         self.stats.streams += call.stream_count() as u64;
         self.by_call_id.remove(call.call_id());
+        if self.recently_finished.len() < self.cfg.max_calls {
+            self.recently_finished
+                .insert(call.call_id().into(), (self.now, call.invite_cseq()));
+        }
         for addr in call.routes() {
             if self
                 .by_media

@@ -13,6 +13,8 @@ pub struct EngineStats {
     pub sip_without_call_id: u64,
     /// SIP messages outside any INVITE dialog (REGISTER, OPTIONS, SUBSCRIBE…).
     pub sip_non_call: u64,
+    /// INVITEs retransmitted after their call had finished (ignored).
+    pub sip_retransmissions: u64,
     /// RTP packets matched to a call.
     pub rtp_packets: u64,
     /// RTP packets matched through the SSRC fallback index.
@@ -63,6 +65,7 @@ impl EngineStats {
             sip_parse_errors,
             sip_without_call_id,
             sip_non_call,
+            sip_retransmissions,
             rtp_packets,
             rtp_by_ssrc,
             rtcp_packets,
@@ -93,6 +96,7 @@ impl EngineStats {
             ("sip_parse_errors", self.sip_parse_errors),
             ("sip_without_call_id", self.sip_without_call_id),
             ("sip_non_call", self.sip_non_call),
+            ("sip_retransmissions", self.sip_retransmissions),
             ("rtp_packets", self.rtp_packets),
             ("rtp_by_ssrc", self.rtp_by_ssrc),
             ("rtcp_packets", self.rtcp_packets),

@@ -834,3 +834,37 @@ fn encrypted_media_is_named_never_decoded_into_noise() {
     assert!(d["duration"].as_f64().unwrap() < 0.7, "{d}");
     assert_eq!(v["vcontap"]["undecodable_codecs"][0], "PCMU/8000 (ZRTP)");
 }
+
+#[test]
+fn invite_retransmitted_after_the_end_is_not_a_new_call() {
+    let mut h = Harness::new(RecordMode::None);
+    let inv = invite("rt", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), "");
+    h.sip(0, A, B, &inv);
+    h.sip(
+        100,
+        B,
+        A,
+        &response("rt", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(500, A, B, &inv);
+    h.finish(10_000);
+    assert_eq!(h.finished().len(), 1, "one call");
+    assert_eq!(h.engine.stats().sip_retransmissions, 1);
+    // A new INVITE with the same Call-ID and a higher CSeq after the window is a new call.
+    let mut h = Harness::new(RecordMode::None);
+    h.sip(0, A, B, &inv);
+    h.sip(
+        100,
+        B,
+        A,
+        &response("rt", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        1000,
+        A,
+        B,
+        &invite("rt", 2, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.finish(10_000);
+    assert_eq!(h.finished().len(), 2);
+}
