@@ -23,7 +23,7 @@ use vcontap_wire::{Datagram, Timestamp};
 use crate::build;
 use crate::config::{EngineConfig, RecordMode};
 use crate::stats::EngineStats;
-use crate::{CallHandle, EventKind, Output, SegmentId, StoredSegment, VconEvent};
+use crate::{EventKind, Output, SegmentId, StoredSegment, VconEvent};
 
 /// Party-history entries kept per call (DTMF floods stop being recorded past this).
 const MAX_HISTORY: usize = 1000;
@@ -130,7 +130,6 @@ struct RtcpSummary {
 
 struct Segment {
     id: SegmentId,
-    index: u32,
     start: Timestamp,
     rate: u32,
     mixer: StereoMixer,
@@ -235,7 +234,6 @@ fn side_name(side: u8) -> &'static str {
 
 impl Call {
     pub(crate) fn new(
-        _h: CallHandle,
         uuid: String,
         call_id: &str,
         msg: &Message<'_>,
@@ -1051,7 +1049,6 @@ impl Call {
         });
         self.segment = Some(Segment {
             id,
-            index,
             start: now,
             rate,
             mixer: StereoMixer::new(rate, now.nanos(), self.jitter_window_ms),
@@ -1101,7 +1098,6 @@ impl Call {
         let mut buf = Vec::new();
         seg.frames += seg.mixer.finish(now.nanos(), &mut buf) as u64;
         self.push_audio(seg.id, buf);
-        let _ = seg.index;
         self.outputs.push(Output::SegmentClosed { segment: seg.id });
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
@@ -1115,7 +1111,7 @@ impl Call {
     }
 
     /// Periodic work: hands out buffered audio even when packets pause (hold).
-    pub(crate) fn tick(&mut self, now: Timestamp, _out: &mut VecDeque<Output>) {
+    pub(crate) fn tick(&mut self, now: Timestamp) {
         self.drain_audio(now, false);
     }
 

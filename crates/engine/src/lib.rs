@@ -386,7 +386,7 @@ impl Engine {
         for i in 0..self.calls.len() {
             let h = CallHandle(i as u32);
             if let Some(c) = self.calls[i].as_mut() {
-                c.tick(now, &mut self.outputs);
+                c.tick(now);
             }
             self.collect(h);
         }
@@ -557,10 +557,7 @@ impl Engine {
         if let Some(call) = self.call_mut(h) {
             call.handle_sip(&msg, d, now);
         }
-        let cfg_ok = true;
-        if cfg_ok {
-            self.sync_routes(h);
-        }
+        self.sync_routes(h);
         self.collect(h);
     }
 
@@ -600,7 +597,7 @@ impl Engine {
         let uuid = self.uuids.next(ms);
         let seg_base = self.next_segment;
         self.next_segment += 1 << 16;
-        let call = Call::new(h, uuid, call_id, msg, d, &self.cfg, seg_base);
+        let call = Call::new(uuid, call_id, msg, d, &self.cfg, seg_base);
         self.calls[slot as usize] = Some(call);
         self.by_call_id.insert(call_id.into(), h);
         self.stats.calls += 1;
