@@ -271,7 +271,16 @@ fn periodic_segments_cover_the_call() {
     };
     let (pcap, plans) = synth("segments", &cfg);
     let out = pcap.parent().unwrap().join("out");
-    common::replay(&[&pcap], &out, &["--segment-seconds", "2"]);
+    common::replay(
+        &[&pcap],
+        &out,
+        &[
+            "--segment-seconds",
+            "2",
+            "--media-base-url",
+            "https://media.example/rec/",
+        ],
+    );
     let v = &common::vcons(&out)[0];
     let recs: Vec<&Value> = v["dialog"]
         .as_array()
@@ -280,6 +289,20 @@ fn periodic_segments_cover_the_call() {
         .filter(|d| d["type"] == "recording")
         .collect();
     assert_eq!(recs.len(), 4, "7 s in 2 s segments");
+    for d in &recs {
+        let url = d["url"].as_str().unwrap();
+        let file = d["filename"].as_str().unwrap();
+        assert_eq!(
+            url,
+            format!("https://media.example/rec/{file}"),
+            "base URL + file name"
+        );
+        let bytes = std::fs::read(out.join("media").join(file)).unwrap();
+        assert_eq!(
+            d["content_hash"],
+            vcontap_vcon::content_hash(&bytes).as_str()
+        );
+    }
     let total: f64 = recs.iter().map(|d| d["duration"].as_f64().unwrap()).sum();
     assert!(
         (total - plans[0].talk_seconds).abs() < 0.25,
@@ -340,43 +363,49 @@ fn shards_give_the_same_vcons_as_one_engine() {
     common::check_events(&common::events(&two));
 }
 
-/// Golden test: the vCons of `captures/demo.pcap`, with machine-specific paths normalized.
+/// Golden tests: the vCons of every capture in `captures/`, with machine-specific paths
+/// normalized, against `tests/golden/<name>.vcon.jsonl`.
 /// Regenerate with `VCONTAP_BLESS=1 cargo test --test replay golden`.
 #[test]
-fn golden_demo_capture() {
+fn golden_project_captures() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = common::tmpdir("golden");
-    common::replay(&[&root.join("captures/demo.pcap")], &out, &[]);
-    let prefix = format!(
-        "file://{}",
-        std::fs::canonicalize(out.join("media")).unwrap().display()
-    );
-    let mut lines: Vec<String> = common::vcons(&out)
-        .iter()
-        .map(|v| {
-            serde_json::to_string(v)
-                .unwrap()
-                .replace(&prefix, "file://<out>/media")
-        })
+    let mut caps: Vec<PathBuf> = std::fs::read_dir(root.join("captures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
         .collect();
-    lines.sort();
-    let got = lines.join("\n") + "\n";
-    let golden = root.join("tests/golden/demo.vcon.jsonl");
-    if std::env::var_os("VCONTAP_BLESS").is_some() {
-        std::fs::write(&golden, &got).unwrap();
+    caps.sort();
+    assert!(caps.len() >= 2, "project captures present");
+    for cap in caps {
+        let name = cap.file_stem().unwrap().to_string_lossy().to_string();
+        let out = common::tmpdir(&format!("golden-{name}"));
+        common::replay(&[&cap], &out, &[]);
+        let prefix = format!(
+            "file://{}",
+            std::fs::canonicalize(out.join("media")).unwrap().display()
+        );
+        let mut lines: Vec<String> = common::vcons(&out)
+            .iter()
+            .map(|v| {
+                serde_json::to_string(v)
+                    .unwrap()
+                    .replace(&prefix, "file://<out>/media")
+            })
+            .collect();
+        lines.sort();
+        let got = lines.join("\n") + "\n";
+        let golden = root.join(format!("tests/golden/{name}.vcon.jsonl"));
+        if std::env::var_os("VCONTAP_BLESS").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden)
+            .expect("golden file (run with VCONTAP_BLESS=1 to create)");
+        assert_eq!(got, want, "{name} output differs from {}", golden.display());
+        let evs = common::events(&out);
+        common::check_events(&evs);
+        common::dump_snapshots(&evs, &out.join("snapshots"));
+        common::validate(&[&out, &out.join("snapshots")]);
     }
-    let want =
-        std::fs::read_to_string(&golden).expect("golden file (run with VCONTAP_BLESS=1 to create)");
-    assert_eq!(
-        got,
-        want,
-        "demo.pcap output differs from {}",
-        golden.display()
-    );
-    let evs = common::events(&out);
-    common::check_events(&evs);
-    common::dump_snapshots(&evs, &out.join("snapshots"));
-    common::validate(&[&out, &out.join("snapshots")]);
 }
 
 #[test]
