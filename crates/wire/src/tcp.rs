@@ -33,9 +33,26 @@ struct Held {
     data: Vec<u8>,
 }
 
+/// Bytes a flow may discard, line by line, while looking for the start of a message after
+/// it lost its place (a skipped gap, or a capture that starts mid-stream). Past this the
+/// flow is declared not ours (TLS, binary protocols started mid-stream end up here).
+pub const TCP_RESYNC_BUDGET: usize = 64 * 1024;
+
+/// Framer calls per resynchronisation attempt: bounds the work a hostile stream can cause
+/// (each call may scan to the next line break).
+const RESYNC_PROBES: usize = 512;
+
 #[derive(Debug)]
 struct Flow {
     gen: u64,
+    /// Initial sequence number, when the SYN was seen (a retransmitted SYN is no new
+    /// connection).
+    isn: Option<u32>,
+    /// Sequence number just past the FIN, once seen: the flow ends when all data before it
+    /// has arrived (a FIN can overtake data in a capture).
+    fin_at: Option<u32>,
+    /// Bytes left to discard while resynchronising on a message start (0 = in sync).
+    resync: usize,
     next_seq: u32,
     buf: Vec<u8>,
     held: Vec<Held>,
@@ -130,12 +147,16 @@ impl TcpTable {
                 return;
             }
             Some(f) => {
-                if syn && f.next_seq != data_seq {
-                    // New connection reusing the 4-tuple (or a SYN after mid-stream start).
+                if syn && f.isn != Some(seg.seq) {
+                    // New connection reusing the 4-tuple (or a SYN after mid-stream start);
+                    // a retransmitted SYN (same ISN) changes nothing.
                     f.buf.clear();
                     f.held.clear();
                     f.held_bytes = 0;
                     f.next_seq = data_seq;
+                    f.isn = Some(seg.seq);
+                    f.fin_at = None;
+                    f.resync = 0;
                 }
             }
             None => {
@@ -158,6 +179,10 @@ impl TcpTable {
                     key,
                     Flow {
                         gen,
+                        isn: syn.then_some(seg.seq),
+                        fin_at: None,
+                        // Without the SYN we may be mid-message: find a start first.
+                        resync: if syn { 0 } else { TCP_RESYNC_BUDGET },
                         next_seq: data_seq,
                         buf: Vec::new(),
                         held: Vec::new(),
@@ -192,7 +217,17 @@ impl TcpTable {
             };
             accept(flow, data_seq, seg.payload, &lim, &mut sink);
         }
-        if closing {
+        if seg.flags & RST != 0 {
+            self.map.remove(&key);
+            return;
+        }
+        if seg.flags & FIN != 0 {
+            let end = data_seq.wrapping_add(seg.payload.len() as u32);
+            flow.fin_at = Some(end);
+        }
+        // Done once everything up to the FIN arrived; until then data may still be in flight
+        // (captures reorder), and the idle timeout frees the flow if it never comes.
+        if flow.fin_at.is_some_and(|f| seq_diff(flow.next_seq, f) >= 0) {
             self.map.remove(&key);
         }
     }
@@ -205,7 +240,14 @@ impl TcpTable {
         self.next_sweep = now.0.saturating_add(SWEEP_INTERVAL_NS);
         let idle = self.lim.idle_ns;
         self.map.retain(|_, f| {
-            let keep = now.0.saturating_sub(f.last_ts.0) <= idle;
+            // A closed flow still waiting for data before its FIN waits only as long as a
+            // gap would be held; an open one until the idle timeout.
+            let limit = if f.fin_at.is_some() {
+                TCP_GAP_TIMEOUT_NS
+            } else {
+                idle
+            };
+            let keep = now.0.saturating_sub(f.last_ts.0) <= limit;
             if !keep && (!f.buf.is_empty() || !f.held.is_empty()) {
                 stats.skip(SkipReason::TcpIdleTimeout);
             }
@@ -258,6 +300,9 @@ fn accept(flow: &mut Flow, seq: u32, data: &[u8], lim: &TcpLimits, sink: &mut Si
     if let Some(fresh) = data.get(dup..).filter(|d| !d.is_empty()) {
         append(flow, fresh, lim, sink);
         drain_held(flow, lim, sink);
+        // The stream moved: whatever is still held waits from now, so sustained mild
+        // reordering is never mistaken for a lost segment.
+        flow.held_since = sink.ts;
     }
 }
 
@@ -272,8 +317,10 @@ fn skip_gap(flow: &mut Flow, extra: Option<u32>, lim: &TcpLimits, sink: &mut Sin
     }
     let Some(start) = earliest else { return };
     sink.stats.skip(SkipReason::TcpGapSkipped);
-    // The buffered prefix belongs to a message whose rest is lost.
+    // The buffered prefix belongs to a message whose rest is lost, and the bytes after the
+    // gap may start mid-message: resynchronise on the next message start.
     flow.buf.clear();
+    flow.resync = TCP_RESYNC_BUDGET;
     flow.next_seq = start;
     drain_held(flow, lim, sink);
 }
@@ -321,6 +368,7 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
     while let Some(avail) = flow.buf.get(start..).filter(|a| !a.is_empty()) {
         match (sink.framer)(avail) {
             Framing::Message(n) if n > 0 && n <= avail.len() => {
+                flow.resync = 0;
                 if let Some(msg) = avail.get(..n) {
                     sink.stats.datagrams += 1;
                     (sink.out)(Datagram {
@@ -335,6 +383,29 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
                 start += n;
             }
             Framing::Skip(n) if n > 0 && n <= avail.len() => start += n,
+            Framing::NotOurs if flow.resync > 0 => {
+                // Lost our place: move to the next position the framer accepts as a
+                // possible message start (a line start, or any upper-case letter: a message
+                // may follow a body that has no final line break). Bounded by RESYNC_PROBES
+                // framer calls and the flow's budget. The framer cannot always tell a cut
+                // or junk-prefixed start line from an extension method, so the first message
+                // after a resync may carry a few junk bytes; every later one is exact.
+                let next = (1..avail.len())
+                    .filter(|&p| avail[p - 1] == b'\n' || avail[p].is_ascii_uppercase())
+                    .take(RESYNC_PROBES)
+                    .find(|&p| (sink.framer)(&avail[p..]) != Framing::NotOurs);
+                let dropped = next.unwrap_or(avail.len());
+                start += dropped;
+                flow.resync = flow.resync.saturating_sub(dropped);
+                if flow.resync == 0 {
+                    sink.stats.skip(SkipReason::TcpNotOurs);
+                    flow.ignored = true;
+                    flow.buf = Vec::new();
+                    flow.held = Vec::new();
+                    flow.held_bytes = 0;
+                    return;
+                }
+            }
             Framing::NotOurs => {
                 sink.stats.skip(SkipReason::TcpNotOurs);
                 flow.ignored = true;
@@ -469,9 +540,25 @@ mod tests {
             ts: Timestamp(0),
             vlan: None,
         };
-        t.segment(seg(9, b"zzz"), never, &mut st, &mut |_| {});
-        t.segment(seg(9, b"zzz"), never, &mut st, &mut |_| {});
+        // With its SYN seen the flow is in sync: the first NotOurs ends it.
+        let mut syn = seg(9, b"");
+        syn.flags = SYN;
+        t.segment(syn, never, &mut st, &mut |_| {});
+        let mut data = seg(9, b"zzz");
+        data.seq = 1;
+        t.segment(data, never, &mut st, &mut |_| {});
+        t.segment(data, never, &mut st, &mut |_| {});
         assert_eq!(st.skipped(SkipReason::TcpNotOurs), 1);
+        // Without it (capture started mid-stream) it first looks for a message start, and
+        // gives up once the resync budget is spent.
+        let mid = vec![b'z'; TCP_RESYNC_BUDGET + 10];
+        let mut s = seg(8, b"");
+        let mut big_lim = lim();
+        big_lim.max_buffer = 2 * TCP_RESYNC_BUDGET;
+        let mut t2 = TcpTable::new(big_lim);
+        s.payload = &mid;
+        t2.segment(s, never, &mut st, &mut |_| {});
+        assert_eq!(st.skipped(SkipReason::TcpNotOurs), 2);
         // Overflow: 1024-byte cap, no newline ever.
         let big = [b'a'; 600];
         let mut n = 0;
