@@ -27,6 +27,9 @@ use crate::{EventKind, Output, SegmentId, StoredSegment, VconEvent};
 
 /// Party-history entries kept per call (DTMF floods stop being recorded past this).
 const MAX_HISTORY: usize = 1000;
+/// A side's recording switches to another of its streams after the current one has been
+/// silent this long (relayed legs, restarts on new ports).
+const PRIMARY_TAKEOVER_MS: i64 = 500;
 /// Parties per call (caller, callee and transfer targets).
 const MAX_PARTIES: usize = 16;
 /// Early-dialog To tags remembered per call (forking).
@@ -187,6 +190,9 @@ pub(crate) struct Call {
     streams: Vec<Stream>,
     /// Index of the stream each side sent on last (hot-path cache).
     last_stream: [usize; 2],
+    /// The stream that feeds each side's recording channel, and its last packet.
+    primary: [Option<usize>; 2],
+    primary_last: [Option<Timestamp>; 2],
     ssrc_changes: [u32; 2],
     rtcp: [RtcpSummary; 2],
     held: [bool; 2],
@@ -291,6 +297,8 @@ impl Call {
             new_routes: Vec::new(),
             streams: Vec::new(),
             last_stream: [0; 2],
+            primary: [None; 2],
+            primary_last: [None; 2],
             ssrc_changes: [0; 2],
             rtcp: [RtcpSummary::default(), RtcpSummary::default()],
             held: [false; 2],
@@ -947,6 +955,30 @@ impl Call {
             }
             return new_ssrc;
         }
+        // One stream per side feeds the recording: a tap on an SBC/B2BUA sees the same audio
+        // on both legs (often with the same SSRC), and mixing both would make the channel
+        // jump between two timelines. The primary changes when the sender changes SSRC on
+        // the same addresses, or when it has been silent for PRIMARY_TAKEOVER_MS.
+        let side = sender as usize;
+        match self.primary[side] {
+            Some(p) if p == idx => {}
+            Some(p) => {
+                let same_leg = self
+                    .streams
+                    .get(p)
+                    .is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let silent = self.primary_last[side].is_none_or(|t| {
+                    now.nanos().saturating_sub(t.nanos()) > PRIMARY_TAKEOVER_MS * 1_000_000
+                });
+                if !(same_leg || silent) {
+                    return new_ssrc;
+                }
+                self.primary[side] = Some(idx);
+            }
+            None => self.primary[side] = Some(idx),
+        }
+        self.primary_last[side] = Some(now);
+        let stream = &mut self.streams[idx];
         // Decoder (re)selection; a codec change cuts the segment.
         let prev = stream.decoder.as_ref().map(|(k, _)| *k);
         if prev != Some(kind) {

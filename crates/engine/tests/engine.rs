@@ -22,6 +22,7 @@ struct Harness {
     events: Vec<Arc<VconEvent>>,
     audio_frames: usize,
     stored: usize,
+    left: Vec<i16>,
 }
 
 impl Harness {
@@ -36,6 +37,7 @@ impl Harness {
             events: Vec::new(),
             audio_frames: 0,
             stored: 0,
+            left: Vec::new(),
         }
     }
 
@@ -43,7 +45,10 @@ impl Harness {
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Event(e) => self.events.push(e),
-                Output::Audio { samples, .. } => self.audio_frames += samples.len() / 2,
+                Output::Audio { samples, .. } => {
+                    self.audio_frames += samples.len() / 2;
+                    self.left.extend(samples.iter().step_by(2));
+                }
                 Output::SegmentOpened { .. } => {}
                 Output::SegmentClosed { segment } => {
                     self.stored += 1;
@@ -774,6 +779,7 @@ fn hostile_input_is_counted_not_fatal() {
         events: Vec::new(),
         audio_frames: 0,
         stored: 0,
+        left: Vec::new(),
     };
     h.sip(0, A, B, &invite("e1", 1, "", ""));
     h.sip(10, A, B, &invite("e2", 1, "", ""));
@@ -867,4 +873,40 @@ fn invite_retransmitted_after_the_end_is_not_a_new_call() {
     );
     h.finish(10_000);
     assert_eq!(h.finished().len(), 2);
+}
+
+#[test]
+fn relayed_legs_feed_one_timeline_per_channel() {
+    // An SBC relays the caller's audio: leg 1 (10.0.0.1:4000 -> 10.0.0.2:6000) and leg 2
+    // (10.0.0.9:7000 -> 10.0.0.1:4000's peer) carry the same SSRC, 15 ms apart, with
+    // different content here so the test can tell them apart.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "relay");
+    for i in 0..100u16 {
+        let ms = 1100 + i as i64 * 20;
+        let ts = 1000 + i as u32 * 160;
+        h.feed(
+            ms,
+            "10.0.0.1:4000",
+            "10.0.0.2:6000",
+            &rtp(100 + i, ts, 0xAAAA, 0, &[0x80; 160]),
+        );
+        // The relayed copy arrives at the callee's SDP address from the SBC.
+        h.feed(
+            ms + 15,
+            "10.0.0.9:7000",
+            "10.0.0.2:6000",
+            &rtp(100 + i, ts + 4000, 0xAAAA, 0, &[0x00; 160]),
+        );
+    }
+    h.finish(4000);
+    let v = &h.finished()[0];
+    let streams = v["analysis"][0]["body"]["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "two legs, two streams in the report");
+    // Leg 1 (0x80 = large positive µ-law) fills the left channel; the relay copy (0x00 =
+    // large negative) never shows up in it.
+    let neg = h.left.iter().filter(|s| **s < -1000).count();
+    let pos = h.left.iter().filter(|s| **s > 1000).count();
+    assert!(pos > 15_000, "the primary leg is recorded: {pos}");
+    assert_eq!(neg, 0, "the relayed copy is not mixed in");
 }
