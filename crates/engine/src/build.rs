@@ -180,3 +180,12 @@ fn cut(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+/// The sender's UUID of an RFC 7989 `Session-ID` header value (`<uuid>[;remote=<uuid>]`):
+/// 32 hex characters, lower-cased; the nil UUID and anything malformed give `None`.
+pub(crate) fn session_uuid(value: &str) -> Option<String> {
+    let u = value.split(';').next()?.trim();
+    let ok =
+        u.len() == 32 && u.bytes().all(|c| c.is_ascii_hexdigit()) && u.bytes().any(|c| c != b'0');
+    ok.then(|| u.to_ascii_lowercase())
+}

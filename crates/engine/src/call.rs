@@ -220,6 +220,8 @@ pub(crate) struct Call {
     last_at: Timestamp,
     /// When `finish` was called.
     finish_at: Option<Timestamp>,
+    /// RFC 7989 Session-ID UUIDs of the caller and callee sides.
+    session_uuids: [Option<String>; 2],
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
     extra: Vec<(&'static str, Value)>,
 }
@@ -320,6 +322,7 @@ impl Call {
             done: false,
             edges: Vec::new(),
             extra: Vec::new(),
+            session_uuids: [None, None],
             last_at: d.ts,
             finish_at: None,
         };
@@ -508,6 +511,10 @@ impl Call {
         }
         let side = self.sender_side(msg, d);
         self.trace_message(msg, d, side);
+        if self.session_uuids[side as usize].is_none() {
+            self.session_uuids[side as usize] =
+                msg.header("Session-ID").and_then(build::session_uuid);
+        }
         match msg.kind() {
             Kind::Request { method, .. } => self.handle_request(method, msg, d, side, now),
             Kind::Response { code, .. } => self.handle_response(code, msg, side, now),
@@ -1193,8 +1200,19 @@ impl Call {
             sip_from_tag: self.caller_tag.clone(),
             sip_to_tag: self.to_tag.clone(),
             sip_cseq: Some(self.invite_cseq),
+            session_id: self.session_id(),
             ..Default::default()
         }
+    }
+
+    /// The RFC 7989 Session-ID pair, when either side sent one.
+    fn session_id(&self) -> Option<vcontap_vcon::SessionId> {
+        const NIL: &str = "00000000000000000000000000000000";
+        let [a, b] = &self.session_uuids;
+        (a.is_some() || b.is_some()).then(|| vcontap_vcon::SessionId {
+            local: a.clone().unwrap_or_else(|| NIL.into()),
+            remote: b.clone().unwrap_or_else(|| NIL.into()),
+        })
     }
 
     // ---- ending ----------------------------------------------------------------------

@@ -910,3 +910,21 @@ fn relayed_legs_feed_one_timeline_per_channel() {
     assert!(pos > 15_000, "the primary leg is recorded: {pos}");
     assert_eq!(neg, 0, "the relayed copy is not mixed in");
 }
+
+#[test]
+fn rfc7989_session_id_becomes_the_dialog_session_id() {
+    let mut h = Harness::new(RecordMode::None);
+    let extra =
+        "Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=00000000000000000000000000000000\n";
+    h.sip(0, A, B, &invite("sid", 1, "", extra));
+    let ok = response("sid", 486, "Busy Here", 1, "INVITE", Some("tb"), "").replace(
+        "Content-Length: 0",
+        "Session-ID: 47755a9de7794ba387653f2099600ef2;remote=ab30317f1a784dc48ff824d0d3715d86\nContent-Length: 0",
+    );
+    h.sip(50, B, A, &ok);
+    let v = &h.finished()[0];
+    assert_eq!(
+        v["dialog"][0]["session_id"],
+        serde_json::json!({"local": "ab30317f1a784dc48ff824d0d3715d86", "remote": "47755a9de7794ba387653f2099600ef2"})
+    );
+}

@@ -160,6 +160,9 @@ pub struct Dialog {
     /// Platform (`sip`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// RFC 7989 Session-ID pair (an object since vCon 0.4.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
     /// Transfer roles (type `transfer` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transferee: Option<u32>,
@@ -187,6 +190,16 @@ pub struct Dialog {
     /// vcontap: codec(s) carried in this recording segment (e.g. `PCMU/8000`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub codecs: Vec<String>,
+}
+
+/// An RFC 7989 Session-ID pair: 32 lowercase hex characters each; the nil UUID
+/// (`00000000000000000000000000000000`) for a side that has none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionId {
+    /// The caller's (offerer's) UUID.
+    pub local: String,
+    /// The callee's UUID.
+    pub remote: String,
 }
 
 /// An attachment.
