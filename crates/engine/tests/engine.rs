@@ -928,3 +928,105 @@ fn rfc7989_session_id_becomes_the_dialog_session_id() {
         serde_json::json!({"local": "ab30317f1a784dc48ff824d0d3715d86", "remote": "47755a9de7794ba387653f2099600ef2"})
     );
 }
+
+#[test]
+fn forked_early_dialogs_and_reinvite_moving_media() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("fork", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    // Two forks ring with early media descriptions; the second one answers.
+    h.sip(
+        50,
+        B,
+        A,
+        &response(
+            "fork",
+            183,
+            "Session Progress",
+            1,
+            "INVITE",
+            Some("f1"),
+            &sdp("10.0.0.7", 7000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        60,
+        B,
+        A,
+        &response(
+            "fork",
+            183,
+            "Session Progress",
+            1,
+            "INVITE",
+            Some("f2"),
+            &sdp("10.0.0.8", 8000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        900,
+        B,
+        A,
+        &response(
+            "fork",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("f2"),
+            &sdp("10.0.0.8", 8000, 0, "sendrecv"),
+        ),
+    );
+    for i in 0..25u16 {
+        let ms = 1000 + i as i64 * 20;
+        h.feed(
+            ms,
+            "10.0.0.8:8000",
+            "10.0.0.1:4000",
+            &rtp(i, i as u32 * 160, 0xB1, 0, &[0x7F; 160]),
+        );
+    }
+    // The callee moves its media with a re-INVITE; RTP from the new address still belongs.
+    let moved = sdp("10.0.0.9", 9000, 0, "sendrecv");
+    h.sip(
+        1600,
+        B,
+        A,
+        &request("INVITE", "fork", 2, false, "", "application/sdp", &moved)
+            .replace("tag=tb", "tag=f2"),
+    );
+    for i in 0..25u16 {
+        let ms = 1700 + i as i64 * 20;
+        h.feed(
+            ms,
+            "10.0.0.9:9000",
+            "10.0.0.1:4000",
+            &rtp(100 + i, 20_000 + i as u32 * 160, 0xB2, 0, &[0x7F; 160]),
+        );
+    }
+    h.sip(
+        2500,
+        A,
+        B,
+        &request("BYE", "fork", 2, true, "", "", "").replace("tag=tb", "tag=f2"),
+    );
+    h.sip(
+        2510,
+        B,
+        A,
+        &response("fork", 200, "OK", 2, "BYE", Some("f2"), ""),
+    );
+    let v = &h.finished()[0];
+    assert_eq!(
+        v["dialog"][0]["sip_to_tag"], "f2",
+        "the answering fork's tag"
+    );
+    let streams = v["analysis"][0]["body"]["streams"].as_array().unwrap();
+    let packets: u64 = streams.iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+    assert_eq!(packets, 50, "RTP before and after the move is in the call");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+}
