@@ -347,6 +347,11 @@ impl Call {
         self.done
     }
 
+    /// Finished but waiting for segment stores.
+    pub(crate) fn is_finishing(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()
     }

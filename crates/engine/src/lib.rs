@@ -233,6 +233,8 @@ pub struct Engine {
     /// Call-IDs of calls finished in the last [`RETRANSMIT_WINDOW_MS`], with their INVITE
     /// CSeq, so stray INVITE retransmissions do not start new calls.
     recently_finished: Map<Box<str>, (Timestamp, u32)>,
+    /// Calls in creation order, for eviction when the table is full.
+    age_order: VecDeque<(CallHandle, u32)>,
     outputs: VecDeque<Output>,
     uuids: vcontap_vcon::UuidV8,
     next_segment: u64,
@@ -244,6 +246,11 @@ pub struct Engine {
 /// How long a finished call's Call-ID is remembered: RFC 3261 Timer B (64 × T1 = 32 s) is
 /// the longest an INVITE is retransmitted.
 const RETRANSMIT_WINDOW_MS: i64 = 32_000;
+
+/// A call silent this long is preferred for eviction when the call table is full.
+const EVICT_IDLE_MS: i64 = 30_000;
+/// Calls looked at per eviction before the oldest is taken regardless.
+const EVICT_TRIES: usize = 8;
 
 /// How often (capture time) idle calls and orphan flows are swept.
 const SWEEP_INTERVAL_MS: i64 = 1000;
@@ -263,6 +270,7 @@ impl Engine {
             segments: HashMap::with_hasher(rs()),
             orphans: HashMap::with_hasher(rs()),
             recently_finished: HashMap::with_hasher(rs()),
+            age_order: VecDeque::new(),
             outputs: VecDeque::new(),
             uuids,
             next_segment: ((cfg.shard as u64) << 48) + 1,
@@ -567,21 +575,9 @@ impl Engine {
         msg: &vcontap_sip::Message<'_>,
         d: &Datagram<'_>,
     ) -> Option<CallHandle> {
-        if self.by_call_id.len() >= self.cfg.max_calls {
-            // Evict the call that has been idle longest; it is finished, not dropped.
-            let oldest = self
-                .calls
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.as_ref().map(|c| (c.last_activity(), i)))
-                .min();
-            match oldest {
-                Some((_, i)) => {
-                    self.stats.calls_evicted += 1;
-                    self.finish_call(CallHandle(i as u32), FinishReason::Evicted, self.now);
-                }
-                None => return None,
-            }
+        if self.by_call_id.len() >= self.cfg.max_calls && !self.evict_one() {
+            self.stats.calls_rejected += 1;
+            return None;
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -600,6 +596,15 @@ impl Engine {
         let call = Call::new(uuid, call_id, msg, d, &self.cfg, seg_base);
         self.calls[slot as usize] = Some(call);
         self.by_call_id.insert(call_id.into(), h);
+        self.age_order.push_back((h, self.gens[slot as usize]));
+        if self.age_order.len() > 2 * self.by_call_id.len() + 64 {
+            // Drop entries of calls that already ended (amortized O(1) per call).
+            let (calls, gens) = (&self.calls, &self.gens);
+            self.age_order.retain(|(h, g)| {
+                calls.get(h.0 as usize).is_some_and(|c| c.is_some())
+                    && gens.get(h.0 as usize) == Some(g)
+            });
+        }
         self.stats.calls += 1;
         Some(h)
     }
@@ -640,6 +645,46 @@ impl Engine {
         call.drain_outputs(&mut self.outputs);
         if call.is_done() {
             self.remove_call(h);
+        }
+    }
+
+    /// Makes room in a full call table: finishes (reason `evicted`) the oldest call that has
+    /// been idle for [`EVICT_IDLE_MS`], looking at no more than [`EVICT_TRIES`] calls in
+    /// creation order, else the oldest one. Amortized O(1): an INVITE flood against a full
+    /// table never scans it.
+    fn evict_one(&mut self) -> bool {
+        let now = self.now;
+        let mut tries = 0;
+        let mut oldest = None;
+        while let Some((h, gen)) = self.age_order.pop_front() {
+            if self.gen(h) != gen {
+                continue;
+            }
+            let Some(c) = self.call_ref(h) else { continue };
+            let (finishing, last) = (c.is_finishing(), c.last_activity());
+            // Requeued in any case: a call ending or evicted later leaves a stale entry
+            // that the generation check skips.
+            self.age_order.push_back((h, gen));
+            tries += 1;
+            if !finishing {
+                let idle = now.nanos().saturating_sub(last.nanos()) >= EVICT_IDLE_MS * 1_000_000;
+                if idle {
+                    oldest = Some(h);
+                    break;
+                }
+                oldest.get_or_insert(h);
+            }
+            if tries >= EVICT_TRIES {
+                break;
+            }
+        }
+        match oldest {
+            Some(h) => {
+                self.stats.calls_evicted += 1;
+                self.finish_call(h, FinishReason::Evicted, now);
+                true
+            }
+            None => false,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct EngineStats {
     pub calls_finished: u64,
     /// Calls finished early because the table was full.
     pub calls_evicted: u64,
+    /// INVITEs not tracked because the table was full of calls still finishing.
+    pub calls_rejected: u64,
     /// RTP streams of finished calls.
     pub streams: u64,
     /// Streams not tracked because a call hit its stream limit.
@@ -78,6 +80,7 @@ impl EngineStats {
             calls,
             calls_finished,
             calls_evicted,
+            calls_rejected,
             streams,
             streams_dropped,
             media_routes_dropped,
@@ -108,6 +111,7 @@ impl EngineStats {
             ("calls", self.calls),
             ("calls_finished", self.calls_finished),
             ("calls_evicted", self.calls_evicted),
+            ("calls_rejected", self.calls_rejected),
             ("streams", self.streams),
             ("streams_dropped", self.streams_dropped),
             ("media_routes_dropped", self.media_routes_dropped),

@@ -1030,3 +1030,29 @@ fn forked_early_dialogs_and_reinvite_moving_media() {
     assert_eq!(packets, 50, "RTP before and after the move is in the call");
     assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
 }
+
+#[test]
+fn invite_flood_against_a_full_table_evicts_oldest_first() {
+    let cfg = EngineConfig {
+        max_calls: 10,
+        record: RecordMode::None,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness {
+        engine: Engine::new(cfg),
+        events: Vec::new(),
+        audio_frames: 0,
+        stored: 0,
+        left: Vec::new(),
+    };
+    for i in 0..2000 {
+        h.sip(i, A, B, &invite(&format!("flood-{i}"), 1, "", ""));
+    }
+    assert_eq!(h.engine.open_calls(), 10);
+    assert_eq!(h.engine.stats().calls_evicted, 1990);
+    let fin = h.finished();
+    assert_eq!(fin.len(), 1990);
+    // Oldest first: the first evicted call is flood-0.
+    assert_eq!(fin[0]["vcontap"]["sip_call_id"], "flood-0");
+    assert_eq!(fin[0]["vcontap"]["end_reason"], "evicted");
+}
