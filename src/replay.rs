@@ -407,6 +407,7 @@ fn run_single(a: &ReplayArgs) -> Result<Totals> {
         a.media_base_url.as_deref(),
     )?;
     let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
+    sink.flush_each = a.pace == Pace::Realtime;
     let mut decoder = new_decoder();
     let progress = Progress::new(a.quiet);
     let mut emit = |e: Arc<VconEvent>| sink.handle(&e);
@@ -455,6 +456,7 @@ fn run_sharded(a: &ReplayArgs) -> Result<Totals> {
     let started = Instant::now();
     let (ev_tx, ev_rx) = bounded::<Arc<VconEvent>>(EVENT_QUEUE);
     let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
+    sink.flush_each = a.pace == Pace::Realtime;
     // Calls created / finished, counted by the writer for the progress line.
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let counts_w = counts.clone();

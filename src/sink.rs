@@ -18,6 +18,8 @@ pub struct FileSink {
     pub vcons_written: u64,
     /// Events written to the stream.
     pub events_written: u64,
+    /// Flush every event (live following with `tail -f` during `--pace realtime`).
+    pub flush_each: bool,
 }
 
 impl FileSink {
@@ -35,6 +37,7 @@ impl FileSink {
             events,
             vcons_written: 0,
             events_written: 0,
+            flush_each: false,
         })
     }
 
@@ -43,6 +46,9 @@ impl FileSink {
         if let Some(w) = self.events.as_mut() {
             w.write_all(ev.to_json_line().as_bytes())?;
             w.write_all(b"\n")?;
+            if self.flush_each {
+                w.flush()?;
+            }
             self.events_written += 1;
         }
         if ev.kind == EventKind::Finished {
