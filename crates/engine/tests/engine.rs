@@ -27,11 +27,14 @@ struct Harness {
 
 impl Harness {
     fn new(record: RecordMode) -> Self {
-        let cfg = EngineConfig {
+        Self::with(EngineConfig {
             record,
             host: "test.example".into(),
             ..EngineConfig::default()
-        };
+        })
+    }
+
+    fn with(cfg: EngineConfig) -> Self {
         Harness {
             engine: Engine::new(cfg),
             events: Vec::new(),
@@ -774,13 +777,7 @@ fn hostile_input_is_counted_not_fatal() {
         record: RecordMode::None,
         ..EngineConfig::default()
     };
-    let mut h = Harness {
-        engine: Engine::new(cfg),
-        events: Vec::new(),
-        audio_frames: 0,
-        stored: 0,
-        left: Vec::new(),
-    };
+    let mut h = Harness::with(cfg);
     h.sip(0, A, B, &invite("e1", 1, "", ""));
     h.sip(10, A, B, &invite("e2", 1, "", ""));
     assert_eq!(h.engine.stats().calls_evicted, 1);
@@ -1038,13 +1035,7 @@ fn invite_flood_against_a_full_table_evicts_oldest_first() {
         record: RecordMode::None,
         ..EngineConfig::default()
     };
-    let mut h = Harness {
-        engine: Engine::new(cfg),
-        events: Vec::new(),
-        audio_frames: 0,
-        stored: 0,
-        left: Vec::new(),
-    };
+    let mut h = Harness::with(cfg);
     for i in 0..2000 {
         h.sip(i, A, B, &invite(&format!("flood-{i}"), 1, "", ""));
     }

@@ -363,6 +363,15 @@ fn append(flow: &mut Flow, data: &[u8], lim: &TcpLimits, sink: &mut Sink<'_, '_>
     run_framer(flow, sink);
 }
 
+/// The stream does not carry the framer's protocol: stop tracking it (counted once).
+fn not_ours(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
+    sink.stats.skip(SkipReason::TcpNotOurs);
+    flow.ignored = true;
+    flow.buf = Vec::new();
+    flow.held = Vec::new();
+    flow.held_bytes = 0;
+}
+
 fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
     let mut start = 0usize;
     while let Some(avail) = flow.buf.get(start..).filter(|a| !a.is_empty()) {
@@ -398,22 +407,10 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
                 start += dropped;
                 flow.resync = flow.resync.saturating_sub(dropped);
                 if flow.resync == 0 {
-                    sink.stats.skip(SkipReason::TcpNotOurs);
-                    flow.ignored = true;
-                    flow.buf = Vec::new();
-                    flow.held = Vec::new();
-                    flow.held_bytes = 0;
-                    return;
+                    return not_ours(flow, sink);
                 }
             }
-            Framing::NotOurs => {
-                sink.stats.skip(SkipReason::TcpNotOurs);
-                flow.ignored = true;
-                flow.buf = Vec::new();
-                flow.held = Vec::new();
-                flow.held_bytes = 0;
-                return;
-            }
+            Framing::NotOurs => return not_ours(flow, sink),
             // Incomplete, or a framer bug (zero / overlong length): wait for more bytes.
             _ => break,
         }
