@@ -1,0 +1,219 @@
+//! How a call ends: timeouts and lingering, the finish reason, the SIP → disposition
+//! mapping, and the final snapshot (incomplete dialog, SIP trace, RTP quality report).
+
+use serde_json::{json, Value};
+use vcontap_vcon::{format_time, Attachment};
+use vcontap_wire::Timestamp;
+
+use super::*;
+
+impl Call {
+    /// Whether the call should end at `now` without further input.
+    pub(crate) fn due(&self, now: Timestamp, cfg: &EngineConfig) -> Option<FinishReason> {
+        if self.finish_reason.is_some() {
+            return None;
+        }
+        let since = |t: Timestamp| now.nanos().saturating_sub(t.nanos()) / 1_000_000;
+        if let Some(b) = self.bye_at {
+            if since(b) >= cfg.linger_ms {
+                return Some(FinishReason::Bye);
+            }
+        }
+        if let Some(c) = self.cancel_at {
+            if since(c) >= cfg.linger_ms {
+                return Some(FinishReason::Cancel);
+            }
+        }
+        if let Some((t, code)) = self.challenge {
+            if since(t) >= cfg.auth_wait_ms {
+                return Some(FinishReason::Failure(code));
+            }
+        }
+        let limit = if self.state >= State::Answered {
+            cfg.idle_timeout_ms
+        } else {
+            cfg.ringing_timeout_ms
+        };
+        if since(self.last_activity()) >= limit {
+            return Some(FinishReason::Timeout);
+        }
+        None
+    }
+
+    pub(crate) fn finish(&mut self, reason: FinishReason, now: Timestamp) {
+        if self.finish_reason.is_some() {
+            return;
+        }
+        if let FinishReason::Failure(code) = reason {
+            self.final_code.get_or_insert(code);
+        }
+        self.finish_reason = Some(reason);
+        self.finish_at = Some(now);
+        self.state = State::Finishing;
+        // A call that ended by itself ends at its last signalling; a timeout at last activity.
+        let end = match reason {
+            FinishReason::Bye => self.bye_at.unwrap_or(now),
+            // A challenge nobody answered: the call ended with the 401/407.
+            FinishReason::Failure(_) if self.challenge.is_some() => {
+                self.challenge.map_or(now, |(t, _)| t)
+            }
+            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
+                self.last_activity()
+            }
+            _ => now,
+        };
+        self.end_at = Some(end);
+        self.cut_segment(now);
+        self.try_finalize(now);
+    }
+
+    pub(super) fn disposition(&self) -> Option<&'static str> {
+        if let Some(a) = self.answer_at {
+            // 200 OK then BYE before any media at all: the callee hung up at once.
+            // Only when nothing else happened in the dialog: a signalling-only capture of a
+            // real conversation (no RTP captured, but re-INVITEs, DTMF, a slower BYE) must not
+            // be called incomplete because *our* capture lacks media.
+            let quick = self
+                .end_at
+                .is_some_and(|e| e.nanos().saturating_sub(a.nanos()) < 2_000_000_000);
+            let bye = self.finish_reason == Some(FinishReason::Bye);
+            let quiet = self.history.iter().all(|(_, h)| h.event == "drop") && self.transfers == 0;
+            return (bye && quick && quiet && self.streams.is_empty()).then_some("hung-up");
+        }
+        match (self.final_code, self.finish_reason) {
+            (Some(486 | 600), _) => Some("busy"),
+            (Some(408 | 480 | 487), _) => Some("no-answer"),
+            (Some(503), _) => Some("congestion"),
+            (Some(c), _) if (300..400).contains(&c) => None,
+            (Some(c), _) if c >= 400 => Some("failed"),
+            (None, Some(FinishReason::Cancel)) => Some("no-answer"),
+            _ => None,
+        }
+    }
+
+    pub(super) fn try_finalize(&mut self, now: Timestamp) {
+        if self.finish_reason.is_none() || !self.pending.is_empty() || self.done {
+            return;
+        }
+        let end = self.end_at.unwrap_or(now);
+        if let Some(disp) = self.disposition() {
+            let mut d = self.sip_dialog("incomplete", self.invite_at);
+            d.duration = Some(
+                (end.nanos().saturating_sub(self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0)
+                    .round()
+                    / 1000.0,
+            );
+            d.parties = Some(vec![0, 1]);
+            d.disposition = Some(disp.to_string());
+            // Events not covered by a recording stay on this dialog.
+            d.party_history = self.history[self.history_assigned..]
+                .iter()
+                .map(|(_, h)| h.clone())
+                .collect();
+            self.history_assigned = self.history.len();
+            self.vcon.dialog.push(d);
+        }
+        let recordings: Vec<u32> = self
+            .vcon
+            .dialog
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.kind == "recording")
+            .map(|(i, _)| i as u32)
+            .collect();
+        if !self.trace.is_empty() {
+            // Built by hand: `json!` would re-serialize the moved trace into a fresh copy.
+            let mut body = serde_json::Map::new();
+            body.insert("version".into(), json!("1.0"));
+            body.insert("call_id".into(), json!(self.call_id));
+            body.insert(
+                "messages".into(),
+                Value::Array(std::mem::take(&mut self.trace)),
+            );
+            body.insert("messages_dropped".into(), json!(self.trace_dropped));
+            let body = Value::Object(body);
+            match self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
+                Some(first) => self.vcon.attachments.push(Attachment {
+                    purpose: Some("sip-message-trace".into()),
+                    start: format_time(self.invite_at.nanos()),
+                    party: 0,
+                    dialog: first as u32,
+                    mediatype: Some("application/json".into()),
+                    encoding: Some("json".into()),
+                    body: Some(body),
+                }),
+                // An answered call without recordings (`--record none`, undecodable codecs,
+                // signalling-only captures) has no dialog an attachment or analysis could
+                // point at (the schema requires attachment `dialog`, the vcon library requires
+                // analysis `dialog`, and a content-less `recording` fails ingest), so the trace
+                // stays in the `vcontap` extension object instead of being lost.
+                None => self.extra.push(("sip_message_trace", body)),
+            }
+        }
+        if !self.streams.is_empty() && recordings.is_empty() {
+            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
+            self.extra
+                .push(("rtp_quality", json!({ "streams": streams })));
+        } else if !self.streams.is_empty() {
+            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
+            self.vcon.analysis.push(vcontap_vcon::Analysis {
+                kind: "report".into(),
+                dialog: Some(recordings),
+                vendor: "vcontap".into(),
+                product: Some(concat!("vcontap ", env!("CARGO_PKG_VERSION")).into()),
+                schema: Some("vcontap-rtp-quality".into()),
+                mediatype: Some("application/json".into()),
+                encoding: Some("json".into()),
+                body: Some(json!({ "streams": streams })),
+            });
+        }
+        self.done = true;
+        // The finishing input's time, not the time the last segment store came back: the
+        // final snapshot does not depend on how fast the driver writes media.
+        let at = self.finish_at.unwrap_or(now).max(end);
+        self.emit(EventKind::Finished, at);
+    }
+
+    pub(super) fn stream_report(&self, s: &Stream) -> Value {
+        let st = &s.stats;
+        let expected = st.expected();
+        let lost = st.lost();
+        let loss_pct = if expected > 0 {
+            (lost.max(0) as f64 * 100.0 / expected as f64 * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
+        let r = &self.rtcp[s.sender as usize];
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        json!({
+            "party": s.sender,
+            "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
+            "ssrc": format!("0x{:08X}", s.ssrc),
+            "src": s.src.to_string(),
+            "dst": s.dst.to_string(),
+            "codecs": s.codecs,
+            "packets": st.packets(),
+            "bytes": st.bytes(),
+            "expected": expected,
+            "lost": lost,
+            "loss_percent": loss_pct,
+            "duplicates": st.duplicates(),
+            "reordered": st.reordered(),
+            "seq_cycles": st.seq_cycles(),
+            "jitter_ms": round(st.jitter_ms()),
+            "max_jitter_ms": round(st.max_jitter_ms()),
+            "max_delta_ms": round(st.max_delta_ms()),
+            "ssrc_changes": self.ssrc_changes[s.sender as usize],
+            "decode_errors": s.decode_errors,
+            "first": st.first_arrival().map(format_time),
+            "last": st.last_arrival().map(format_time),
+            "rtcp": {
+                "sender_reports": r.sender_reports,
+                "receiver_reports": r.receiver_reports,
+                "fraction_lost": r.fraction_lost,
+                "cumulative_lost": r.cumulative_lost,
+                "jitter": r.jitter,
+            },
+        })
+    }
+}

@@ -1,0 +1,468 @@
+//! The media side of a call: RTCP summaries, RTP streams and their statistics, RFC 4733
+//! DTMF, the primary stream per side, decoding and the recording segments (open, stream
+//! audio out, cut, and the `recording` dialog once the driver stored the file).
+
+use vcontap_media::{
+    codec_kind, new_decoder, parse_dtmf_event, parse_rtcp, parse_rtp, CodecKind, DtmfDetector,
+    DtmfEdge, RtcpPacket, SeqOutcome, StereoMixer, StreamStats,
+};
+use vcontap_sip::sdp;
+use vcontap_vcon::{format_time, Dialog};
+use vcontap_wire::{Datagram, Timestamp};
+
+use super::*;
+
+impl Call {
+    pub(crate) fn handle_rtcp(&mut self, sender: u8, d: &Datagram<'_>) {
+        let Ok(pkts) = parse_rtcp(d.payload) else {
+            return;
+        };
+        let sum = &mut self.rtcp[sender as usize & 1];
+        for p in pkts {
+            let blocks = match &p {
+                RtcpPacket::SenderReport(sr) => {
+                    sum.sender_reports += 1;
+                    &sr.reports
+                }
+                RtcpPacket::ReceiverReport(rr) => {
+                    sum.receiver_reports += 1;
+                    &rr.reports
+                }
+                _ => continue,
+            };
+            if let Some(b) = blocks.first() {
+                sum.fraction_lost = Some(b.fraction_lost);
+                sum.cumulative_lost = Some(b.cumulative_lost);
+                sum.jitter = Some(b.jitter);
+            }
+        }
+    }
+
+    /// Resolves a payload type to (kind, clock rate, label). Payload types are those the
+    /// *receiver* announced; fall back to the sender's SDP, then the RFC 3551 static table.
+    pub(super) fn resolve_codec(&self, sender: u8, pt: u8) -> Codec {
+        let recv = &self.legs[1 - sender as usize];
+        let send = &self.legs[sender as usize];
+        let (name, clock) = match recv.codec(pt).or_else(|| send.codec(pt)) {
+            Some((n, r)) => (n.to_string(), r),
+            None => match sdp::static_payload_type(pt) {
+                Some((n, r, _)) => (n.to_string(), r),
+                None => (format!("PT{pt}"), 0),
+            },
+        };
+        Codec {
+            pt,
+            gen: self.legs_gen,
+            kind: codec_kind(&name),
+            clock,
+            label: codec_label(&name, clock).into(),
+            noted_in: None,
+            encrypted_noted: false,
+        }
+    }
+
+    /// Handles one RTP packet from `sender`. Returns the SSRC when it is new to the call.
+    ///
+    /// This is the hot path (≈95% of all packets): no allocation unless the payload type,
+    /// the SDP or the stream changes.
+    pub(crate) fn handle_rtp(
+        &mut self,
+        sender: u8,
+        d: &Datagram<'_>,
+        now: Timestamp,
+        stats: &mut EngineStats,
+    ) -> Option<u32> {
+        let p = match parse_rtp(d.payload) {
+            Ok(p) => p,
+            Err(_) => {
+                // ZRTP (RFC 6189) shares the media ports: version 0 and the "ZRTP" cookie.
+                // After its handshake the media is SRTP.
+                if d.payload.get(4..8) == Some(b"ZRTP".as_slice()) && self.finish_reason.is_none() {
+                    self.mark_encrypted("ZRTP", now);
+                }
+                return None;
+            }
+        };
+        if self.finish_reason.is_some() {
+            return None;
+        }
+        self.last_rtp = Some(now);
+        let sender = sender & 1;
+        let mut new_ssrc = None;
+        // A stream is an SSRC on one address pair (as tshark counts them): a relayed call
+        // shows the same SSRC on both legs, which must not be merged into one set of counters.
+        let hit =
+            |s: &Stream| s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst;
+        // Most packets belong to the stream this sender used last.
+        let last = self.last_stream[sender as usize];
+        let found = match self.streams.get(last) {
+            Some(s) if hit(s) => Some(last),
+            _ => self.streams.iter().position(hit),
+        };
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.max_streams {
+                    stats.streams_dropped += 1;
+                    return None;
+                }
+                if self
+                    .streams
+                    .iter()
+                    .any(|s| s.sender == sender && s.ssrc != p.ssrc)
+                {
+                    self.ssrc_changes[sender as usize] += 1;
+                }
+                self.streams.push(Stream {
+                    sender,
+                    ssrc: p.ssrc,
+                    src: d.src,
+                    dst: d.dst,
+                    stats: StreamStats::new(0),
+                    codecs: Vec::new(),
+                    pts: Vec::new(),
+                    dtmf: DtmfDetector::new(),
+                    decoder: None,
+                    pcm: Vec::new(),
+                    decode_errors: 0,
+                    codec: None,
+                });
+                new_ssrc = Some(p.ssrc);
+                self.streams.len() - 1
+            }
+        };
+        self.last_stream[sender as usize] = idx;
+        let cached = self.streams[idx]
+            .codec
+            .as_ref()
+            .is_some_and(|c| c.pt == p.pt && c.gen == self.legs_gen);
+        if !cached {
+            let c = self.resolve_codec(sender, p.pt);
+            let stream = &mut self.streams[idx];
+            if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
+                stream.pts.push(p.pt);
+                stream.codecs.push(c.label.to_string());
+            }
+            stream.codec = Some(c);
+        }
+        let stream = &mut self.streams[idx];
+        let (kind, clock) = match &stream.codec {
+            Some(c) => (c.kind, c.clock),
+            None => return new_ssrc,
+        };
+        if kind == CodecKind::TelephoneEvent {
+            // RFC 4733 events share the stream's sequence space.
+            let outcome = stream.stats.update_marked(
+                p.seq,
+                p.ts,
+                now.nanos(),
+                p.payload.len(),
+                p.marker,
+                false,
+            );
+            if outcome == SeqOutcome::Duplicate {
+                return new_ssrc;
+            }
+            if let Some(ev) = parse_dtmf_event(p.payload) {
+                let mut edges = std::mem::take(&mut self.edges);
+                edges.clear();
+                self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
+                for e in &edges {
+                    match *e {
+                        DtmfEdge::Down(c) => {
+                            self.add_history(now, sender as u32, "keydown", Some(c))
+                        }
+                        DtmfEdge::Up { digit, .. } => {
+                            self.add_history(now, sender as u32, "keyup", Some(digit))
+                        }
+                    }
+                }
+                let any = !edges.is_empty();
+                self.edges = edges;
+                if any {
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            return new_ssrc;
+        }
+        if clock != 0 && kind != CodecKind::ComfortNoise {
+            stream.stats.set_clock_rate(clock);
+        }
+        let cn = kind == CodecKind::ComfortNoise;
+        let outcome =
+            stream
+                .stats
+                .update_marked(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker, cn);
+        if self.record == RecordMode::None
+            || self.state < State::Answered
+            || outcome == SeqOutcome::Duplicate
+            || kind == CodecKind::ComfortNoise
+        {
+            return new_ssrc;
+        }
+        if let Some(how) = self.encrypted {
+            // Named once per stream and codec, not per packet.
+            if let Some(c) = self.streams[idx].codec.as_mut() {
+                if !c.encrypted_noted {
+                    c.encrypted_noted = true;
+                    let label = format!("{} ({how})", c.label);
+                    if !self.undecodable.contains(&label) && self.undecodable.len() < 8 {
+                        self.undecodable.push(label);
+                    }
+                }
+            }
+            return new_ssrc;
+        }
+        // One stream per side feeds the recording: a tap on an SBC/B2BUA sees the same audio
+        // on both legs (often with the same SSRC), and mixing both would make the channel
+        // jump between two timelines. The primary changes when the sender changes SSRC on
+        // the same addresses, or when it has been silent for PRIMARY_TAKEOVER_MS.
+        let side = sender as usize;
+        match self.primary[side] {
+            Some(p) if p == idx => {}
+            Some(p) => {
+                let same_leg = self
+                    .streams
+                    .get(p)
+                    .is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let silent = self.primary_last[side].is_none_or(|t| {
+                    now.nanos().saturating_sub(t.nanos()) > PRIMARY_TAKEOVER_MS * 1_000_000
+                });
+                if !(same_leg || silent) {
+                    return new_ssrc;
+                }
+                self.primary[side] = Some(idx);
+            }
+            None => self.primary[side] = Some(idx),
+        }
+        self.primary_last[side] = Some(now);
+        let stream = &mut self.streams[idx];
+        // Decoder (re)selection; a codec change cuts the segment.
+        let prev = stream.decoder.as_ref().map(|(k, _)| *k);
+        if prev != Some(kind) {
+            match new_decoder(kind) {
+                Some(dec) => {
+                    stream.decoder = Some((kind, dec));
+                    if prev.is_some() {
+                        self.cut_segment(now);
+                    }
+                }
+                None => {
+                    // Switching to a codec we cannot decode is a codec change too: close the
+                    // segment rather than pad it with silence for this side.
+                    if prev.is_some() {
+                        stream.decoder = None;
+                        self.cut_segment(now);
+                    }
+                    let label = self.streams[idx]
+                        .codec
+                        .as_ref()
+                        .map(|c| c.label.to_string())
+                        .unwrap_or_default();
+                    if !self.undecodable.contains(&label) && self.undecodable.len() < 8 {
+                        self.undecodable.push(label);
+                    }
+                    return new_ssrc;
+                }
+            }
+        }
+        let stream = &mut self.streams[idx];
+        let Some((_, dec)) = stream.decoder.as_mut() else {
+            return new_ssrc;
+        };
+        stream.pcm.clear();
+        let pcm_rate = dec.sample_rate();
+        if dec.decode(p.payload, &mut stream.pcm).is_err() {
+            stream.decode_errors += 1;
+            stats.decode_errors += 1;
+            return new_ssrc;
+        }
+        // Open a segment on the first decodable audio after answer; a faster codec than the
+        // open segment's rate starts a new segment.
+        if self.segment.as_ref().is_some_and(|s| s.rate < pcm_rate) {
+            self.cut_segment(now);
+        }
+        if self.segment.is_none() {
+            self.open_segment(now, pcm_rate.max(8000));
+        }
+        let stream = &mut self.streams[idx];
+        let Some(seg) = self.segment.as_mut() else {
+            return new_ssrc;
+        };
+        // Note the codec on the segment once per (stream, codec, segment), not per packet.
+        if let Some(c) = stream.codec.as_mut() {
+            if c.noted_in != Some(seg.id) {
+                c.noted_in = Some(seg.id);
+                if !seg.codecs.iter().any(|l| **l == *c.label) && seg.codecs.len() < 8 {
+                    seg.codecs.push(c.label.to_string());
+                }
+            }
+        }
+        let stream = &self.streams[idx];
+        seg.mixer.push(
+            sender as usize,
+            p.ssrc,
+            now.nanos(),
+            p.ts,
+            clock.max(1),
+            &stream.pcm,
+            pcm_rate,
+        );
+        self.drain_audio(now, false);
+        if self.segment_seconds > 0 {
+            if let Some(seg) = &self.segment {
+                if now.nanos().saturating_sub(seg.start.nanos())
+                    >= self.segment_seconds as i64 * 1_000_000_000
+                {
+                    self.cut_segment(now);
+                }
+            }
+        }
+        new_ssrc
+    }
+
+    pub(super) fn open_segment(&mut self, now: Timestamp, rate: u32) {
+        let id = SegmentId(self.seg_base + self.seg_index as u64);
+        let index = self.seg_index;
+        self.seg_index += 1;
+        let channels = if self.record == RecordMode::Mono {
+            1
+        } else {
+            2
+        };
+        self.outputs.push(Output::SegmentOpened {
+            segment: id,
+            uuid: self.uuid.clone(),
+            index,
+            rate,
+            channels,
+        });
+        self.segment = Some(Segment {
+            id,
+            start: now,
+            rate,
+            mixer: StereoMixer::new(rate, now.nanos(), self.jitter_window_ms),
+            codecs: Vec::new(),
+            last_drain: now,
+            frames: 0,
+        });
+    }
+
+    pub(super) fn push_audio(&mut self, id: SegmentId, mut buf: Vec<i16>) {
+        if buf.is_empty() {
+            return;
+        }
+        if self.record == RecordMode::Mono {
+            let mono: Vec<i16> = buf
+                .chunks_exact(2)
+                .map(|f| f[0].saturating_add(f[1]))
+                .collect();
+            buf = mono;
+        }
+        self.outputs.push(Output::Audio {
+            segment: id,
+            samples: buf,
+        });
+    }
+
+    pub(super) fn drain_audio(&mut self, now: Timestamp, force: bool) {
+        let chunk = self.audio_chunk_ms as i64 * 1_000_000;
+        let Some(seg) = self.segment.as_mut() else {
+            return;
+        };
+        if !force && now.nanos().saturating_sub(seg.last_drain.nanos()) < chunk {
+            return;
+        }
+        seg.last_drain = now;
+        let mut buf = Vec::new();
+        seg.frames += seg.mixer.drain(now.nanos(), &mut buf) as u64;
+        let id = seg.id;
+        self.push_audio(id, buf);
+    }
+
+    /// Closes the open segment (if any) at `now`.
+    pub(super) fn cut_segment(&mut self, now: Timestamp) {
+        let Some(mut seg) = self.segment.take() else {
+            return;
+        };
+        let mut buf = Vec::new();
+        seg.frames += seg.mixer.finish(now.nanos(), &mut buf) as u64;
+        self.push_audio(seg.id, buf);
+        self.outputs.push(Output::SegmentClosed { segment: seg.id });
+        self.closed.push(seg.id);
+        let duration = seg.frames as f64 / seg.rate.max(1) as f64;
+        self.pending.push_back(Pending {
+            closed_at: now,
+            id: seg.id,
+            start: seg.start,
+            duration,
+            codecs: seg.codecs,
+        });
+    }
+
+    /// Periodic work: hands out buffered audio even when packets pause (hold).
+    pub(crate) fn tick(&mut self, now: Timestamp) {
+        self.drain_audio(now, false);
+    }
+
+    pub(crate) fn segment_stored(
+        &mut self,
+        id: SegmentId,
+        stored: Option<StoredSegment>,
+        now: Timestamp,
+    ) {
+        let Some(pos) = self.pending.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let Some(p) = self.pending.remove(pos) else {
+            return;
+        };
+        if let Some(st) = stored {
+            // Events up to the cut belong to the closing segment (a hold lands on the one it ends).
+            let mut hist = Vec::new();
+            while self.history_assigned < self.history.len()
+                && self.history[self.history_assigned].0 <= p.closed_at
+            {
+                hist.push(self.history[self.history_assigned].1.clone());
+                self.history_assigned += 1;
+            }
+            let mut dlg = self.sip_dialog("recording", p.start);
+            dlg.duration = Some((p.duration * 1000.0).round() / 1000.0);
+            dlg.parties = Some(vec![0, 1]);
+            dlg.mediatype = Some(st.mediatype);
+            dlg.filename = Some(st.filename);
+            dlg.url = Some(st.url);
+            dlg.content_hash = Some(st.content_hash);
+            dlg.party_history = hist;
+            dlg.codecs = p.codecs;
+            self.vcon.dialog.push(dlg);
+            // At the cut, not when the driver's store came back (deterministic).
+            self.emit(EventKind::Segment, p.closed_at);
+        }
+        self.try_finalize(now);
+    }
+
+    pub(super) fn sip_dialog(&self, kind: &str, start: Timestamp) -> Dialog {
+        Dialog {
+            kind: kind.to_string(),
+            start: format_time(start.nanos()),
+            application: Some("sip".into()),
+            sip_call_id: Some(self.call_id.clone()),
+            sip_from_tag: self.caller_tag.clone(),
+            sip_to_tag: self.to_tag.clone(),
+            sip_cseq: Some(self.invite_cseq),
+            session_id: self.session_id(),
+            ..Default::default()
+        }
+    }
+
+    /// The RFC 7989 Session-ID pair, when either side sent one.
+    pub(super) fn session_id(&self) -> Option<vcontap_vcon::SessionId> {
+        const NIL: &str = "00000000000000000000000000000000";
+        let [a, b] = &self.session_uuids;
+        (a.is_some() || b.is_some()).then(|| vcontap_vcon::SessionId {
+            local: a.clone().unwrap_or_else(|| NIL.into()),
+            remote: b.clone().unwrap_or_else(|| NIL.into()),
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! The SIP side of a call: who sent a message (caller or callee side, across B2BUA legs),
+//! requests and responses driving the dialog state, SDP offers/answers (media routes,
+//! codecs, hold, SRTP), transfers, INFO DTMF and the message trace.
+
+use std::net::{IpAddr, SocketAddr};
+
+use vcontap_sip::{sdp, Kind, Message, Method};
+use vcontap_vcon::{format_time, Dialog};
+use vcontap_wire::{Datagram, Timestamp};
+
+use super::*;
+
+impl Call {
+    /// Which side sent `msg`: 0 caller, 1 callee.
+    ///
+    /// A B2BUA (SBC) that keeps the Call-ID shows the call as several legs with their own
+    /// tags; every From tag seen on an initial INVITE (no To tag) belongs to the caller side,
+    /// so requests and responses of all legs are attributed to the same logical side.
+    pub(super) fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> u8 {
+        let from_tag = msg.from().and_then(|f| f.tag);
+        let from_caller = match from_tag {
+            Some(t) if !self.caller_tags.is_empty() => self.caller_tags.iter().any(|c| c == t),
+            _ => d.src == self.caller_sip,
+        };
+        match (msg.is_request(), from_caller) {
+            (true, true) | (false, false) => 0,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn handle_sip(&mut self, msg: &Message<'_>, d: &Datagram<'_>, now: Timestamp) {
+        if self.finish_reason.is_some() {
+            // Late retransmissions after the end still belong in the trace if room is left.
+            self.trace_message(msg, d, self.sender_side(msg, d));
+            return;
+        }
+        self.last_sip = now;
+        if msg.is_request()
+            && msg.method() == Some(Method::Invite)
+            && msg.to().is_some_and(|t| t.tag.is_none())
+        {
+            if let Some(tag) = msg.from().and_then(|f| f.tag) {
+                if self.caller_tags.len() < MAX_EARLY_TAGS
+                    && !self.caller_tags.iter().any(|c| c == tag)
+                {
+                    self.caller_tags.push(tag.to_string());
+                }
+            }
+        }
+        let side = self.sender_side(msg, d);
+        self.trace_message(msg, d, side);
+        if self.session_uuids[side as usize].is_none() {
+            self.session_uuids[side as usize] =
+                msg.header("Session-ID").and_then(build::session_uuid);
+        }
+        match msg.kind() {
+            Kind::Request { method, .. } => self.handle_request(method, msg, d, side, now),
+            Kind::Response { code, .. } => self.handle_response(code, msg, side, now),
+        }
+    }
+
+    pub(super) fn handle_request(
+        &mut self,
+        method: Method<'_>,
+        msg: &Message<'_>,
+        _d: &Datagram<'_>,
+        side: u8,
+        now: Timestamp,
+    ) {
+        let in_dialog = msg.to().is_some_and(|t| t.tag.is_some());
+        match method {
+            Method::Invite if !in_dialog => {
+                let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+                if seq > self.invite_cseq || self.challenge.is_some() {
+                    // The INVITE re-sent after a 401/407 challenge (same Call-ID, CSeq+1).
+                    self.invite_cseq = seq.max(self.invite_cseq);
+                    self.challenge = None;
+                }
+                self.apply_sdp(msg, 0, now, false);
+            }
+            Method::Invite | Method::Update => {
+                let changed = self.apply_sdp(msg, side, now, true);
+                if changed && self.state >= State::Answered {
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            Method::Bye if self.bye_at.is_none() => {
+                self.bye_at = Some(now);
+                self.add_history(now, side as u32, "drop", None);
+            }
+            Method::Cancel if self.cancel_at.is_none() && self.state < State::Answered => {
+                self.cancel_at = Some(now);
+            }
+            Method::Info => {
+                if let Some(info) = msg
+                    .content_type()
+                    .and_then(|ct| vcontap_sip::dtmf_from_info(ct, msg.body()))
+                {
+                    self.add_history(now, side as u32, "keydown", Some(info.digit));
+                    let up = now.add_millis(info.duration_ms.unwrap_or(100).min(60_000) as i64);
+                    self.add_history(up, side as u32, "keyup", Some(info.digit));
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            Method::Refer => {
+                // Recorded when accepted (2xx): a REFER can be challenged or refused.
+                if let (Some(target), Some(cseq)) = (
+                    msg.header("Refer-To").and_then(build::party_from_header),
+                    msg.cseq(),
+                ) {
+                    if self.pending_refers.len() < MAX_EARLY_TAGS {
+                        self.pending_refers.push((cseq.seq, side, target));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn handle_response(
+        &mut self,
+        code: u16,
+        msg: &Message<'_>,
+        side: u8,
+        now: Timestamp,
+    ) {
+        let Some(cseq) = msg.cseq() else { return };
+        match cseq.method {
+            Method::Refer if code >= 200 => {
+                let Some(pos) = self.pending_refers.iter().position(|r| r.0 == cseq.seq) else {
+                    return;
+                };
+                let (_, transferor, target) = self.pending_refers.swap_remove(pos);
+                if (200..300).contains(&code) {
+                    self.accept_transfer(transferor, target, now);
+                }
+            }
+            Method::Invite => {
+                let initial = cseq.seq == self.invite_cseq && self.state < State::Answered;
+                if (100..200).contains(&code) {
+                    if let Some(tag) = msg.to().and_then(|t| t.tag) {
+                        if code > 100
+                            && self.early_tags.len() < MAX_EARLY_TAGS
+                            && !self.early_tags.iter().any(|t| t == tag)
+                        {
+                            self.early_tags.push(tag.to_string());
+                        }
+                    }
+                    if code > 100 && self.state == State::Calling {
+                        self.state = State::Early;
+                    }
+                    self.apply_sdp(msg, side, now, false);
+                } else if (200..300).contains(&code) {
+                    if initial {
+                        self.state = State::Answered;
+                        self.answer_at = Some(now);
+                        self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
+                        self.cancel_at = None;
+                        self.apply_sdp(msg, side, now, false);
+                        build::update_callee(&mut self.vcon.parties[1], msg);
+                        self.emit(EventKind::Updated, now);
+                    } else if self.state >= State::Answered {
+                        // Answer to a re-INVITE: media may move, but hold is decided by offers.
+                        self.apply_sdp(msg, side, now, false);
+                    }
+                } else if code >= 300 && initial {
+                    if code == 401 || code == 407 {
+                        self.challenge = Some((now, code));
+                    } else {
+                        self.final_code = Some(code);
+                        let reason = if code == 487 {
+                            FinishReason::Cancel
+                        } else {
+                            FinishReason::Failure(code)
+                        };
+                        self.finish(reason, now);
+                    }
+                }
+            }
+            Method::Bye if code >= 200 && self.bye_at.is_some() => {
+                self.finish(FinishReason::Bye, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// From now on the media is encrypted: close the recording, decode nothing more.
+    pub(super) fn mark_encrypted(&mut self, how: &'static str, now: Timestamp) {
+        if self.encrypted.is_none() {
+            self.encrypted = Some(how);
+            self.cut_segment(now);
+        }
+    }
+
+    /// A transfer was accepted: the target becomes a party (once), the recording is cut, and a
+    /// `transfer` dialog records the roles.
+    pub(super) fn accept_transfer(
+        &mut self,
+        transferor: u8,
+        target: vcontap_vcon::Party,
+        now: Timestamp,
+    ) {
+        let existing = self
+            .vcon
+            .parties
+            .iter()
+            .position(|p| p.sip.is_some() && p.sip == target.sip);
+        let idx = match existing {
+            Some(i) => i as u32,
+            None if self.vcon.parties.len() < MAX_PARTIES => {
+                self.vcon.parties.push(target);
+                (self.vcon.parties.len() - 1) as u32
+            }
+            None => return,
+        };
+        self.transfers += 1;
+        self.cut_segment(now);
+        self.vcon.dialog.push(Dialog {
+            kind: "transfer".into(),
+            start: format_time(now.nanos()),
+            transferor: Some(transferor as u32),
+            transferee: Some(1 - transferor as u32),
+            transfer_target: Some(idx),
+            sip_call_id: Some(self.call_id.clone()),
+            ..Default::default()
+        });
+        self.emit(EventKind::Updated, now);
+    }
+
+    /// Applies the SDP of `msg` as `side`'s receive description. Returns true when something
+    /// visible changed (hold state or codecs).
+    pub(super) fn apply_sdp(
+        &mut self,
+        msg: &Message<'_>,
+        side: u8,
+        now: Timestamp,
+        offer: bool,
+    ) -> bool {
+        let Some(body) = vcontap_sip::sdp_body(msg) else {
+            return false;
+        };
+        let Ok(s) = sdp::parse(body) else {
+            return false;
+        };
+        let Some(m) = s
+            .media
+            .iter()
+            .find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0)
+        else {
+            return false;
+        };
+        // RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVPF: the payload is encrypted; decoding it as
+        // the named codec would write noise.
+        if m.proto.to_ascii_uppercase().contains("SAVP") {
+            self.mark_encrypted("SRTP", now);
+        }
+        let mut changed = false;
+        let codecs: Vec<(u8, String, u32, u8)> = m
+            .formats
+            .iter()
+            .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c)))
+            .collect();
+        if self.legs[side as usize].codecs != codecs {
+            changed = !self.legs[side as usize].codecs.is_empty();
+            self.legs[side as usize].codecs = codecs;
+            self.legs_gen = self.legs_gen.wrapping_add(1);
+        }
+        if let Some(ip) = m.connection_or(&s) {
+            if !ip.is_unspecified() {
+                self.add_route(SocketAddr::new(ip, m.port), side, false);
+                if let Some((port, addr)) = m.rtcp {
+                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true);
+                } else if !m.rtcp_mux {
+                    self.add_route(SocketAddr::new(ip, m.port.wrapping_add(1)), side, true);
+                }
+            }
+        }
+        if offer && self.state >= State::Answered {
+            let held = m.is_held(&s);
+            if held != self.held[side as usize] {
+                self.held[side as usize] = held;
+                self.add_history(now, side as u32, if held { "hold" } else { "unhold" }, None);
+                self.cut_segment(now);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool) {
+        if self.routes.contains(&addr) {
+            // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
+            return;
+        }
+        if self.routes.len() >= MAX_ROUTES_PER_CALL {
+            return;
+        }
+        if let IpAddr::V4(v4) = addr.ip() {
+            if v4.is_broadcast() {
+                return;
+            }
+        }
+        self.routes.push(addr);
+        self.new_routes.push((addr, side, rtcp));
+    }
+
+    pub(super) fn trace_message(&mut self, msg: &Message<'_>, d: &Datagram<'_>, side: u8) {
+        if self.trace.len() >= self.max_trace_messages
+            || self.trace_bytes + d.payload.len() > self.max_trace_bytes
+        {
+            self.trace_dropped += 1;
+            return;
+        }
+        self.trace_bytes += d.payload.len();
+        self.trace.push(build::trace_entry(msg, d, side));
+    }
+}
