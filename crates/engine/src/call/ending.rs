@@ -183,8 +183,21 @@ impl Call {
         } else {
             0.0
         };
-        let r = &self.rtcp[s.sender as usize];
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        let clock = s.codec.as_ref().map_or(0, |c| c.clock);
+        let rtcp = self.rtcp.iter().find(|r| r.ssrc == s.ssrc).map(|r| {
+            // RFC 3550 §6.4.1: fraction lost is /256, jitter is in timestamp units.
+            let reported = r.reported.map(|b| {
+                json!({
+                    "reports": r.reports,
+                    "fraction_lost_percent": round(f64::from(b.fraction_lost) * 100.0 / 256.0),
+                    "cumulative_lost": b.cumulative_lost,
+                    "highest_seq": b.highest_seq,
+                    "jitter_ms": (clock > 0).then(|| round(f64::from(b.jitter) * 1000.0 / f64::from(clock))),
+                })
+            });
+            json!({ "sender_reports": r.sender_reports, "reported_by_receiver": reported })
+        });
         json!({
             "party": s.sender,
             "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
@@ -207,13 +220,7 @@ impl Call {
             "decode_errors": s.decode_errors,
             "first": st.first_arrival().map(format_time),
             "last": st.last_arrival().map(format_time),
-            "rtcp": {
-                "sender_reports": r.sender_reports,
-                "receiver_reports": r.receiver_reports,
-                "fraction_lost": r.fraction_lost,
-                "cumulative_lost": r.cumulative_lost,
-                "jitter": r.jitter,
-            },
+            "rtcp": rtcp,
         })
     }
 }

@@ -13,29 +13,47 @@ use vcontap_wire::{Datagram, Timestamp};
 use super::*;
 
 impl Call {
-    pub(crate) fn handle_rtcp(&mut self, sender: u8, d: &Datagram<'_>) {
+    /// RTCP from either side: SR counts per sending SSRC and the latest report block about
+    /// each SSRC (what the *receiver* says about a stream, next to what the tap measured).
+    pub(crate) fn handle_rtcp(&mut self, _sender: u8, d: &Datagram<'_>) {
         let Ok(pkts) = parse_rtcp(d.payload) else {
             return;
         };
-        let sum = &mut self.rtcp[sender as usize & 1];
         for p in pkts {
             let blocks = match &p {
                 RtcpPacket::SenderReport(sr) => {
-                    sum.sender_reports += 1;
+                    if let Some(e) = self.rtcp_entry(sr.ssrc) {
+                        e.sender_reports += 1;
+                    }
                     &sr.reports
                 }
-                RtcpPacket::ReceiverReport(rr) => {
-                    sum.receiver_reports += 1;
-                    &rr.reports
-                }
+                RtcpPacket::ReceiverReport(rr) => &rr.reports,
                 _ => continue,
             };
-            if let Some(b) = blocks.first() {
-                sum.fraction_lost = Some(b.fraction_lost);
-                sum.cumulative_lost = Some(b.cumulative_lost);
-                sum.jitter = Some(b.jitter);
+            for b in blocks {
+                if let Some(e) = self.rtcp_entry(b.ssrc) {
+                    e.reported = Some(*b);
+                    e.reports += 1;
+                }
             }
         }
+    }
+
+    fn rtcp_entry(&mut self, ssrc: u32) -> Option<&mut RtcpSummary> {
+        let i = match self.rtcp.iter().position(|r| r.ssrc == ssrc) {
+            Some(i) => i,
+            None if self.rtcp.len() < MAX_RTCP_SSRCS => {
+                self.rtcp.push(RtcpSummary {
+                    ssrc,
+                    sender_reports: 0,
+                    reported: None,
+                    reports: 0,
+                });
+                self.rtcp.len() - 1
+            }
+            None => return None,
+        };
+        self.rtcp.get_mut(i)
     }
 
     /// Resolves a payload type to (kind, clock rate, label). Payload types are those the

@@ -31,6 +31,8 @@ const MAX_HISTORY: usize = 1000;
 /// A side's recording switches to another of its streams after the current one has been
 /// silent this long (relayed legs, restarts on new ports).
 const PRIMARY_TAKEOVER_MS: i64 = 500;
+/// SSRCs whose RTCP figures are kept per call.
+const MAX_RTCP_SSRCS: usize = 16;
 /// Parties per call (caller, callee and transfer targets).
 const MAX_PARTIES: usize = 16;
 /// Early-dialog To tags remembered per call (forking).
@@ -123,13 +125,15 @@ struct Codec {
     encrypted_noted: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+/// What RTCP says about one SSRC: how many sender reports it sent itself, and the latest
+/// report block about it from the other end (kept apart from what the tap measured).
+#[derive(Debug, Clone)]
 struct RtcpSummary {
+    ssrc: u32,
     sender_reports: u64,
-    receiver_reports: u64,
-    fraction_lost: Option<u8>,
-    cumulative_lost: Option<i32>,
-    jitter: Option<u32>,
+    /// Latest report block whose source is this SSRC, and how many were seen.
+    reported: Option<vcontap_media::ReportBlock>,
+    reports: u64,
 }
 
 struct Segment {
@@ -195,7 +199,8 @@ pub(crate) struct Call {
     primary: [Option<usize>; 2],
     primary_last: [Option<Timestamp>; 2],
     ssrc_changes: [u32; 2],
-    rtcp: [RtcpSummary; 2],
+    /// Per SSRC, bounded by [`MAX_RTCP_SSRCS`].
+    rtcp: Vec<RtcpSummary>,
     held: [bool; 2],
     history: Vec<(Timestamp, PartyHistory)>,
     history_assigned: usize,
@@ -303,7 +308,7 @@ impl Call {
             primary: [None; 2],
             primary_last: [None; 2],
             ssrc_changes: [0; 2],
-            rtcp: [RtcpSummary::default(), RtcpSummary::default()],
+            rtcp: Vec::new(),
             held: [false; 2],
             history: Vec::new(),
             history_assigned: 0,
