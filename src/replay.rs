@@ -28,7 +28,7 @@ use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, PcapReader, Timestamp, Transport,
 };
 
-use crate::media_store::MediaStore;
+use crate::media_store::{Closed, MediaStore};
 use crate::progress::Progress;
 use crate::sink::FileSink;
 use crate::{Pace, RecordArg, ReplayArgs};
@@ -68,14 +68,15 @@ enum MediaMsg {
 /// A store's answer: where the closed segment is, or why it could not be stored.
 type Stored = (SegmentId, std::result::Result<StoredSegment, String>);
 
-/// One engine shard. Its recordings are written, finalized and hashed (SHA-512 is a third
-/// of the CPU cost of recording) on a writer thread of its own, so the engine thread only
-/// decodes and mixes:
+/// One engine shard. Its recordings are written and finalized on a writer thread and hashed
+/// (SHA-512 is a third of the CPU cost of recording) on a hasher thread, so the engine
+/// thread only decodes and mixes:
 ///
 /// | queue | bound | when full |
 /// |---|---|---|
-/// | shard → media writer | [`MEDIA_QUEUE`] messages | block, while still collecting the writer's answers (no deadlock) |
-/// | media writer → shard | one answer per closed segment | never blocks the writer: at most one answer per open segment exists |
+/// | shard → media writer | [`MEDIA_QUEUE`] messages | block, while still collecting the answers (no deadlock) |
+/// | media writer → hasher | [`MEDIA_QUEUE`] closed files | block (the hasher never waits on anything) |
+/// | hasher → shard | one answer per closed segment | never blocks: at most one answer per open segment exists |
 struct Shard {
     engine: Engine,
     media_tx: Option<Sender<MediaMsg>>,
@@ -98,6 +99,20 @@ impl Shard {
         // Unbounded in type only: the writer sends exactly one answer per Close, and the
         // number of closes in flight is bounded by the open segments (one per call).
         let (stored_tx, stored_rx) = crossbeam_channel::unbounded::<Stored>();
+        // Writer thread: WAV files. Hasher thread: SHA-512 of each closed file. Separate so
+        // the two most expensive I/O steps of recording run in parallel with each other and
+        // with the engine.
+        let (hash_tx, hash_rx) =
+            bounded::<(SegmentId, std::result::Result<Closed, String>)>(MEDIA_QUEUE);
+        let name = format!("vcontap-hash-{}", cfg.shard);
+        let hasher = std::thread::Builder::new().name(name).spawn(move || {
+            for (segment, closed) in hash_rx {
+                let res = closed.and_then(|c| c.hash().map_err(|e| e.to_string()));
+                if stored_tx.send((segment, res)).is_err() {
+                    break;
+                }
+            }
+        })?;
         let name = format!("vcontap-media-{}", cfg.shard);
         let writer = std::thread::Builder::new().name(name).spawn(move || {
             let mut failed = std::collections::HashSet::new();
@@ -125,14 +140,16 @@ impl Shard {
                         let res = if failed.remove(&segment) {
                             Err("write failed".to_string())
                         } else {
-                            store.close(segment).map_err(|e| e.to_string())
+                            store.finalize(segment).map_err(|e| e.to_string())
                         };
-                        if stored_tx.send((segment, res)).is_err() {
+                        if hash_tx.send((segment, res)).is_err() {
                             break;
                         }
                     }
                 }
             }
+            drop(hash_tx);
+            let _ = hasher.join();
             (store.written, store.bytes)
         })?;
         Ok(Shard {
