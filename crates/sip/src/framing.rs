@@ -155,10 +155,11 @@ pub fn frame(buf: &[u8]) -> Framing {
     }
     let window = buf.get(..buf.len().min(MAX_HEADER_BYTES)).unwrap_or(buf);
     let Some(first_nl) = memchr(b'\n', window) else {
+        // The start line ends with a line feed: nothing changes before one arrives.
         return match probe_start_line(window, false) {
             Probe::No => Framing::NotOurs,
             _ if window.len() >= MAX_HEADER_BYTES => Framing::NotOurs,
-            _ => Framing::Incomplete,
+            _ => Framing::NeedLine,
         };
     };
     let line = window.get(..first_nl).unwrap_or_default();
@@ -190,10 +191,11 @@ pub fn frame(buf: &[u8]) -> Framing {
         }
     }
     let Some(head_end) = head_end else {
+        // The header section ends with a line feed too.
         return if window.len() >= MAX_HEADER_BYTES {
             Framing::NotOurs
         } else {
-            Framing::Incomplete
+            Framing::NeedLine
         };
     };
     let head = window
@@ -208,7 +210,8 @@ pub fn frame(buf: &[u8]) -> Framing {
     }
     let total = head_end.saturating_add(body_len);
     if buf.len() < total {
-        Framing::Incomplete
+        // The body's length is known: wait for all of it without rescanning the headers.
+        Framing::NeedBytes(total)
     } else {
         Framing::Message(total)
     }
@@ -277,7 +280,7 @@ mod tests {
                     assert_eq!(n, 4);
                     rest = &rest[n..];
                 }
-                Framing::Incomplete => break,
+                Framing::Incomplete | Framing::NeedBytes(_) | Framing::NeedLine => break,
                 Framing::NotOurs => panic!("not ours"),
             }
         }
@@ -288,7 +291,7 @@ mod tests {
     #[test]
     fn split_message_is_incomplete_until_whole() {
         for n in 0..M1.len() {
-            assert_eq!(frame(&M1[..n]), Framing::Incomplete, "cut at {n}");
+            assert!(frame(&M1[..n]).is_incomplete(), "cut at {n}");
         }
         assert_eq!(frame(M1), Framing::Message(M1.len()));
     }
@@ -297,7 +300,7 @@ mod tests {
     fn keepalives_are_skipped() {
         assert_eq!(frame(b"\r\n\r\n"), Framing::Skip(4));
         assert_eq!(frame(b"\r\nINVITE"), Framing::Skip(2));
-        assert_eq!(frame(b""), Framing::Incomplete);
+        assert!(frame(b"").is_incomplete());
     }
 
     #[test]
@@ -316,9 +319,9 @@ mod tests {
         assert_eq!(frame(b"OPTIONS sip:x HTTP/1.1\r\n\r\n"), Framing::NotOurs);
         assert_eq!(frame(b"SIP/2.0 2x0 OK\r\n\r\n"), Framing::NotOurs);
         // Plausible prefixes wait for more.
-        assert_eq!(frame(b"SI"), Framing::Incomplete);
-        assert_eq!(frame(b"SIP/2.0 2"), Framing::Incomplete);
-        assert_eq!(frame(b"INVITE sip:a@b SIP/2."), Framing::Incomplete);
+        assert!(frame(b"SI").is_incomplete());
+        assert!(frame(b"SIP/2.0 2").is_incomplete());
+        assert!(frame(b"INVITE sip:a@b SIP/2.").is_incomplete());
     }
 
     #[test]

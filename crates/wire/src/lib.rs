@@ -141,10 +141,28 @@ pub enum Framing {
     Message(usize),
     /// The first `n` bytes are noise to skip (e.g. CRLF keep-alives).
     Skip(usize),
-    /// More bytes are needed.
+    /// More bytes are needed (call again whenever new bytes arrive).
     Incomplete,
+    /// More bytes are needed, and nothing can change before the buffer holds at least this
+    /// many bytes (e.g. a body of known length): the stream does not call the framer again
+    /// until then, so a large message arriving in many segments costs O(1) per segment.
+    NeedBytes(usize),
+    /// More bytes are needed, and nothing can change before a line feed arrives (e.g. a
+    /// text header section): the stream calls the framer again only when new bytes contain
+    /// `\n`, so a hostile peer trickling bytes cannot make it rescan the buffer each time.
+    NeedLine,
     /// This stream does not carry the application protocol: stop tracking it.
     NotOurs,
+}
+
+impl Framing {
+    /// Whether the framer asks for more bytes (any of the three "incomplete" answers).
+    pub fn is_incomplete(self) -> bool {
+        matches!(
+            self,
+            Framing::Incomplete | Framing::NeedBytes(_) | Framing::NeedLine
+        )
+    }
 }
 
 /// Splits a reassembled TCP byte stream into application messages.

@@ -42,6 +42,17 @@ pub const TCP_RESYNC_BUDGET: usize = 64 * 1024;
 /// (each call may scan to the next line break).
 const RESYNC_PROBES: usize = 512;
 
+/// When the framer needs to run again (see [`Framing::NeedBytes`], [`Framing::NeedLine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// On any new bytes.
+    Any,
+    /// Once the buffer holds this many bytes.
+    Bytes(usize),
+    /// Once new bytes contain a line feed.
+    Line,
+}
+
 #[derive(Debug)]
 struct Flow {
     gen: u64,
@@ -53,6 +64,8 @@ struct Flow {
     fin_at: Option<u32>,
     /// Bytes left to discard while resynchronising on a message start (0 = in sync).
     resync: usize,
+    /// What the framer last said it is waiting for.
+    wait: Wait,
     next_seq: u32,
     buf: Vec<u8>,
     held: Vec<Held>,
@@ -157,6 +170,7 @@ impl TcpTable {
                     f.isn = Some(seg.seq);
                     f.fin_at = None;
                     f.resync = 0;
+                    f.wait = Wait::Any;
                 }
             }
             None => {
@@ -183,6 +197,7 @@ impl TcpTable {
                         fin_at: None,
                         // Without the SYN we may be mid-message: find a start first.
                         resync: if syn { 0 } else { TCP_RESYNC_BUDGET },
+                        wait: Wait::Any,
                         next_seq: data_seq,
                         buf: Vec::new(),
                         held: Vec::new(),
@@ -320,6 +335,7 @@ fn skip_gap(flow: &mut Flow, extra: Option<u32>, lim: &TcpLimits, sink: &mut Sin
     // The buffered prefix belongs to a message whose rest is lost, and the bytes after the
     // gap may start mid-message: resynchronise on the next message start.
     flow.buf.clear();
+    flow.wait = Wait::Any;
     flow.resync = TCP_RESYNC_BUDGET;
     flow.next_seq = start;
     drain_held(flow, lim, sink);
@@ -355,12 +371,20 @@ fn append(flow: &mut Flow, data: &[u8], lim: &TcpLimits, sink: &mut Sink<'_, '_>
         // framer resynchronise on the new bytes (it may skip to a start or say NotOurs).
         sink.stats.skip(SkipReason::TcpBufferOverflow);
         flow.buf.clear();
+        flow.wait = Wait::Any;
         if data.len() > lim.max_buffer {
             return;
         }
     }
     flow.buf.extend_from_slice(data);
-    run_framer(flow, sink);
+    let due = match flow.wait {
+        Wait::Any => true,
+        Wait::Bytes(n) => flow.buf.len() >= n,
+        Wait::Line => data.contains(&b'\n'),
+    };
+    if due {
+        run_framer(flow, sink);
+    }
 }
 
 /// The stream does not carry the framer's protocol: stop tracking it (counted once).
@@ -373,6 +397,7 @@ fn not_ours(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
 }
 
 fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
+    flow.wait = Wait::Any;
     let mut start = 0usize;
     while let Some(avail) = flow.buf.get(start..).filter(|a| !a.is_empty()) {
         match (sink.framer)(avail) {
@@ -411,6 +436,15 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
                 }
             }
             Framing::NotOurs => return not_ours(flow, sink),
+            // Relative to `avail`, which becomes the buffer start once `start` is drained.
+            Framing::NeedBytes(n) => {
+                flow.wait = Wait::Bytes(n);
+                break;
+            }
+            Framing::NeedLine => {
+                flow.wait = Wait::Line;
+                break;
+            }
             // Incomplete, or a framer bug (zero / overlong length): wait for more bytes.
             _ => break,
         }
