@@ -610,4 +610,58 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert!(st.skipped(SkipReason::TcpIdleTimeout) >= 1);
     }
+
+    #[test]
+    fn framer_waits_are_honoured() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        // A length-prefixed toy protocol: "<len>\n" then len bytes; the header line needs a
+        // line feed, the body a known length.
+        fn toy(b: &[u8]) -> Framing {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            let Some(nl) = b.iter().position(|&c| c == b'\n') else {
+                return Framing::NeedLine;
+            };
+            let len: usize = std::str::from_utf8(&b[..nl])
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let total = nl + 1 + len;
+            if b.len() < total {
+                Framing::NeedBytes(total)
+            } else {
+                Framing::Message(total)
+            }
+        }
+        let mut big = lim();
+        big.max_buffer = 4096;
+        let mut t = TcpTable::new(big);
+        let mut st = DecodeStats::default();
+        let mut msg = b"1000\n".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 1000));
+        let mut got = 0;
+        let mut syn = Seg {
+            src: addr(1),
+            dst: addr(2),
+            seq: 0,
+            flags: SYN,
+            payload: b"",
+            ts: Timestamp(0),
+            vlan: None,
+        };
+        t.segment(syn, toy, &mut st, &mut |_| {});
+        // One byte per segment: 1005 segments.
+        for (i, b) in msg.iter().enumerate() {
+            syn.flags = 0;
+            syn.seq = 1 + i as u32;
+            syn.payload = std::slice::from_ref(b);
+            t.segment(syn, toy, &mut st, &mut |d| {
+                assert_eq!(d.payload.len(), 1005);
+                got += 1;
+            });
+        }
+        assert_eq!(got, 1);
+        // First byte (nothing known yet), the line feed, the last body byte: 3 calls, not 1005.
+        assert_eq!(CALLS.load(Ordering::Relaxed), 3, "framer calls");
+    }
 }
