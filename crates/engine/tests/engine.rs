@@ -283,6 +283,11 @@ fn basic_call_lifecycle_and_events() {
     assert_eq!(q.as_array().unwrap().len(), 2);
     assert_eq!(q[0]["packets"], 100);
     assert_eq!(q[0]["lost"], 0);
+    // No loss, no jitter: the E-model's best G.711 case (R 93.2 minus the jitter buffer).
+    let r = q[0]["quality_estimate"]["r_factor"].as_f64().unwrap();
+    let mos = q[0]["quality_estimate"]["mos_cq"].as_f64().unwrap();
+    assert!((92.5..=93.2).contains(&r), "{r}");
+    assert!((4.35..=4.45).contains(&mos), "{mos}");
     assert!(
         h.audio_frames >= 15_000,
         "about 2 s of stereo at 8 kHz: {}",
@@ -1046,4 +1051,34 @@ fn invite_flood_against_a_full_table_evicts_oldest_first() {
     // Oldest first: the first evicted call is flood-0.
     assert_eq!(fin[0]["vcontap"]["sip_call_id"], "flood-0");
     assert_eq!(fin[0]["vcontap"]["end_reason"], "evicted");
+}
+
+#[test]
+fn loss_lowers_the_quality_estimate() {
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "loss");
+    // Every 10th packet of the caller's stream is missing: 10 % loss.
+    for i in 0..200u16 {
+        if i % 10 == 9 {
+            continue;
+        }
+        let ms = 1100 + i as i64 * 20;
+        h.feed(
+            ms,
+            "10.0.0.1:4000",
+            "10.0.0.2:6000",
+            &rtp(i, i as u32 * 160, 0xAAAA, 0, &[0xFF; 160]),
+        );
+    }
+    h.finish(6000);
+    let v = &h.finished()[0];
+    let s = &v["vcontap"]["rtp_quality"]["streams"][0];
+    assert_eq!(s["lost"], 19, "{s}");
+    let r = s["quality_estimate"]["r_factor"].as_f64().unwrap();
+    // Ie,eff = 95 × 9.5 / (9.5 + 25.1) ≈ 26: R ≈ 66.9.
+    assert!((64.0..=70.0).contains(&r), "{r}");
+    assert!(s["quality_estimate"]["method"]
+        .as_str()
+        .unwrap()
+        .contains("upper bound"));
 }

@@ -221,6 +221,54 @@ impl Call {
             "first": st.first_arrival().map(format_time),
             "last": st.last_arrival().map(format_time),
             "rtcp": rtcp,
+            "quality_estimate": quality_estimate(s, loss_pct, st.jitter_ms()),
         })
     }
+}
+
+/// An E-model (ITU-T G.107) listening-quality estimate from what the tap measured, for the
+/// codecs whose impairment factors G.113 publishes (G.711: Ie 0, Bpl 25.1 with packet-loss
+/// concealment). One-way network delay is not observable from one tap, so only the jitter
+/// buffer's share (2 × jitter + 10 ms) enters the delay impairment: the figure is an upper
+/// bound and says so in `method`. Other codecs get none rather than a made-up number.
+fn quality_estimate(s: &Stream, loss_pct: f64, jitter_ms: f64) -> Option<Value> {
+    // Comfort noise and DTMF share the stream; the voice codec decides.
+    let g711 = s
+        .codecs
+        .iter()
+        .any(|c| c == "PCMU/8000" || c == "PCMA/8000");
+    let others = s.codecs.iter().any(|c| {
+        !matches!(
+            c.as_str(),
+            "PCMU/8000" | "PCMA/8000" | "CN/8000" | "TELEPHONE-EVENT/8000"
+        )
+    });
+    let (ie, bpl) = match (g711, others) {
+        (true, false) => (0.0, 25.1),
+        _ => return None,
+    };
+    if s.stats.packets() == 0 {
+        return None;
+    }
+    let delay = 2.0 * jitter_ms + 10.0;
+    let id = if delay < 160.0 {
+        delay / 40.0
+    } else {
+        (delay - 120.0) / 10.0
+    };
+    let ie_eff = ie + (95.0 - ie) * loss_pct / (loss_pct + bpl);
+    let r = (93.2 - id - ie_eff).clamp(0.0, 100.0);
+    let mos = if r <= 0.0 {
+        1.0
+    } else if r >= 100.0 {
+        4.5
+    } else {
+        1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
+    };
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    Some(json!({
+        "r_factor": round2(r),
+        "mos_cq": round2(mos),
+        "method": "E-model (ITU-T G.107) from tap-measured loss and jitter; network delay unknown (jitter buffer only), so an upper bound",
+    }))
 }
