@@ -121,6 +121,33 @@ pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
     }
 }
 
+/// Connected-identity change (RFC 4916 style: an in-dialog request carrying a new
+/// P-Asserted-Identity, e.g. after a transfer). Returns true when the party changed.
+pub(crate) fn connected_identity(p: &mut Party, msg: &Message<'_>) -> bool {
+    let Some(na) = msg
+        .header("P-Asserted-Identity")
+        .and_then(|v| vcontap_sip::split_comma_list(v).next())
+        .and_then(parse_name_addr)
+    else {
+        return false;
+    };
+    let mut fresh = Party {
+        role: p.role.clone(),
+        ..Default::default()
+    };
+    fill_from(&mut fresh, &na, true);
+    if fresh.sip.is_none() && fresh.tel.is_none() {
+        return false;
+    }
+    let same = fresh.sip == p.sip && (fresh.tel.is_none() || fresh.tel == p.tel);
+    if same {
+        return false;
+    }
+    fresh.sip_user_agent = p.sip_user_agent.take();
+    *p = fresh;
+    true
+}
+
 /// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.
 pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
     // `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route) and costs

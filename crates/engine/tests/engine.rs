@@ -1082,3 +1082,29 @@ fn loss_lowers_the_quality_estimate() {
         .unwrap()
         .contains("upper bound"));
 }
+
+#[test]
+fn connected_identity_change_updates_the_party() {
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "cid");
+    let before = h.events.len();
+    // The callee side re-INVITEs with a new asserted identity (e.g. after a transfer).
+    let reinv = request(
+        "UPDATE",
+        "cid",
+        7,
+        false,
+        "P-Asserted-Identity: \"Dave D\" <sip:+15550004@d.example>\n",
+        "",
+        "",
+    );
+    h.sip(2000, B, A, &reinv);
+    assert_eq!(h.events.len(), before + 1, "an updated event");
+    let v = h.last();
+    assert_eq!(v["parties"][1]["tel"], "+15550004");
+    assert_eq!(v["parties"][1]["name"], "Dave D");
+    assert_eq!(v["parties"][1]["role"], "callee");
+    // The same identity again changes nothing.
+    h.sip(2100, B, A, &reinv.replace("CSeq: 7", "CSeq: 8"));
+    assert_eq!(h.events.len(), before + 1);
+}

@@ -79,7 +79,12 @@ impl Call {
                 self.apply_sdp(msg, 0, now, false);
             }
             Method::Invite | Method::Update => {
-                let changed = self.apply_sdp(msg, side, now, true);
+                let mut changed = self.apply_sdp(msg, side, now, true);
+                if self.state >= State::Answered {
+                    if let Some(p) = self.vcon.parties.get_mut(side as usize) {
+                        changed |= build::connected_identity(p, msg);
+                    }
+                }
                 if changed && self.state >= State::Answered {
                     self.emit(EventKind::Updated, now);
                 }
