@@ -121,31 +121,30 @@ pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
     }
 }
 
-/// Connected-identity change (RFC 4916 style: an in-dialog request carrying a new
-/// P-Asserted-Identity, e.g. after a transfer). Returns true when the party changed.
-pub(crate) fn connected_identity(p: &mut Party, msg: &Message<'_>) -> bool {
-    let Some(na) = msg
+/// The party named by an in-dialog P-Asserted-Identity when it is a different person than
+/// `current`: it must name a user (a `tel`, or a SIP URI with a user part; host-only URIs such
+/// as `sip:invalid.unknown.domain` are privacy placeholders) that differs from the current one.
+pub(crate) fn connected_party(current: &Party, msg: &Message<'_>) -> Option<Party> {
+    let na = msg
         .header("P-Asserted-Identity")
         .and_then(|v| vcontap_sip::split_comma_list(v).next())
-        .and_then(parse_name_addr)
-    else {
-        return false;
-    };
+        .and_then(parse_name_addr)?;
+    let uri = parse_uri(na.uri)?;
+    let has_user =
+        uri.user.is_some_and(|u| !u.is_empty()) || uri.scheme.eq_ignore_ascii_case("tel");
+    if !has_user {
+        return None;
+    }
     let mut fresh = Party {
-        role: p.role.clone(),
+        role: current.role.clone(),
         ..Default::default()
     };
     fill_from(&mut fresh, &na, true);
-    if fresh.sip.is_none() && fresh.tel.is_none() {
-        return false;
-    }
-    let same = fresh.sip == p.sip && (fresh.tel.is_none() || fresh.tel == p.tel);
-    if same {
-        return false;
-    }
-    fresh.sip_user_agent = p.sip_user_agent.take();
-    *p = fresh;
-    true
+    let same = match (&fresh.tel, &current.tel) {
+        (Some(a), Some(b)) => a == b,
+        _ => fresh.sip.is_some() && fresh.sip == current.sip,
+    };
+    (!same).then_some(fresh)
 }
 
 /// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.

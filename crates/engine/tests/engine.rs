@@ -1085,11 +1085,12 @@ fn loss_lowers_the_quality_estimate() {
 
 #[test]
 fn connected_identity_change_updates_the_party() {
-    let mut h = Harness::new(RecordMode::None);
+    let mut h = Harness::new(RecordMode::Stereo);
     answered(&mut h, "cid");
+    talk(&mut h, 1100, 40);
     let before = h.events.len();
-    // The callee side re-INVITEs with a new asserted identity (e.g. after a transfer).
-    let reinv = request(
+    // The callee side sends a new asserted identity (e.g. after an attended transfer).
+    let upd = request(
         "UPDATE",
         "cid",
         7,
@@ -1098,13 +1099,52 @@ fn connected_identity_change_updates_the_party() {
         "",
         "",
     );
-    h.sip(2000, B, A, &reinv);
-    assert_eq!(h.events.len(), before + 1, "an updated event");
+    h.sip(2000, B, A, &upd);
     let v = h.last();
-    assert_eq!(v["parties"][1]["tel"], "+15550004");
-    assert_eq!(v["parties"][1]["name"], "Dave D");
-    assert_eq!(v["parties"][1]["role"], "callee");
-    // The same identity again changes nothing.
-    h.sip(2100, B, A, &reinv.replace("CSeq: 7", "CSeq: 8"));
-    assert_eq!(h.events.len(), before + 1);
+    assert!(h.events.len() > before, "an updated event");
+    assert_eq!(
+        v["parties"][1]["tel"], "+15550002",
+        "the dialled party is kept"
+    );
+    assert_eq!(v["parties"][2]["tel"], "+15550004");
+    assert_eq!(v["parties"][2]["name"], "Dave D");
+    assert_eq!(v["parties"][2]["role"], "callee");
+    let n = h.events.len();
+    // The same identity again, or a privacy placeholder without a user, changes nothing.
+    h.sip(2100, B, A, &upd.replace("CSeq: 7", "CSeq: 8"));
+    let anon = upd.replace("CSeq: 7", "CSeq: 9").replace(
+        "\"Dave D\" <sip:+15550004@d.example>",
+        "<sip:invalid.unknown.domain>",
+    );
+    h.sip(2200, B, A, &anon);
+    assert_eq!(h.events.len(), n);
+    talk(&mut h, 2300, 40);
+    h.sip(3200, A, B, &request("BYE", "cid", 3, true, "", "", ""));
+    h.sip(
+        3210,
+        B,
+        A,
+        &response("cid", 200, "OK", 3, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    let recs: Vec<&Value> = v["dialog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "recording")
+        .collect();
+    assert_eq!(recs.len(), 2, "cut at the identity change");
+    assert_eq!(recs[0]["parties"], serde_json::json!([0, 1]));
+    assert_eq!(
+        recs[1]["parties"],
+        serde_json::json!([0, 2]),
+        "Dave on the right channel now"
+    );
+    let hist: Vec<String> = recs[0]["party_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| format!("{}:{}", x["party"], x["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(hist, vec!["1:drop", "2:join"]);
 }

@@ -103,7 +103,7 @@ impl Call {
                     .round()
                     / 1000.0,
             );
-            d.parties = Some(vec![0, 1]);
+            d.parties = Some(self.side_party.to_vec());
             d.disposition = Some(disp.to_string());
             // Events not covered by a recording stay on this dialog.
             d.party_history = self.history[self.history_assigned..]

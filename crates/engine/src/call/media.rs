@@ -187,11 +187,9 @@ impl Call {
                 self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
                 for e in &edges {
                     match *e {
-                        DtmfEdge::Down(c) => {
-                            self.add_history(now, sender as u32, "keydown", Some(c))
-                        }
+                        DtmfEdge::Down(c) => self.add_history(now, sender, "keydown", Some(c)),
                         DtmfEdge::Up { digit, .. } => {
-                            self.add_history(now, sender as u32, "keyup", Some(digit))
+                            self.add_history(now, sender, "keyup", Some(digit))
                         }
                     }
                 }
@@ -410,6 +408,7 @@ impl Call {
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
         self.pending.push_back(Pending {
+            parties: self.side_party,
             closed_at: now,
             id: seg.id,
             start: seg.start,
@@ -446,7 +445,7 @@ impl Call {
             }
             let mut dlg = self.sip_dialog("recording", p.start);
             dlg.duration = Some((p.duration * 1000.0).round() / 1000.0);
-            dlg.parties = Some(vec![0, 1]);
+            dlg.parties = Some(p.parties.to_vec());
             dlg.mediatype = Some(st.mediatype);
             dlg.filename = Some(st.filename);
             dlg.url = Some(st.url);

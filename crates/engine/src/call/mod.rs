@@ -148,6 +148,8 @@ struct Segment {
 
 struct Pending {
     id: SegmentId,
+    /// Parties on the left and right channel while the segment was recorded.
+    parties: [u32; 2],
     /// Capture time of the input that closed the segment.
     closed_at: Timestamp,
     start: Timestamp,
@@ -226,6 +228,8 @@ pub(crate) struct Call {
     last_at: Timestamp,
     /// When `finish` was called.
     finish_at: Option<Timestamp>,
+    /// The party index currently on each side (changes when the connected identity does).
+    side_party: [u32; 2],
     /// RFC 7989 Session-ID UUIDs of the caller and callee sides.
     session_uuids: [Option<String>; 2],
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
@@ -329,6 +333,7 @@ impl Call {
             edges: Vec::new(),
             extra: Vec::new(),
             session_uuids: [None, None],
+            side_party: [0, 1],
             last_at: d.ts,
             finish_at: None,
         };
@@ -467,7 +472,9 @@ impl Call {
         v
     }
 
-    fn add_history(&mut self, at: Timestamp, party: u32, event: &str, button: Option<char>) {
+    /// Records an event of `side`'s current party (see `side_party`).
+    fn add_history(&mut self, at: Timestamp, side: u8, event: &str, button: Option<char>) {
+        let party = self.side_party[side as usize & 1];
         if self.history.len() >= MAX_HISTORY {
             return;
         }

@@ -81,9 +81,7 @@ impl Call {
             Method::Invite | Method::Update => {
                 let mut changed = self.apply_sdp(msg, side, now, true);
                 if self.state >= State::Answered {
-                    if let Some(p) = self.vcon.parties.get_mut(side as usize) {
-                        changed |= build::connected_identity(p, msg);
-                    }
+                    changed |= self.connected_identity(msg, side, now);
                 }
                 if changed && self.state >= State::Answered {
                     self.emit(EventKind::Updated, now);
@@ -91,7 +89,7 @@ impl Call {
             }
             Method::Bye if self.bye_at.is_none() => {
                 self.bye_at = Some(now);
-                self.add_history(now, side as u32, "drop", None);
+                self.add_history(now, side, "drop", None);
             }
             Method::Cancel if self.cancel_at.is_none() && self.state < State::Answered => {
                 self.cancel_at = Some(now);
@@ -101,9 +99,9 @@ impl Call {
                     .content_type()
                     .and_then(|ct| vcontap_sip::dtmf_from_info(ct, msg.body()))
                 {
-                    self.add_history(now, side as u32, "keydown", Some(info.digit));
+                    self.add_history(now, side, "keydown", Some(info.digit));
                     let up = now.add_millis(info.duration_ms.unwrap_or(100).min(60_000) as i64);
-                    self.add_history(up, side as u32, "keyup", Some(info.digit));
+                    self.add_history(up, side, "keyup", Some(info.digit));
                     self.emit(EventKind::Updated, now);
                 }
             }
@@ -197,6 +195,29 @@ impl Call {
         }
     }
 
+    /// A new P-Asserted-Identity in an in-dialog request (RFC 4916 connected identity, e.g.
+    /// after an attended transfer): a different person now speaks on `side`. The person is
+    /// appended as a party (the old one is kept: parties are append-only), the recording is
+    /// cut so every segment names who was on each channel, and `drop`/`join` are recorded.
+    fn connected_identity(&mut self, msg: &Message<'_>, side: u8, now: Timestamp) -> bool {
+        let cur = self.side_party[side as usize & 1] as usize;
+        let Some(current) = self.vcon.parties.get(cur) else {
+            return false;
+        };
+        let Some(fresh) = build::connected_party(current, msg) else {
+            return false;
+        };
+        if self.vcon.parties.len() >= MAX_PARTIES {
+            return false;
+        }
+        self.cut_segment(now);
+        self.add_history(now, side, "drop", None);
+        self.vcon.parties.push(fresh);
+        self.side_party[side as usize & 1] = (self.vcon.parties.len() - 1) as u32;
+        self.add_history(now, side, "join", None);
+        true
+    }
+
     /// A transfer was accepted: the target becomes a party (once), the recording is cut, and a
     /// `transfer` dialog records the roles.
     pub(super) fn accept_transfer(
@@ -223,8 +244,8 @@ impl Call {
         self.vcon.dialog.push(Dialog {
             kind: "transfer".into(),
             start: format_time(now.nanos()),
-            transferor: Some(transferor as u32),
-            transferee: Some(1 - transferor as u32),
+            transferor: Some(self.side_party[transferor as usize & 1]),
+            transferee: Some(self.side_party[1 - (transferor as usize & 1)]),
             transfer_target: Some(idx),
             sip_call_id: Some(self.call_id.clone()),
             ..Default::default()
@@ -284,7 +305,7 @@ impl Call {
             let held = m.is_held(&s);
             if held != self.held[side as usize] {
                 self.held[side as usize] = held;
-                self.add_history(now, side as u32, if held { "hold" } else { "unhold" }, None);
+                self.add_history(now, side, if held { "hold" } else { "unhold" }, None);
                 self.cut_segment(now);
                 changed = true;
             }
