@@ -145,16 +145,6 @@ const EXCEPTIONS: &[Exception] = &[
                  (09:56:24.332); the engine finishes a failed call at the final response and \
                  does not attribute later RTP (tshark's SDP-learned table knows no call end)",
     },
-    Exception {
-        capture: "ws_h263_over_rtp.pcap",
-        what: Expect::TsharkStreamNotInCall(
-            "192.168.6.199:57128",
-            "192.168.6.199:32976",
-            0x5482_ECE0,
-        ),
-        reason: "H.263 video stream: the engine follows only the SDP audio m-line (it records \
-                 and analyses audio), so video media is not routed to the call",
-    },
 ];
 
 fn expected_calls(capture: &str) -> Option<(usize, &'static str)> {

@@ -187,6 +187,8 @@ pub(crate) struct MediaRoute {
     /// Side that *receives* on this address (0 caller, 1 callee).
     pub(crate) side: u8,
     pub(crate) rtcp: bool,
+    /// A video m-line's address: statistics only, never decoded.
+    pub(crate) video: bool,
     /// Generation of the call slot, so a stale route to a reused slot is ignored.
     pub(crate) gen: u32,
 }
@@ -429,6 +431,7 @@ impl Engine {
                     MediaDir {
                         sender: 1 - r.side,
                         rtcp: r.rtcp,
+                        video: r.video,
                     },
                 ));
             }
@@ -440,6 +443,7 @@ impl Engine {
                     MediaDir {
                         sender: r.side,
                         rtcp: r.rtcp,
+                        video: r.video,
                     },
                 ));
             }
@@ -466,6 +470,7 @@ impl Engine {
             MediaDir {
                 sender,
                 rtcp: false,
+                video: false,
             },
             d,
         );
@@ -505,7 +510,11 @@ impl Engine {
             call.handle_rtcp(dir.sender, d);
         } else {
             self.stats.rtp_packets += 1;
-            new_ssrc = call.handle_rtp(dir.sender, d, now, &mut self.stats);
+            new_ssrc = if dir.video {
+                call.handle_video_rtp(dir.sender, d, now, &mut self.stats)
+            } else {
+                call.handle_rtp(dir.sender, d, now, &mut self.stats)
+            };
         }
         // The common RTP packet changes nothing outside its call: skip the bookkeeping.
         let busy = call.has_pending();
@@ -615,7 +624,13 @@ impl Engine {
         let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
             return;
         };
-        for (addr, side, rtcp) in call.take_new_routes() {
+        for call::NewRoute {
+            addr,
+            side,
+            rtcp,
+            video,
+        } in call.take_new_routes()
+        {
             if self.by_media.len() >= self.cfg.max_media_routes
                 && !self.by_media.contains_key(&MediaKey::of(&addr))
             {
@@ -628,6 +643,7 @@ impl Engine {
                     call: h,
                     side,
                     rtcp,
+                    video,
                     gen,
                 },
             );
@@ -730,4 +746,5 @@ pub(crate) struct MediaDir {
     /// 0 = from the caller, 1 = from the callee.
     pub(crate) sender: u8,
     pub(crate) rtcp: bool,
+    pub(crate) video: bool,
 }

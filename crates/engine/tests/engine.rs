@@ -1148,3 +1148,46 @@ fn connected_identity_change_updates_the_party() {
         .collect();
     assert_eq!(hist, vec!["1:drop", "2:join"]);
 }
+
+#[test]
+fn video_streams_are_reported_not_recorded() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    let av = |ip: &str, a: u16, v: u16| {
+        sdp(ip, a, 0, "sendrecv") + &format!("m=video {v} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
+    };
+    h.sip(0, A, B, &invite("vid", 1, &av("10.0.0.1", 4000, 4002), ""));
+    h.sip(
+        100,
+        B,
+        A,
+        &response(
+            "vid",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &av("10.0.0.2", 6000, 6002),
+        ),
+    );
+    for i in 0..30u16 {
+        let ms = 200 + i as i64 * 33;
+        h.feed(
+            ms,
+            "10.0.0.1:4002",
+            "10.0.0.2:6002",
+            &rtp(i, i as u32 * 3000, 0x71D0, 96, &[0x41; 900]),
+        );
+    }
+    talk(&mut h, 200, 20);
+    h.finish(3000);
+    let v = &h.finished()[0];
+    let streams = v["analysis"][0]["body"]["streams"].as_array().unwrap();
+    let video: Vec<&Value> = streams.iter().filter(|s| s["media"] == "video").collect();
+    assert_eq!(video.len(), 1);
+    assert_eq!(video[0]["packets"], 30);
+    assert_eq!(video[0]["codecs"][0], "H264/90000");
+    assert!(video[0].get("quality_estimate").is_none_or(|q| q.is_null()));
+    assert_eq!(h.stored, 1, "only the audio is recorded");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+}

@@ -199,7 +199,8 @@ impl Call {
             json!({ "sender_reports": r.sender_reports, "reported_by_receiver": reported })
         });
         json!({
-            "party": s.sender,
+            "party": self.side_party[s.sender as usize & 1],
+            "media": if s.video { "video" } else { "audio" },
             "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
             "ssrc": format!("0x{:08X}", s.ssrc),
             "src": s.src.to_string(),

@@ -79,6 +79,79 @@ impl Call {
         }
     }
 
+    /// Handles one RTP packet of a video m-line: statistics and codecs for the RTP report,
+    /// nothing decoded or recorded. Returns the SSRC when it is new to the call.
+    pub(crate) fn handle_video_rtp(
+        &mut self,
+        sender: u8,
+        d: &Datagram<'_>,
+        now: Timestamp,
+        stats: &mut EngineStats,
+    ) -> Option<u32> {
+        let p = parse_rtp(d.payload).ok()?;
+        if self.finish_reason.is_some() {
+            return None;
+        }
+        self.last_rtp = Some(now);
+        let sender = sender & 1;
+        let idx = match self
+            .streams
+            .iter()
+            .position(|s| s.ssrc == p.ssrc && s.video && s.src == d.src && s.dst == d.dst)
+        {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.max_streams {
+                    stats.streams_dropped += 1;
+                    return None;
+                }
+                self.streams.push(Stream {
+                    sender,
+                    video: true,
+                    ssrc: p.ssrc,
+                    src: d.src,
+                    dst: d.dst,
+                    stats: StreamStats::new(0),
+                    codecs: Vec::new(),
+                    pts: Vec::new(),
+                    dtmf: DtmfDetector::new(),
+                    decoder: None,
+                    pcm: Vec::new(),
+                    decode_errors: 0,
+                    codec: None,
+                });
+                self.streams.len() - 1
+            }
+        };
+        let new = (idx + 1 == self.streams.len() && self.streams[idx].stats.packets() == 0)
+            .then_some(p.ssrc);
+        if !self.streams[idx].pts.contains(&p.pt) && self.streams[idx].pts.len() < 16 {
+            let (recv, send) = (&self.legs[1 - sender as usize], &self.legs[sender as usize]);
+            let (name, clock) = match recv.video_codec(p.pt).or_else(|| send.video_codec(p.pt)) {
+                Some((n, r)) => (n.to_string(), r),
+                None => match sdp::static_payload_type(p.pt) {
+                    Some((n, r, _)) => (n.to_string(), r),
+                    None => (format!("PT{}", p.pt), 0),
+                },
+            };
+            let stream = &mut self.streams[idx];
+            stream.pts.push(p.pt);
+            stream.codecs.push(codec_label(&name, clock));
+            if clock != 0 {
+                stream.stats.set_clock_rate(clock);
+            }
+        }
+        self.streams[idx].stats.update_marked(
+            p.seq,
+            p.ts,
+            now.nanos(),
+            p.payload.len(),
+            p.marker,
+            false,
+        );
+        new
+    }
+
     /// Handles one RTP packet from `sender`. Returns the SSRC when it is new to the call.
     ///
     /// This is the hot path (≈95% of all packets): no allocation unless the payload type,
@@ -133,6 +206,7 @@ impl Call {
                 }
                 self.streams.push(Stream {
                     sender,
+                    video: false,
                     ssrc: p.ssrc,
                     src: d.src,
                     dst: d.dst,

@@ -81,8 +81,10 @@ enum State {
 /// The negotiated media of one side, from its latest SDP.
 #[derive(Debug, Clone, Default)]
 struct Leg {
-    /// (payload type, encoding, clock rate, channels).
+    /// (payload type, encoding, clock rate, channels) of the audio m-line.
     codecs: Vec<(u8, String, u32, u8)>,
+    /// The same for video m-lines (reported, never decoded).
+    video_codecs: Vec<(u8, String, u32, u8)>,
 }
 
 impl Leg {
@@ -92,11 +94,30 @@ impl Leg {
             .find(|c| c.0 == pt)
             .map(|c| (c.1.as_str(), c.2))
     }
+
+    fn video_codec(&self, pt: u8) -> Option<(&str, u32)> {
+        self.video_codecs
+            .iter()
+            .find(|c| c.0 == pt)
+            .map(|c| (c.1.as_str(), c.2))
+    }
+}
+
+/// A media address a call learned from SDP, for the engine's routing table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRoute {
+    pub(crate) addr: SocketAddr,
+    /// The side that receives on it.
+    pub(crate) side: u8,
+    pub(crate) rtcp: bool,
+    pub(crate) video: bool,
 }
 
 /// One RTP stream: an SSRC in one direction.
 struct Stream {
     sender: u8,
+    /// From a video m-line: statistics only.
+    video: bool,
     ssrc: u32,
     src: SocketAddr,
     dst: SocketAddr,
@@ -193,7 +214,7 @@ pub(crate) struct Call {
     legs: [Leg; 2],
     legs_gen: u32,
     routes: Vec<SocketAddr>,
-    new_routes: Vec<(SocketAddr, u8, bool)>,
+    new_routes: Vec<NewRoute>,
     streams: Vec<Stream>,
     /// Index of the stream each side sent on last (hot-path cache).
     last_stream: [usize; 2],
@@ -391,7 +412,7 @@ impl Call {
             || !self.outputs.is_empty()
     }
 
-    pub(crate) fn take_new_routes(&mut self) -> Vec<(SocketAddr, u8, bool)> {
+    pub(crate) fn take_new_routes(&mut self) -> Vec<NewRoute> {
         std::mem::take(&mut self.new_routes)
     }
 

@@ -268,6 +268,36 @@ impl Call {
         let Ok(s) = sdp::parse(body) else {
             return false;
         };
+        // Video m-lines: routes and payload types for the RTP report (never recorded).
+        let mut video_codecs = Vec::new();
+        for m in s
+            .media
+            .iter()
+            .filter(|m| m.kind.eq_ignore_ascii_case("video") && m.port != 0)
+        {
+            video_codecs.extend(
+                m.formats
+                    .iter()
+                    .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c))),
+            );
+            if let Some(ip) = m.connection_or(&s).filter(|ip| !ip.is_unspecified()) {
+                self.add_route(SocketAddr::new(ip, m.port), side, false, true);
+                if let Some((port, addr)) = m.rtcp {
+                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true, true);
+                } else if !m.rtcp_mux {
+                    self.add_route(
+                        SocketAddr::new(ip, m.port.wrapping_add(1)),
+                        side,
+                        true,
+                        true,
+                    );
+                }
+            }
+        }
+        if !video_codecs.is_empty() && self.legs[side as usize].video_codecs != video_codecs {
+            self.legs[side as usize].video_codecs = video_codecs;
+            self.legs_gen = self.legs_gen.wrapping_add(1);
+        }
         let Some(m) = s
             .media
             .iter()
@@ -293,11 +323,16 @@ impl Call {
         }
         if let Some(ip) = m.connection_or(&s) {
             if !ip.is_unspecified() {
-                self.add_route(SocketAddr::new(ip, m.port), side, false);
+                self.add_route(SocketAddr::new(ip, m.port), side, false, false);
                 if let Some((port, addr)) = m.rtcp {
-                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true);
+                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true, false);
                 } else if !m.rtcp_mux {
-                    self.add_route(SocketAddr::new(ip, m.port.wrapping_add(1)), side, true);
+                    self.add_route(
+                        SocketAddr::new(ip, m.port.wrapping_add(1)),
+                        side,
+                        true,
+                        false,
+                    );
                 }
             }
         }
@@ -313,7 +348,7 @@ impl Call {
         changed
     }
 
-    pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool) {
+    pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool, video: bool) {
         if self.routes.contains(&addr) {
             // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
             return;
@@ -327,7 +362,12 @@ impl Call {
             }
         }
         self.routes.push(addr);
-        self.new_routes.push((addr, side, rtcp));
+        self.new_routes.push(NewRoute {
+            addr,
+            side,
+            rtcp,
+            video,
+        });
     }
 
     pub(super) fn trace_message(&mut self, msg: &Message<'_>, d: &Datagram<'_>, side: u8) {
