@@ -686,6 +686,24 @@ fn refer_adds_target_party_and_transfer_dialog() {
     assert_eq!(v["parties"].as_array().unwrap().len(), 3);
     assert_eq!(v["parties"][2]["tel"], "+15550003");
     assert_eq!(v["parties"][2]["name"], "Carol");
+    // RFC 3515 progress: 100 Trying (ignored), then the final 200 OK in a sipfrag NOTIFY.
+    let notify = |cseq: u32, frag: &str| {
+        request(
+            "NOTIFY",
+            "r",
+            cseq,
+            false,
+            "Event: refer\n",
+            "message/sipfrag",
+            frag,
+        )
+    };
+    h.sip(2100, B, A, &notify(7, "SIP/2.0 100 Trying\r\n"));
+    assert!(h.last()["vcontap"]["transfer_status"].is_null());
+    h.sip(2500, B, A, &notify(8, "SIP/2.0 200 OK\r\n"));
+    let st = &h.last()["vcontap"]["transfer_status"][0];
+    assert_eq!(st["status"], 200);
+    assert_eq!(st["outcome"], "completed");
     let t = &v["dialog"][0];
     assert_eq!(t["type"], "transfer");
     assert_eq!(t["transferor"], 1);

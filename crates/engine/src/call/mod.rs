@@ -239,6 +239,8 @@ pub(crate) struct Call {
     trace_bytes: usize,
     trace_dropped: u64,
     transfers: u32,
+    /// Final NOTIFY results of accepted transfers (RFC 3515 sipfrag), newest last.
+    transfer_status: Vec<Value>,
     /// REFERs waiting for their final response: (CSeq, transferor side, target).
     pending_refers: Vec<(u32, u8, vcontap_vcon::Party)>,
     /// Media is encrypted (SDP `RTP/SAVP*`, ZRTP): named, never decoded into noise.
@@ -349,6 +351,7 @@ impl Call {
             trace_dropped: 0,
             transfers: 0,
             pending_refers: Vec::new(),
+            transfer_status: Vec::new(),
             encrypted: None,
             done: false,
             edges: Vec::new(),
@@ -485,6 +488,9 @@ impl Call {
         }
         if !self.undecodable.is_empty() {
             v["undecodable_codecs"] = json!(self.undecodable);
+        }
+        if !self.transfer_status.is_empty() {
+            v["transfer_status"] = Value::Array(self.transfer_status.clone());
         }
         // Only filled right before the final snapshot, so it can move instead of copy.
         for (k, x) in self.extra.drain(..) {

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use serde_json::json;
 use vcontap_sip::{sdp, Kind, Message, Method};
 use vcontap_vcon::{format_time, Dialog};
 use vcontap_wire::{Datagram, Timestamp};
@@ -113,6 +114,27 @@ impl Call {
                 ) {
                     if self.pending_refers.len() < MAX_EARLY_TAGS {
                         self.pending_refers.push((cseq.seq, side, target));
+                    }
+                }
+            }
+            Method::Notify if self.transfers > 0 => {
+                // RFC 3515 progress of an accepted REFER: a message/sipfrag status line.
+                let refer_event = msg
+                    .header("Event")
+                    .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("refer"));
+                let code = std::str::from_utf8(msg.body())
+                    .ok()
+                    .and_then(|b| b.trim_start().strip_prefix("SIP/2.0 "))
+                    .and_then(|r| r.get(..3))
+                    .and_then(|c| c.parse::<u16>().ok());
+                if let (true, Some(code)) = (refer_event, code) {
+                    if code >= 200 && self.transfer_status.len() < MAX_EARLY_TAGS {
+                        self.transfer_status.push(json!({
+                            "at": format_time(now.nanos()),
+                            "status": code,
+                            "outcome": if code < 300 { "completed" } else { "failed" },
+                        }));
+                        self.emit(EventKind::Updated, now);
                     }
                 }
             }
