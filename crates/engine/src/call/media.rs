@@ -3,8 +3,8 @@
 //! audio out, cut, and the `recording` dialog once the driver stored the file).
 
 use vcontap_media::{
-    codec_kind, new_decoder, parse_dtmf_event, parse_rtcp, parse_rtp, CodecKind, DtmfDetector,
-    DtmfEdge, RtcpPacket, SeqOutcome, StereoMixer, StreamStats,
+    codec_kind, new_decoder, parse_dtmf_event, parse_rtcp, parse_rtp, CodecKind, DtmfEdge,
+    RtcpPacket, SeqOutcome, StereoMixer,
 };
 use vcontap_sip::sdp;
 use vcontap_vcon::{format_time, Dialog};
@@ -58,10 +58,18 @@ impl Call {
 
     /// Resolves a payload type to (kind, clock rate, label). Payload types are those the
     /// *receiver* announced; fall back to the sender's SDP, then the RFC 3551 static table.
-    pub(super) fn resolve_codec(&self, sender: u8, pt: u8) -> Codec {
+    /// `video` looks the payload type up among the video m-lines' formats instead.
+    pub(super) fn resolve_codec(&self, sender: u8, pt: u8, video: bool) -> Codec {
         let recv = &self.legs[1 - sender as usize];
         let send = &self.legs[sender as usize];
-        let (name, clock) = match recv.codec(pt).or_else(|| send.codec(pt)) {
+        fn lookup(leg: &Leg, pt: u8, video: bool) -> Option<(&str, u32)> {
+            if video {
+                leg.video_codec(pt)
+            } else {
+                leg.codec(pt)
+            }
+        }
+        let (name, clock) = match lookup(recv, pt, video).or_else(|| lookup(send, pt, video)) {
             Some((n, r)) => (n.to_string(), r),
             None => match sdp::static_payload_type(pt) {
                 Some((n, r, _)) => (n.to_string(), r),
@@ -105,40 +113,20 @@ impl Call {
                     stats.streams_dropped += 1;
                     return None;
                 }
-                self.streams.push(Stream {
-                    sender,
-                    video: true,
-                    ssrc: p.ssrc,
-                    src: d.src,
-                    dst: d.dst,
-                    stats: StreamStats::new(0),
-                    codecs: Vec::new(),
-                    pts: Vec::new(),
-                    dtmf: DtmfDetector::new(),
-                    decoder: None,
-                    pcm: Vec::new(),
-                    decode_errors: 0,
-                    codec: None,
-                });
+                self.streams
+                    .push(Stream::new(sender, true, p.ssrc, d.src, d.dst));
                 self.streams.len() - 1
             }
         };
         let new = (idx + 1 == self.streams.len() && self.streams[idx].stats.packets() == 0)
             .then_some(p.ssrc);
         if !self.streams[idx].pts.contains(&p.pt) && self.streams[idx].pts.len() < 16 {
-            let (recv, send) = (&self.legs[1 - sender as usize], &self.legs[sender as usize]);
-            let (name, clock) = match recv.video_codec(p.pt).or_else(|| send.video_codec(p.pt)) {
-                Some((n, r)) => (n.to_string(), r),
-                None => match sdp::static_payload_type(p.pt) {
-                    Some((n, r, _)) => (n.to_string(), r),
-                    None => (format!("PT{}", p.pt), 0),
-                },
-            };
+            let c = self.resolve_codec(sender, p.pt, true);
             let stream = &mut self.streams[idx];
             stream.pts.push(p.pt);
-            stream.codecs.push(codec_label(&name, clock));
-            if clock != 0 {
-                stream.stats.set_clock_rate(clock);
+            stream.codecs.push(c.label.to_string());
+            if c.clock != 0 {
+                stream.stats.set_clock_rate(c.clock);
             }
         }
         self.streams[idx].stats.update_marked(
@@ -204,21 +192,8 @@ impl Call {
                 {
                     self.ssrc_changes[sender as usize] += 1;
                 }
-                self.streams.push(Stream {
-                    sender,
-                    video: false,
-                    ssrc: p.ssrc,
-                    src: d.src,
-                    dst: d.dst,
-                    stats: StreamStats::new(0),
-                    codecs: Vec::new(),
-                    pts: Vec::new(),
-                    dtmf: DtmfDetector::new(),
-                    decoder: None,
-                    pcm: Vec::new(),
-                    decode_errors: 0,
-                    codec: None,
-                });
+                self.streams
+                    .push(Stream::new(sender, false, p.ssrc, d.src, d.dst));
                 new_ssrc = Some(p.ssrc);
                 self.streams.len() - 1
             }
@@ -229,7 +204,7 @@ impl Call {
             .as_ref()
             .is_some_and(|c| c.pt == p.pt && c.gen == self.legs_gen);
         if !cached {
-            let c = self.resolve_codec(sender, p.pt);
+            let c = self.resolve_codec(sender, p.pt, false);
             let stream = &mut self.streams[idx];
             if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
                 stream.pts.push(p.pt);

@@ -132,6 +132,26 @@ struct Stream {
     codec: Option<Codec>,
 }
 
+impl Stream {
+    fn new(sender: u8, video: bool, ssrc: u32, src: SocketAddr, dst: SocketAddr) -> Self {
+        Stream {
+            sender,
+            video,
+            ssrc,
+            src,
+            dst,
+            stats: StreamStats::new(0),
+            codecs: Vec::new(),
+            pts: Vec::new(),
+            dtmf: DtmfDetector::new(),
+            decoder: None,
+            pcm: Vec::new(),
+            decode_errors: 0,
+            codec: None,
+        }
+    }
+}
+
 /// A resolved payload type.
 struct Codec {
     pt: u8,
