@@ -297,24 +297,8 @@ impl Call {
             .iter()
             .filter(|m| m.kind.eq_ignore_ascii_case("video") && m.port != 0)
         {
-            video_codecs.extend(
-                m.formats
-                    .iter()
-                    .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c))),
-            );
-            if let Some(ip) = m.connection_or(&s).filter(|ip| !ip.is_unspecified()) {
-                self.add_route(SocketAddr::new(ip, m.port), side, false, true);
-                if let Some((port, addr)) = m.rtcp {
-                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true, true);
-                } else if !m.rtcp_mux {
-                    self.add_route(
-                        SocketAddr::new(ip, m.port.wrapping_add(1)),
-                        side,
-                        true,
-                        true,
-                    );
-                }
-            }
+            video_codecs.extend(formats(m));
+            self.add_media_routes(m, &s, side, true);
         }
         if !video_codecs.is_empty() && self.legs[side as usize].video_codecs != video_codecs {
             self.legs[side as usize].video_codecs = video_codecs;
@@ -333,31 +317,13 @@ impl Call {
             self.mark_encrypted("SRTP", now);
         }
         let mut changed = false;
-        let codecs: Vec<(u8, String, u32, u8)> = m
-            .formats
-            .iter()
-            .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c)))
-            .collect();
+        let codecs = formats(m);
         if self.legs[side as usize].codecs != codecs {
             changed = !self.legs[side as usize].codecs.is_empty();
             self.legs[side as usize].codecs = codecs;
             self.legs_gen = self.legs_gen.wrapping_add(1);
         }
-        if let Some(ip) = m.connection_or(&s) {
-            if !ip.is_unspecified() {
-                self.add_route(SocketAddr::new(ip, m.port), side, false, false);
-                if let Some((port, addr)) = m.rtcp {
-                    self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true, false);
-                } else if !m.rtcp_mux {
-                    self.add_route(
-                        SocketAddr::new(ip, m.port.wrapping_add(1)),
-                        side,
-                        true,
-                        false,
-                    );
-                }
-            }
-        }
+        self.add_media_routes(m, &s, side, false);
         if offer && self.state >= State::Answered {
             let held = m.is_held(&s);
             if held != self.held[side as usize] {
@@ -368,6 +334,25 @@ impl Call {
             }
         }
         changed
+    }
+
+    /// Routes an m-line's RTP address and its RTCP address (`a=rtcp`, else port + 1 unless
+    /// `a=rtcp-mux`) to `side`; `c=0.0.0.0` (old-style hold) announces nothing.
+    fn add_media_routes(&mut self, m: &sdp::Media<'_>, s: &sdp::Sdp<'_>, side: u8, video: bool) {
+        let Some(ip) = m.connection_or(s).filter(|ip| !ip.is_unspecified()) else {
+            return;
+        };
+        self.add_route(SocketAddr::new(ip, m.port), side, false, video);
+        if let Some((port, addr)) = m.rtcp {
+            self.add_route(SocketAddr::new(addr.unwrap_or(ip), port), side, true, video);
+        } else if !m.rtcp_mux {
+            self.add_route(
+                SocketAddr::new(ip, m.port.wrapping_add(1)),
+                side,
+                true,
+                video,
+            );
+        }
     }
 
     pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool, video: bool) {
@@ -402,4 +387,12 @@ impl Call {
         self.trace_bytes += d.payload.len();
         self.trace.push(build::trace_entry(msg, d, side));
     }
+}
+
+/// (payload type, encoding, clock rate, channels) of every format an m-line names.
+fn formats(m: &sdp::Media<'_>) -> Vec<(u8, String, u32, u8)> {
+    m.formats
+        .iter()
+        .filter_map(|pt| m.codec(*pt).map(|(n, r, c)| (*pt, n.to_string(), r, c)))
+        .collect()
 }
