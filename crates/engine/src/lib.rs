@@ -461,7 +461,7 @@ impl Engine {
         if gen != self.gen(h) {
             return false;
         }
-        let Some(sender) = self.call_ref(h).and_then(|c| c.side_of_ssrc(p.ssrc)) else {
+        let Some((sender, video)) = self.call_ref(h).and_then(|c| c.side_of_ssrc(p.ssrc)) else {
             return false;
         };
         self.stats.rtp_by_ssrc += 1;
@@ -470,7 +470,7 @@ impl Engine {
             MediaDir {
                 sender,
                 rtcp: false,
-                video: false,
+                video,
             },
             d,
         );

@@ -419,11 +419,12 @@ impl Call {
         self.streams.iter().map(|s| s.ssrc)
     }
 
-    pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<u8> {
+    /// The sending side of a known SSRC, and whether it is a video stream.
+    pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<(u8, bool)> {
         self.streams
             .iter()
             .find(|s| s.ssrc == ssrc)
-            .map(|s| s.sender)
+            .map(|s| (s.sender, s.video))
     }
 
     /// Whether the call has anything for the engine: routes, closed segments, outputs, or
