@@ -1,13 +1,12 @@
 //! The `vcontap` command line: `replay` (capture files → vCons, recordings and an event
 //! stream) and `synth` (the project's traffic synthesizer).
 //!
-//! This binary is the thin I/O shell around the sans-IO crates: it reads files, owns the
-//! clock (only for `--pace realtime` and elapsed-time figures), writes WAV segments and vCon
-//! files, and runs engine shards on threads. tokio is not used yet: replay is CPU-bound file
-//! work on OS threads with bounded crossbeam channels; the async runtime arrives with the live
-//! API and the network sinks.
+//! This binary is CLI, configuration and wiring only: the packet pipeline (sources, decoder,
+//! router, engine shards, media writers) lives in `vcontap-pipeline`, the engine and parsers
+//! in the sans-IO crates. tokio is not used yet: replay is CPU-bound file work on OS threads
+//! with bounded crossbeam channels; the async runtime arrives with the live API and the
+//! network sinks.
 
-mod media_store;
 mod progress;
 mod replay;
 mod sink;

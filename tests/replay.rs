@@ -413,9 +413,32 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let dir = common::tmpdir("bad");
     let junk = dir.join("junk.pcap");
     std::fs::write(&junk, b"this is not a capture file at all").unwrap();
-    // A non-capture file is skipped with a warning; the run still succeeds with no calls.
-    common::replay(&[&junk], &dir.join("out"), &[]);
+    // A replay whose every input is unreadable fails with a clear message and no output.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcontap"))
+        .args(["replay", "--quiet", "--out"])
+        .arg(dir.join("out"))
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "all inputs unreadable must fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no input could be read as a capture"), "{err}");
+    assert!(err.contains("junk.pcap"), "names the file: {err}");
     assert!(common::vcons(&dir.join("out")).is_empty());
+    // Beside a real capture, a non-capture file is skipped with a warning and named in the
+    // summary; the run succeeds.
+    let (good, _) = synth(
+        "bad-mixed",
+        &SynthConfig {
+            calls: 1,
+            concurrent: 1,
+            seconds: 1.0,
+            ..SynthConfig::default()
+        },
+    );
+    let stderr = common::replay(&[&junk, &good], &dir.join("mixed"), &[]);
+    assert!(stderr.contains("not a capture"), "{stderr}");
+    assert_eq!(common::vcons(&dir.join("mixed")).len(), 1);
     // A missing file and a bad option are start-up errors.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["replay", "/nonexistent.pcap", "--out"])

@@ -53,6 +53,11 @@ pub struct EngineConfig {
     pub jitter_window_ms: u32,
     /// Audio is handed to the driver in chunks of at least this many milliseconds.
     pub audio_chunk_ms: u32,
+    /// A closed segment whose store has not answered after this long (timer time) is
+    /// marked failed and left out of the vCon, so a finishing call never waits forever on
+    /// a store that hangs. Generous: a replay at full speed runs capture time far ahead of
+    /// the disk, and a remote store may retry.
+    pub segment_store_timeout_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +80,7 @@ impl Default for EngineConfig {
             auth_wait_ms: 300_000,
             jitter_window_ms: 500,
             audio_chunk_ms: 1000,
+            segment_store_timeout_ms: 300_000,
         }
     }
 }

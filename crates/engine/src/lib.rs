@@ -57,7 +57,8 @@ pub use config::{EngineConfig, RecordMode};
 pub use router::Router;
 pub use stats::EngineStats;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -231,6 +232,16 @@ pub struct Engine {
     by_media: Map<MediaKey, MediaRoute>,
     by_ssrc: Map<u32, (CallHandle, u32)>,
     segments: Map<SegmentId, CallHandle>,
+    /// Closed segments in the order they were handed to the store, with the timer time
+    /// they were closed at: a store that never answers times them out
+    /// ([`EngineConfig::segment_store_timeout_ms`]).
+    store_waits: VecDeque<(Timestamp, SegmentId)>,
+    /// Per-call deadlines: (timer time, slot, generation), min-first. Entries are lazy: a
+    /// call's real deadline is re-read when its entry fires, so a packet that pushes the
+    /// idle deadline later costs nothing; only an *earlier* deadline adds an entry.
+    timers: BinaryHeap<Reverse<(i64, u32, u32)>>,
+    /// The earliest entry each slot has in `timers` (`i64::MAX`: none).
+    scheduled: Vec<i64>,
     orphans: Map<(SocketAddr, SocketAddr), Orphan>,
     /// Call-IDs of calls finished in the last [`RETRANSMIT_WINDOW_MS`], with their INVITE
     /// CSeq, so stray INVITE retransmissions do not start new calls.
@@ -240,8 +251,12 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     uuids: vcontap_vcon::UuidV8,
     next_segment: u64,
+    /// Next sweep of the orphan and recently-finished tables.
     next_sweep: Timestamp,
+    /// Content clock: the latest capture time seen (what events are stamped with).
     now: Timestamp,
+    /// Timer clock: the latest `handle_timeout` time (monotonic; see the crate docs).
+    timer_now: Timestamp,
     stats: EngineStats,
 }
 
@@ -254,7 +269,7 @@ const EVICT_IDLE_MS: i64 = 30_000;
 /// Calls looked at per eviction before the oldest is taken regardless.
 const EVICT_TRIES: usize = 8;
 
-/// How often (capture time) idle calls and orphan flows are swept.
+/// How often (timer time) orphan flows and remembered Call-IDs are swept.
 const SWEEP_INTERVAL_MS: i64 = 1000;
 
 impl Engine {
@@ -270,6 +285,9 @@ impl Engine {
             by_media: HashMap::with_hasher(rs()),
             by_ssrc: HashMap::with_hasher(rs()),
             segments: HashMap::with_hasher(rs()),
+            store_waits: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            scheduled: Vec::new(),
             orphans: HashMap::with_hasher(rs()),
             recently_finished: HashMap::with_hasher(rs()),
             age_order: VecDeque::new(),
@@ -278,6 +296,7 @@ impl Engine {
             next_segment: ((cfg.shard as u64) << 48) + 1,
             next_sweep: Timestamp(i64::MIN),
             now: Timestamp(i64::MIN),
+            timer_now: Timestamp(i64::MIN),
             stats: EngineStats::default(),
             cfg,
         }
@@ -293,9 +312,18 @@ impl Engine {
         self.by_call_id.len()
     }
 
-    /// The next capture time at which [`Engine::handle_timeout`] has work to do.
+    /// The next timer time at which [`Engine::handle_timeout`] has work to do: the
+    /// earliest call deadline (timeout, linger, audio drain), segment store timeout or
+    /// table sweep. Never a fixed sweep over every call.
     pub fn poll_timeout(&self) -> Timestamp {
-        self.next_sweep
+        let mut t = self.next_sweep;
+        if let Some(Reverse((d, _, _))) = self.timers.peek() {
+            t = t.min(Timestamp(*d));
+        }
+        if let Some((closed, _)) = self.store_waits.front() {
+            t = t.min(closed.add_millis(self.cfg.segment_store_timeout_ms));
+        }
+        t
     }
 
     /// Next output, if any. Drain after every `handle_*` call.
@@ -304,8 +332,12 @@ impl Engine {
     }
 
     /// Feeds one decoded datagram.
+    ///
+    /// Datagrams move the content clock only: timers run in [`Engine::handle_timeout`].
     pub fn handle_datagram(&mut self, d: &Datagram<'_>) {
-        self.advance(d.ts);
+        if d.ts > self.now {
+            self.now = d.ts;
+        }
         self.stats.datagrams += 1;
         if d.transport == Transport::Udp {
             // Known media first: it is >95% of the traffic on a tap.
@@ -329,9 +361,23 @@ impl Engine {
         }
     }
 
-    /// Advances capture time: finishes timed-out calls, ends lingering ones.
+    /// Advances the timer clock to `now` and runs what is due: finishes timed-out calls,
+    /// ends lingering ones, hands out buffered audio, fails segments a store never
+    /// answered for, sweeps the orphan table.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.advance(now);
+    }
+
+    /// Fails every segment still waiting for its store (end of input with a store that
+    /// does not answer), so every finishing call can complete.
+    pub fn expire_segments(&mut self) {
+        let waiting: Vec<SegmentId> = self.store_waits.drain(..).map(|(_, s)| s).collect();
+        for s in waiting {
+            if self.segments.contains_key(&s) {
+                self.stats.segments_timed_out += 1;
+                self.handle_segment_failed(s);
+            }
+        }
     }
 
     /// Reports that a closed segment was written to storage.
@@ -339,6 +385,7 @@ impl Engine {
         let Some(h) = self.segments.remove(&segment) else {
             return;
         };
+        self.stats.segments += 1;
         let now = self.now;
         if let Some(call) = self.call_mut(h) {
             call.segment_stored(segment, Some(stored), now);
@@ -362,6 +409,7 @@ impl Engine {
     /// Finishes every open call (end of input or shutdown).
     pub fn finish_all(&mut self, now: Timestamp) {
         self.advance(now);
+        let now = self.now.max(now);
         let handles: Vec<CallHandle> = (0..self.calls.len() as u32)
             .map(CallHandle)
             .filter(|h| self.call_ref(*h).is_some())
@@ -374,32 +422,57 @@ impl Engine {
     // ---- internals -------------------------------------------------------------------
 
     fn advance(&mut self, now: Timestamp) {
+        if now > self.timer_now {
+            self.timer_now = now;
+        }
         if now > self.now {
             self.now = now;
         }
-        if self.now < self.next_sweep {
-            return;
-        }
-        self.next_sweep = self.now.add_millis(SWEEP_INTERVAL_MS);
-        let now = self.now;
-        let mut due = Vec::new();
-        for (i, c) in self.calls.iter().enumerate() {
-            if let Some(c) = c {
-                if let Some(r) = c.due(now, &self.cfg) {
-                    due.push((CallHandle(i as u32), r));
+        let now = self.timer_now;
+        // Calls whose deadline passed.
+        while let Some(Reverse((t, slot, gen))) = self.timers.peek().copied() {
+            if t > now.nanos() {
+                break;
+            }
+            self.timers.pop();
+            let h = CallHandle(slot);
+            if self.gen(h) != gen || self.scheduled.get(slot as usize) != Some(&t) {
+                continue; // stale: the slot was reused, or an earlier entry already ran
+            }
+            if let Some(x) = self.scheduled.get_mut(slot as usize) {
+                *x = i64::MAX;
+            }
+            let due = self.call_ref(h).and_then(|c| c.due(now, &self.cfg));
+            match due {
+                Some(r) => self.finish_call(h, r, now),
+                None => {
+                    if let Some(c) = self.call_mut(h) {
+                        c.tick(now);
+                    }
+                    self.collect(h);
+                    self.schedule(h);
                 }
             }
         }
-        for (h, r) in due {
-            self.finish_call(h, r, now);
-        }
-        for i in 0..self.calls.len() {
-            let h = CallHandle(i as u32);
-            if let Some(c) = self.calls[i].as_mut() {
-                c.tick(now);
+        // Segments a store never answered for.
+        let limit = self.cfg.segment_store_timeout_ms;
+        while let Some(&(closed, seg)) = self.store_waits.front() {
+            let waiting = self.segments.contains_key(&seg);
+            // Answered entries leave from the front at once (stores answer roughly in
+            // order), so the queue holds about the segments really in flight.
+            if waiting && closed.add_millis(limit) > now {
+                break;
             }
-            self.collect(h);
+            self.store_waits.pop_front();
+            if waiting {
+                self.stats.segments_timed_out += 1;
+                self.handle_segment_failed(seg);
+            }
         }
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.add_millis(SWEEP_INTERVAL_MS);
         let window = RETRANSMIT_WINDOW_MS * 1_000_000;
         self.recently_finished
             .retain(|_, (t, _)| now.nanos().saturating_sub(t.nanos()) < window);
@@ -409,6 +482,33 @@ impl Engine {
             now.nanos().saturating_sub(o.last.nanos()) < idle.saturating_mul(1_000_000)
         });
         self.stats.orphan_flows_expired += (before - self.orphans.len()) as u64;
+        // Lazy entries accumulate when deadlines keep moving earlier; rebuild the heap
+        // from the per-slot minimum when it outgrows the table (amortized O(1)).
+        if self.timers.len() > 2 * self.calls.len() + 1024 {
+            let gens = &self.gens;
+            self.timers = self
+                .scheduled
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t != i64::MAX)
+                .map(|(i, t)| Reverse((*t, i as u32, gens.get(i).copied().unwrap_or(0))))
+                .collect();
+        }
+    }
+
+    /// (Re)arms the timer of a live call if its next deadline is earlier than the one
+    /// already scheduled.
+    fn schedule(&mut self, h: CallHandle) {
+        let Some(c) = self.call_ref(h) else { return };
+        let d = c.next_deadline(&self.cfg).nanos();
+        let gen = self.gen(h);
+        let Some(slot) = self.scheduled.get_mut(h.0 as usize) else {
+            return;
+        };
+        if d < *slot {
+            *slot = d;
+            self.timers.push(Reverse((d, h.0, gen)));
+        }
     }
 
     fn call_ref(&self, h: CallHandle) -> Option<&Call> {
@@ -593,11 +693,15 @@ impl Engine {
             None => {
                 self.calls.push(None);
                 self.gens.push(0);
+                self.scheduled.push(i64::MAX);
                 (self.calls.len() - 1) as u32
             }
         };
         let h = CallHandle(slot);
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        if let Some(x) = self.scheduled.get_mut(slot as usize) {
+            *x = i64::MAX;
+        }
         let ms = (d.ts.nanos().max(0) / 1_000_000) as u64;
         let uuid = self.uuids.next(ms);
         let seg_base = self.next_segment;
@@ -657,10 +761,21 @@ impl Engine {
         };
         for seg in call.take_closed_segments() {
             self.segments.insert(seg, h);
+            self.store_waits.push_back((self.timer_now, seg));
         }
+        let before = self.outputs.len();
         call.drain_outputs(&mut self.outputs);
-        if call.is_done() {
+        let done = call.is_done();
+        self.stats.events += self
+            .outputs
+            .iter()
+            .skip(before)
+            .filter(|o| matches!(o, Output::Event(_)))
+            .count() as u64;
+        if done {
             self.remove_call(h);
+        } else {
+            self.schedule(h);
         }
     }
 

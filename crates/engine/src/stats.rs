@@ -51,6 +51,9 @@ pub struct EngineStats {
     pub segments: u64,
     /// Recording segments the driver failed to store.
     pub segments_failed: u64,
+    /// Of those, segments whose store never answered within
+    /// [`EngineConfig::segment_store_timeout_ms`](crate::EngineConfig::segment_store_timeout_ms).
+    pub segments_timed_out: u64,
     /// RTP packets whose payload could not be decoded.
     pub decode_errors: u64,
     /// vCon events emitted.
@@ -86,6 +89,7 @@ impl EngineStats {
             media_routes_dropped,
             segments,
             segments_failed,
+            segments_timed_out,
             decode_errors,
             events
         );
@@ -117,6 +121,7 @@ impl EngineStats {
             ("media_routes_dropped", self.media_routes_dropped),
             ("segments", self.segments),
             ("segments_failed", self.segments_failed),
+            ("segments_timed_out", self.segments_timed_out),
             ("decode_errors", self.decode_errors),
             ("events", self.events),
         ]

@@ -20,6 +20,7 @@ use vcontap_wire::{Datagram, Timestamp};
 mod ending;
 mod media;
 mod signalling;
+mod timer;
 
 use crate::build;
 use crate::config::{EngineConfig, RecordMode};

@@ -1,0 +1,569 @@
+//! The [`Tap`]: wire decoder + shard router + engine shards behind one sans-IO-style
+//! interface — `handle_packet`, `handle_timeout`, `poll_timeout`, `finish` — so every
+//! driver (file replay, live capture, HEP, benches) runs the same code and none can forget
+//! a timer.
+//!
+//! # Time
+//!
+//! Packets carry their capture timestamp, which is what the vCon records. Timers (call
+//! timeouts, lingering, segment drains, fragment and TCP expiry, batch flushes) run on a
+//! separate **monotonic** input, `now`, that the driver supplies with every call: for a
+//! file replay it is the highest capture time seen so far (a replay is a simulation of the
+//! capture clock), for a live source it is the driver's monotonic clock mapped onto the
+//! capture epoch ([`crate::clock::Clock`]). A packet stamped in the future therefore cannot
+//! fire every timer at once, and a silent interface still ends calls on time as long as the
+//! driver calls [`Tap::handle_timeout`] when [`Tap::poll_timeout`] says so.
+//!
+//! # Shards
+//!
+//! With one shard the engine runs inline on the driver's thread (deterministic event
+//! order). With more, each shard runs on its own thread, fed with batches:
+//!
+//! | queue | bound | when full |
+//! |---|---|---|
+//! | driver → shard | [`SHARD_QUEUE_BATCHES`] batches of at most [`BATCH_DATAGRAMS`] | [`QueuePolicy`]: `block` (replay) or `drop_newest` (live; counted) |
+//! | shards → event handler thread | [`EVENT_QUEUE`] events | block: the handler is the durable path to the sinks |
+//!
+//! A shard's partial batch is sent when it fills, when its oldest datagram has waited
+//! [`TapConfig::batch_latency_ms`] of timer time, or when the shard's own next deadline
+//! (published after every batch) has passed, so every shard sees time when its deadline
+//! passes, not after N packets.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use vcontap_engine::{EngineConfig, EngineStats, EventKind, Router, VconEvent};
+use vcontap_wire::{
+    Datagram, DecodeStats, Decoder, DecoderConfig, RawPacket, Timestamp, Transport,
+};
+
+use crate::media::{MediaStore, MediaTotals};
+use crate::queue::{QueueCounters, QueuePolicy, QueueSnapshot};
+use crate::shard::{ShardCore, ShardTotals};
+use crate::PipelineError;
+
+/// Datagrams per batch handed to a shard thread.
+pub const BATCH_DATAGRAMS: usize = 512;
+/// Batches queued per shard thread.
+pub const SHARD_QUEUE_BATCHES: usize = 64;
+/// Events queued for the event handler thread (sharded mode).
+pub const EVENT_QUEUE: usize = 4096;
+/// Most engine shards: beyond the cores of any tap host, and each shard owns 3 threads.
+pub const MAX_SHARDS: usize = 64;
+/// How often (timer time) the decoder's fragment and TCP tables are swept.
+const DECODER_SWEEP_MS: i64 = 1000;
+
+/// Receives every event, in emission order per call. Runs on the driver's thread (one
+/// shard) or on the event handler thread (several).
+pub type EventHandler = Box<dyn FnMut(&Arc<VconEvent>) -> Result<(), PipelineError> + Send>;
+
+/// How a [`Tap`] is built.
+#[derive(Clone)]
+pub struct TapConfig {
+    /// Engine limits (each shard gets a copy with its own shard number).
+    pub engine: EngineConfig,
+    /// Decoder limits; the SIP TCP framer is filled in when `tcp_framer` is `None`.
+    pub decoder: DecoderConfig,
+    /// Engine shards: 1 runs inline.
+    pub shards: usize,
+    /// What the driver → shard queues do when full.
+    pub policy: QueuePolicy,
+    /// A partial batch waits at most this long (timer time) before it is sent: small for
+    /// live sources (latency of events), larger for replays (throughput).
+    pub batch_latency_ms: i64,
+    /// Where recordings go (`None`: segments are reported as failed; use with
+    /// `RecordMode::None`).
+    pub media: Option<Arc<dyn MediaStore>>,
+}
+
+impl TapConfig {
+    /// Defaults for a file replay: one shard, blocking queues, no media store.
+    pub fn replay(engine: EngineConfig) -> Self {
+        TapConfig {
+            engine,
+            decoder: DecoderConfig::default(),
+            shards: 1,
+            policy: QueuePolicy::Block,
+            batch_latency_ms: 1000,
+            media: None,
+        }
+    }
+
+    /// Defaults for a live source: drop-and-count queues, 20 ms batch latency.
+    pub fn live(engine: EngineConfig) -> Self {
+        TapConfig {
+            policy: QueuePolicy::DropNewest,
+            batch_latency_ms: 20,
+            ..TapConfig::replay(engine)
+        }
+    }
+}
+
+/// Live counters for progress lines and metrics, readable from any thread.
+#[derive(Debug, Default)]
+pub struct TapCounters {
+    /// Packets handed to the Tap.
+    pub packets: AtomicU64,
+    /// Calls created (`created` events).
+    pub calls_created: AtomicU64,
+    /// Calls finished (`finished` events).
+    pub calls_finished: AtomicU64,
+    /// Events emitted.
+    pub events: AtomicU64,
+    /// The driver → shard queues.
+    pub shard_queue: QueueCounters,
+}
+
+impl TapCounters {
+    /// Calls open now.
+    pub fn open_calls(&self) -> u64 {
+        self.calls_created
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.calls_finished.load(Ordering::Relaxed))
+    }
+
+    fn count(&self, e: &VconEvent) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        match e.kind {
+            EventKind::Created => self.calls_created.fetch_add(1, Ordering::Relaxed),
+            EventKind::Finished => self.calls_finished.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+}
+
+/// What a whole run did.
+#[derive(Debug, Clone, Default)]
+pub struct TapTotals {
+    /// Packets handed in.
+    pub packets: u64,
+    /// The decoder's counters.
+    pub decode: DecodeStats,
+    /// The engines' counters, summed over shards.
+    pub engine: EngineStats,
+    /// The media writers' counters, summed over shards.
+    pub media: MediaTotals,
+    /// Events emitted.
+    pub events: u64,
+    /// The driver → shard queues.
+    pub shard_queue: QueueSnapshot,
+}
+
+/// One datagram's metadata in a [`Batch`]; its payload is `buf[range]`.
+type BatchItem = (
+    Timestamp,
+    SocketAddr,
+    SocketAddr,
+    Transport,
+    Option<u16>,
+    Range<usize>,
+);
+
+/// Datagrams with owned payloads, packed into one buffer.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    items: Vec<BatchItem>,
+    /// Timer time when sent: the shard runs its due timers at this time after the items.
+    now: Timestamp,
+}
+
+enum ShardMsg {
+    Batch(Batch),
+    Finish(Timestamp),
+}
+
+struct RemoteShard {
+    tx: Sender<ShardMsg>,
+    batch: Batch,
+    /// Timer time at which the oldest datagram of `batch` was added.
+    batch_since: Option<Timestamp>,
+    /// The shard's next deadline, as it published it.
+    deadline: Arc<AtomicI64>,
+    /// The deadline a timeout was last sent for (not yet answered by a new publication).
+    timeout_sent: i64,
+    thread: Option<JoinHandle<Result<ShardTotals, PipelineError>>>,
+}
+
+enum Mode {
+    Inline {
+        core: Box<ShardCore>,
+        handler: EventHandler,
+    },
+    Threads {
+        shards: Vec<RemoteShard>,
+        router: Router,
+        events: Option<JoinHandle<Result<(), PipelineError>>>,
+    },
+}
+
+/// Decoder + router + engine shards. See the module docs.
+pub struct Tap {
+    decoder: Decoder,
+    mode: Mode,
+    policy: QueuePolicy,
+    batch_latency_ns: i64,
+    /// Timer time (monotonic, the max of every `now` handed in).
+    now: Timestamp,
+    next_decoder_sweep: Timestamp,
+    counters: Arc<TapCounters>,
+    packets: u64,
+}
+
+impl Tap {
+    /// Builds the pipeline; `handler` receives every event.
+    pub fn new(cfg: TapConfig, mut handler: EventHandler) -> Result<Tap, PipelineError> {
+        if cfg.shards == 0 || cfg.shards > MAX_SHARDS {
+            return Err(PipelineError::Config(format!(
+                "shards must be between 1 and {MAX_SHARDS}"
+            )));
+        }
+        let mut dcfg = cfg.decoder;
+        if dcfg.tcp_framer.is_none() {
+            dcfg.tcp_framer = Some(vcontap_sip::frame);
+        }
+        let counters = Arc::new(TapCounters::default());
+        let engine_cfg = |i: usize| EngineConfig {
+            shard: i as u16,
+            ..cfg.engine.clone()
+        };
+        let mode = if cfg.shards == 1 {
+            Mode::Inline {
+                core: Box::new(ShardCore::new(engine_cfg(0), cfg.media.clone(), 0)?),
+                handler,
+            }
+        } else {
+            let (ev_tx, ev_rx) = bounded::<Arc<VconEvent>>(EVENT_QUEUE);
+            let events = std::thread::Builder::new()
+                .name("vcontap-events".into())
+                .spawn(move || -> Result<(), PipelineError> {
+                    for e in ev_rx {
+                        handler(&e)?;
+                    }
+                    Ok(())
+                })
+                .map_err(PipelineError::Thread)?;
+            let mut shards = Vec::with_capacity(cfg.shards);
+            for i in 0..cfg.shards {
+                let core = ShardCore::new(engine_cfg(i), cfg.media.clone(), i)?;
+                let deadline = core.deadline.clone();
+                let (tx, rx) = bounded::<ShardMsg>(SHARD_QUEUE_BATCHES);
+                let ev_tx = ev_tx.clone();
+                let c = counters.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("vcontap-shard-{i}"))
+                    .spawn(move || shard_loop(core, rx, ev_tx, c))
+                    .map_err(PipelineError::Thread)?;
+                shards.push(RemoteShard {
+                    tx,
+                    batch: Batch::default(),
+                    batch_since: None,
+                    deadline,
+                    timeout_sent: i64::MIN,
+                    thread: Some(thread),
+                });
+            }
+            Mode::Threads {
+                shards,
+                router: Router::new(cfg.shards),
+                events: Some(events),
+            }
+        };
+        Ok(Tap {
+            decoder: Decoder::new(dcfg),
+            mode,
+            policy: cfg.policy,
+            batch_latency_ns: cfg.batch_latency_ms.max(0).saturating_mul(1_000_000),
+            now: Timestamp(i64::MIN),
+            next_decoder_sweep: Timestamp(i64::MIN),
+            counters,
+            packets: 0,
+        })
+    }
+
+    /// Live counters (shared; cheap to read from another thread).
+    pub fn counters(&self) -> Arc<TapCounters> {
+        self.counters.clone()
+    }
+
+    /// The decoder's counters so far.
+    pub fn decode_stats(&self) -> &DecodeStats {
+        self.decoder.stats()
+    }
+
+    /// Feeds one captured frame. `now` is the timer clock (see the module docs); timers
+    /// due at `now` run first, so a driver that only ever calls this still times out calls
+    /// while packets flow.
+    pub fn handle_packet(
+        &mut self,
+        pkt: &RawPacket<'_>,
+        now: Timestamp,
+    ) -> Result<(), PipelineError> {
+        if now >= self.poll_timeout() {
+            self.handle_timeout(now)?;
+        }
+        self.packets += 1;
+        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        let mut err = None;
+        let now = self.now.max(now);
+        let policy = self.policy;
+        let counters = &self.counters;
+        match &mut self.mode {
+            Mode::Inline { core, handler } => {
+                let mut emit = |e: Arc<VconEvent>| {
+                    counters.count(&e);
+                    handler(&e)
+                };
+                self.decoder.decode(pkt, &mut |d| {
+                    if err.is_none() {
+                        err = core.handle_datagram(&d, &mut emit).err();
+                    }
+                });
+            }
+            Mode::Threads { shards, router, .. } => {
+                self.decoder.decode(pkt, &mut |d| {
+                    if err.is_some() {
+                        return;
+                    }
+                    let i = router.route(&d);
+                    let Some(s) = shards.get_mut(i) else { return };
+                    let b = &mut s.batch;
+                    let start = b.buf.len();
+                    b.buf.extend_from_slice(d.payload);
+                    b.items
+                        .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+                    s.batch_since.get_or_insert(now);
+                    if b.items.len() >= BATCH_DATAGRAMS {
+                        err = send_batch(s, now, policy, counters).err();
+                    }
+                });
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The next timer time at which [`Tap::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Timestamp {
+        let mut t = self.next_decoder_sweep;
+        match &self.mode {
+            Mode::Inline { core, .. } => t = t.min(core.engine.poll_timeout()),
+            Mode::Threads { shards, .. } => {
+                for s in shards {
+                    if let Some(since) = s.batch_since {
+                        t = t.min(Timestamp(
+                            since.nanos().saturating_add(self.batch_latency_ns),
+                        ));
+                    }
+                    let d = s.deadline.load(Ordering::Acquire);
+                    if d != s.timeout_sent {
+                        t = t.min(Timestamp(d));
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// Runs every timer due at `now` (timer clock): decoder expiry, engine deadlines, batch
+    /// flushes.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), PipelineError> {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if now >= self.next_decoder_sweep {
+            self.decoder.handle_timeout(now);
+            self.next_decoder_sweep = now.add_millis(DECODER_SWEEP_MS);
+        }
+        let counters = &self.counters;
+        match &mut self.mode {
+            Mode::Inline { core, handler } => {
+                let mut emit = |e: Arc<VconEvent>| {
+                    counters.count(&e);
+                    handler(&e)
+                };
+                core.handle_timeout(now, &mut emit)?;
+            }
+            Mode::Threads { shards, .. } => {
+                for s in shards.iter_mut() {
+                    let batch_due = s.batch_since.is_some_and(|t| {
+                        now.nanos() >= t.nanos().saturating_add(self.batch_latency_ns)
+                    });
+                    let d = s.deadline.load(Ordering::Acquire);
+                    let timer_due = d <= now.nanos() && d != s.timeout_sent;
+                    if batch_due || timer_due {
+                        if timer_due {
+                            s.timeout_sent = d;
+                        }
+                        send_batch(s, now, self.policy, counters)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every partial batch now (a live driver calls this when its source runs dry).
+    pub fn flush(&mut self) -> Result<(), PipelineError> {
+        let now = self.now;
+        if let Mode::Threads { shards, .. } = &mut self.mode {
+            for s in shards.iter_mut() {
+                if !s.batch.items.is_empty() {
+                    send_batch(s, now, self.policy, &self.counters)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: finishes every open call at `now` (end of input or shutdown), waits
+    /// for the media writers, and returns the totals.
+    pub fn finish(mut self, now: Timestamp) -> Result<TapTotals, PipelineError> {
+        self.handle_timeout(now)?;
+        let now = self.now;
+        let mut totals = TapTotals {
+            packets: self.packets,
+            ..TapTotals::default()
+        };
+        let counters = self.counters.clone();
+        match self.mode {
+            Mode::Inline {
+                mut core,
+                mut handler,
+            } => {
+                let mut emit = |e: Arc<VconEvent>| {
+                    counters.count(&e);
+                    handler(&e)
+                };
+                core.finish(now, &mut emit)?;
+                let t = core.close();
+                totals.engine = t.engine;
+                totals.media = t.media;
+            }
+            Mode::Threads {
+                mut shards,
+                mut events,
+                ..
+            } => {
+                for s in shards.iter_mut() {
+                    // Finishing must not lose the tail of a replay: always block here.
+                    let b = std::mem::take(&mut s.batch);
+                    s.batch_since = None;
+                    let _ = s.tx.send(ShardMsg::Batch(Batch { now, ..b }));
+                    let _ = s.tx.send(ShardMsg::Finish(now));
+                }
+                let mut first_err = None;
+                for mut s in shards {
+                    drop(s.tx);
+                    match s.thread.take().map(|t| t.join()) {
+                        Some(Ok(Ok(t))) => {
+                            totals.engine.merge(&t.engine);
+                            totals.media.merge(&t.media);
+                        }
+                        Some(Ok(Err(e))) => {
+                            first_err.get_or_insert(e);
+                        }
+                        Some(Err(_)) => {
+                            first_err.get_or_insert(PipelineError::Stopped("engine shard"));
+                        }
+                        None => {}
+                    }
+                }
+                if let Some(ev) = events.take() {
+                    match ev.join() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            first_err.get_or_insert(e);
+                        }
+                        Err(_) => {
+                            first_err.get_or_insert(PipelineError::Stopped("event handler"));
+                        }
+                    }
+                }
+                if let Some(e) = first_err {
+                    return Err(e);
+                }
+            }
+        }
+        totals.decode = self.decoder.stats().clone();
+        totals.events = counters.events.load(Ordering::Relaxed);
+        totals.shard_queue = counters.shard_queue.snapshot();
+        Ok(totals)
+    }
+}
+
+/// Sends `s`'s batch (possibly empty: a pure timer tick) stamped with timer time `now`.
+fn send_batch(
+    s: &mut RemoteShard,
+    now: Timestamp,
+    policy: QueuePolicy,
+    counters: &TapCounters,
+) -> Result<(), PipelineError> {
+    let mut b = std::mem::take(&mut s.batch);
+    s.batch_since = None;
+    b.now = now;
+    let n = b.items.len() as u64;
+    let q = &counters.shard_queue;
+    let msg = match s.tx.try_send(ShardMsg::Batch(b)) {
+        Ok(()) => {
+            QueueCounters::add(&q.sent, 1);
+            return Ok(());
+        }
+        Err(TrySendError::Disconnected(_)) => return Err(PipelineError::Stopped("engine shard")),
+        Err(TrySendError::Full(m)) => m,
+    };
+    QueueCounters::add(&q.full, 1);
+    match policy {
+        QueuePolicy::Block => {
+            s.tx.send(msg)
+                .map_err(|_| PipelineError::Stopped("engine shard"))?;
+            QueueCounters::add(&q.sent, 1);
+        }
+        QueuePolicy::DropNewest => {
+            QueueCounters::add(&q.dropped, 1);
+            QueueCounters::add(&q.dropped_packets, n);
+            // The shard still needs to see time: it will get it with the next batch.
+            s.timeout_sent = i64::MIN;
+        }
+    }
+    Ok(())
+}
+
+fn shard_loop(
+    mut core: ShardCore,
+    rx: Receiver<ShardMsg>,
+    ev: Sender<Arc<VconEvent>>,
+    counters: Arc<TapCounters>,
+) -> Result<ShardTotals, PipelineError> {
+    let mut emit = |e: Arc<VconEvent>| {
+        counters.count(&e);
+        ev.send(e)
+            .map_err(|_| PipelineError::Stopped("event handler"))
+    };
+    for msg in rx {
+        match msg {
+            ShardMsg::Batch(b) => {
+                for (ts, src, dst, transport, vlan, r) in &b.items {
+                    let d = Datagram {
+                        ts: *ts,
+                        src: *src,
+                        dst: *dst,
+                        transport: *transport,
+                        vlan: *vlan,
+                        payload: b.buf.get(r.clone()).unwrap_or(&[]),
+                    };
+                    core.handle_datagram(&d, &mut emit)?;
+                }
+                core.handle_timeout(b.now, &mut emit)?;
+                core.publish_deadline();
+            }
+            ShardMsg::Finish(ts) => core.finish(ts, &mut emit)?,
+        }
+    }
+    Ok(core.close())
+}
