@@ -20,7 +20,7 @@ pub struct EngineConfig {
     pub segment_seconds: u32,
     /// Host name hashed into every vCon uuid (draft §2.1).
     pub host: String,
-    /// Shard number (0..8), folded into uuids so shards never collide.
+    /// Shard number (names threads and segment ids; uuids do not depend on it).
     pub shard: u16,
     /// Open calls per shard. When full, the longest-idle call is finished as `evicted`.
     /// 100k calls × ~20 KiB worst case = 2 GiB: the ceiling for a single shard.

@@ -249,7 +249,7 @@ pub struct Engine {
     /// Calls in creation order, for eviction when the table is full.
     age_order: VecDeque<(CallHandle, u32)>,
     outputs: VecDeque<Output>,
-    uuids: vcontap_vcon::UuidV8,
+    uuids: vcontap_vcon::CallUuids,
     next_segment: u64,
     /// Next sweep of the orphan and recently-finished tables.
     next_sweep: Timestamp,
@@ -275,7 +275,7 @@ const SWEEP_INTERVAL_MS: i64 = 1000;
 impl Engine {
     /// A new engine shard.
     pub fn new(cfg: EngineConfig) -> Self {
-        let uuids = vcontap_vcon::UuidV8::new(&cfg.host, cfg.shard);
+        let uuids = vcontap_vcon::CallUuids::new(&cfg.host);
         let rs = || foldhash::fast::RandomState::default();
         Engine {
             calls: Vec::new(),
@@ -702,8 +702,8 @@ impl Engine {
         if let Some(x) = self.scheduled.get_mut(slot as usize) {
             *x = i64::MAX;
         }
-        let ms = (d.ts.nanos().max(0) / 1_000_000) as u64;
-        let uuid = self.uuids.next(ms);
+        let tag = msg.from().and_then(|f| f.tag).unwrap_or("");
+        let uuid = self.uuids.for_call(call_id, tag, d.ts.nanos());
         let seg_base = self.next_segment;
         self.next_segment += 1 << 16;
         let call = Call::new(uuid, call_id, msg, d, &self.cfg, seg_base);

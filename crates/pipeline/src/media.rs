@@ -297,6 +297,15 @@ impl MediaWriter {
     }
 }
 
+impl MediaWriter {
+    /// Stops feeding the threads without waiting for them (a store that hangs).
+    pub(crate) fn abandon(&mut self) -> MediaTotals {
+        self.tx = None;
+        drop(self.writer.take());
+        MediaTotals::default()
+    }
+}
+
 impl Drop for MediaWriter {
     fn drop(&mut self) {
         self.close();

@@ -49,6 +49,10 @@ pub(crate) struct ShardCore {
     flushing: bool,
     /// This shard's next deadline, published for the Tap when the shard runs on a thread.
     pub(crate) deadline: Arc<AtomicI64>,
+    /// How long `finish` waits for the store's answers.
+    flush_wait: Duration,
+    /// The store did not answer in time: its threads are detached, not joined.
+    abandoned: bool,
 }
 
 impl ShardCore {
@@ -56,6 +60,7 @@ impl ShardCore {
         cfg: EngineConfig,
         store: Option<Arc<dyn MediaStore>>,
         shard: usize,
+        flush_wait: Duration,
     ) -> Result<Self, PipelineError> {
         let media = match (cfg.record, store) {
             (RecordMode::None, _) | (_, None) => None,
@@ -71,6 +76,8 @@ impl ShardCore {
             polls: 0,
             flushing: false,
             deadline,
+            flush_wait,
+            abandoned: false,
         })
     }
 
@@ -185,8 +192,8 @@ impl ShardCore {
         }
     }
 
-    /// Finishes every call at `now` and waits (at most [`FLUSH_WAIT`] of wall clock per
-    /// answer) for every segment in flight; segments still unanswered then are failed by
+    /// Finishes every call at `now` and waits (at most `flush_wait`, [`FLUSH_WAIT`] by
+    /// default, of wall clock) for every segment in flight; segments still unanswered then are failed by
     /// the engine's store timeout so every call ends.
     pub(crate) fn finish(
         &mut self,
@@ -198,7 +205,7 @@ impl ShardCore {
         self.drain(emit)?;
         let started = Instant::now();
         while self.in_flight > 0 {
-            let left = FLUSH_WAIT.saturating_sub(started.elapsed());
+            let left = self.flush_wait.saturating_sub(started.elapsed());
             let answer = match self.media.as_ref() {
                 Some(m) if !left.is_zero() => m.answers.recv_timeout(left).ok(),
                 _ => None,
@@ -215,6 +222,7 @@ impl ShardCore {
                     );
                     self.engine.expire_segments();
                     self.in_flight = 0;
+                    self.abandoned = true;
                     self.drain(emit)?;
                 }
             }
@@ -224,7 +232,12 @@ impl ShardCore {
     }
 
     pub(crate) fn close(mut self) -> ShardTotals {
-        let media = self.media.as_mut().map(|m| m.close()).unwrap_or_default();
+        let media = match self.media.as_mut() {
+            // A hung store would hang the join: leave its threads to the process exit.
+            Some(m) if self.abandoned => m.abandon(),
+            Some(m) => m.close(),
+            None => MediaTotals::default(),
+        };
         ShardTotals {
             engine: self.engine.stats().clone(),
             media,

@@ -78,6 +78,9 @@ pub struct TapConfig {
     /// Where recordings go (`None`: segments are reported as failed; use with
     /// `RecordMode::None`).
     pub media: Option<Arc<dyn MediaStore>>,
+    /// At the end, how long (wall clock) to wait for a media store's answers before the
+    /// segments still in flight are marked failed.
+    pub flush_wait: std::time::Duration,
 }
 
 impl TapConfig {
@@ -90,6 +93,7 @@ impl TapConfig {
             policy: QueuePolicy::Block,
             batch_latency_ms: 1000,
             media: None,
+            flush_wait: crate::shard::FLUSH_WAIT,
         }
     }
 
@@ -196,7 +200,7 @@ enum Mode {
     },
     Threads {
         shards: Vec<RemoteShard>,
-        router: Router,
+        router: Box<Router>,
         events: Option<JoinHandle<Result<(), PipelineError>>>,
     },
 }
@@ -233,7 +237,12 @@ impl Tap {
         };
         let mode = if cfg.shards == 1 {
             Mode::Inline {
-                core: Box::new(ShardCore::new(engine_cfg(0), cfg.media.clone(), 0)?),
+                core: Box::new(ShardCore::new(
+                    engine_cfg(0),
+                    cfg.media.clone(),
+                    0,
+                    cfg.flush_wait,
+                )?),
                 handler,
             }
         } else {
@@ -249,7 +258,7 @@ impl Tap {
                 .map_err(PipelineError::Thread)?;
             let mut shards = Vec::with_capacity(cfg.shards);
             for i in 0..cfg.shards {
-                let core = ShardCore::new(engine_cfg(i), cfg.media.clone(), i)?;
+                let core = ShardCore::new(engine_cfg(i), cfg.media.clone(), i, cfg.flush_wait)?;
                 let deadline = core.deadline.clone();
                 let (tx, rx) = bounded::<ShardMsg>(SHARD_QUEUE_BATCHES);
                 let ev_tx = ev_tx.clone();
@@ -269,7 +278,7 @@ impl Tap {
             }
             Mode::Threads {
                 shards,
-                router: Router::new(cfg.shards),
+                router: Box::new(Router::new(cfg.shards)),
                 events: Some(events),
             }
         };

@@ -18,7 +18,7 @@ mod uuid;
 
 pub use check::{check, CheckError};
 pub use time::format_time;
-pub use uuid::{host_hash, uuid_v8, UuidV8};
+pub use uuid::{host_hash, uuid_v8, CallUuids, RECENT_UUIDS};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -3,8 +3,8 @@
 //!
 //! Bits, most significant first: 48-bit Unix milliseconds, version `8`, 12 bits `rand_a`,
 //! variant `0b10`, 62 bits of host hash. Two vCons from one host in the same millisecond
-//! differ only in `rand_a`, so the engine hands out `rand_a` monotonically (see
-//! [`UuidV8`]). Built by hand: formatting 16 bytes is shorter than a dependency.
+//! differ only in `rand_a`, which [`CallUuids`] derives from the call's identity. Built
+//! by hand: formatting 16 bytes is shorter than a dependency.
 
 use sha1::{Digest, Sha1};
 
@@ -34,44 +34,74 @@ pub fn uuid_v8(unix_ms: u64, rand_a: u16, host_hash: u64) -> String {
     )
 }
 
-/// Hands out unique UUIDv8s in time order for one engine shard.
+/// Derives each call's UUIDv8 from the host and the call's identity.
 ///
-/// `rand_a` is `shard` in the top 3 bits and a per-millisecond counter in the low 9; when a
-/// millisecond's counter is exhausted the next id borrows the following millisecond, as
-/// RFC 9562 §6.2 allows for monotonic generators. Ids are therefore unique per host as long
-/// as shards are numbered below 8, and deterministic for a given capture (a replay of the
-/// same capture produces the same ids, which makes stores idempotent).
+/// `rand_a` (the 12 free bits of the draft's layout) is taken from SHA-1 over the host
+/// name, the Call-ID, the caller's From tag and the first INVITE's capture time in
+/// nanoseconds, so
+///
+/// - the same call gets the same uuid on every replay, with any shard count and in any
+///   process (stores upsert by uuid, so re-delivery is idempotent);
+/// - different calls starting in the same millisecond (other shards, other processes,
+///   other captures) differ unless their 12 hash bits collide (1 in 4096 per such pair).
+///   Within one engine a collision with a uuid handed out in the last
+///   [`RECENT_UUIDS`] is detected and resolved by stepping `rand_a`, deterministically.
+///
+/// The tail stays the draft's host hash, so the uuid still names the host.
 #[derive(Debug, Clone)]
-pub struct UuidV8 {
+pub struct CallUuids {
+    host_name: String,
     host: u64,
-    shard: u16,
-    last_ms: u64,
-    counter: u16,
+    recent: std::collections::VecDeque<u128>,
+    recent_set: std::collections::HashSet<u128>,
 }
 
-impl UuidV8 {
-    /// A generator for `fqhn`, shard `shard` (0..8).
-    pub fn new(fqhn: &str, shard: u16) -> Self {
-        UuidV8 {
+/// Uuids remembered per engine for collision detection.
+pub const RECENT_UUIDS: usize = 65_536;
+
+impl CallUuids {
+    /// A generator for `fqhn`.
+    pub fn new(fqhn: &str) -> Self {
+        CallUuids {
+            host_name: fqhn.to_string(),
             host: host_hash(fqhn),
-            shard: shard & 0x7,
-            last_ms: 0,
-            counter: 0,
+            recent: std::collections::VecDeque::new(),
+            recent_set: std::collections::HashSet::new(),
         }
     }
 
-    /// The next id for an event at `unix_ms`.
-    pub fn next(&mut self, unix_ms: u64) -> String {
-        if unix_ms > self.last_ms {
-            self.last_ms = unix_ms;
-            self.counter = 0;
-        } else if self.counter >= 0x1FF {
-            self.last_ms += 1;
-            self.counter = 0;
-        } else {
-            self.counter += 1;
+    /// The uuid of the call with this identity, first seen at `invite_ns`.
+    pub fn for_call(&mut self, call_id: &str, caller_tag: &str, invite_ns: i64) -> String {
+        let mut h = Sha1::new();
+        for part in [
+            self.host_name.as_bytes(),
+            call_id.as_bytes(),
+            caller_tag.as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
         }
-        uuid_v8(self.last_ms, (self.shard << 9) | self.counter, self.host)
+        h.update(invite_ns.to_be_bytes());
+        let d = h.finalize();
+        let mut rand_a = u16::from_be_bytes([
+            d.first().copied().unwrap_or(0),
+            d.get(1).copied().unwrap_or(0),
+        ]) & 0x0FFF;
+        let ms = u64::try_from(invite_ns.max(0) / 1_000_000).unwrap_or(0);
+        let key = |r: u16| ((ms as u128) << 16) | r as u128;
+        let mut tries = 0;
+        while self.recent_set.contains(&key(rand_a)) && tries < 0x1000 {
+            rand_a = (rand_a + 1) & 0x0FFF;
+            tries += 1;
+        }
+        if self.recent.len() >= RECENT_UUIDS {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_set.remove(&old);
+            }
+        }
+        self.recent.push_back(key(rand_a));
+        self.recent_set.insert(key(rand_a));
+        uuid_v8(ms, rand_a, self.host)
     }
 }
 
@@ -92,15 +122,24 @@ mod tests {
     }
 
     #[test]
-    fn generator_is_unique_and_ordered() {
-        let mut g = UuidV8::new("h", 1);
+    fn call_uuids_are_deterministic_and_unique() {
+        let t = 1_767_225_600_123_456_789i64;
+        // The same call gives the same uuid in any generator (shard, process, replay).
+        let a = CallUuids::new("h.example").for_call("c1@x", "tag1", t);
+        let b = CallUuids::new("h.example").for_call("c1@x", "tag1", t);
+        assert_eq!(a, b);
+        assert_eq!(&a[0..8], &format!("{:012x}", t / 1_000_000)[0..8]);
+        // Other hosts, calls, tags or times differ.
+        assert_ne!(
+            a,
+            CallUuids::new("other.example").for_call("c1@x", "tag1", t)
+        );
+        assert_ne!(a, CallUuids::new("h.example").for_call("c2@x", "tag1", t));
+        // Thousands of calls in one millisecond on one engine never collide.
+        let mut g = CallUuids::new("h.example");
         let mut seen = std::collections::HashSet::new();
-        let mut last = String::new();
-        for i in 0..2000u64 {
-            let u = g.next(1000 + i / 1000);
-            assert!(u > last, "monotonic");
-            assert!(seen.insert(u.clone()));
-            last = u;
+        for i in 0..4096 {
+            assert!(seen.insert(g.for_call(&format!("call-{i}"), "t", t)));
         }
     }
 }
