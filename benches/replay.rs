@@ -8,10 +8,11 @@
 //!
 //! What it measures (results and their reading: docs/PERFORMANCE.md):
 //!
-//! 1. In-process, one thread, stage by stage: pcap read alone, read + wire decode, and the
-//!    full read + decode + engine loop with `RecordMode::None` and `RecordMode::Stereo`
-//!    (stereo PCM is SHA-512 hashed per segment and reported back with
-//!    `handle_segment_stored`, exactly the work the CLI does minus the file writes).
+//! 1. In-process, stage by stage: pcap read alone, read + wire decode (one thread), and
+//!    the CLI's own pipeline (`vcontap_pipeline::run` with one inline shard) with
+//!    `RecordMode::None` and `RecordMode::Stereo` (stereo PCM SHA-512-hashed per segment on
+//!    the pipeline's writer/hasher threads by an in-memory store: the CLI's work minus the
+//!    file writes).
 //! 2. The real CLI in a child process (`--record none|stereo`, `--shards 1|2`), which writes
 //!    real vCon and WAV files; peak memory is the child's `VmHWM` (peak RSS) from `/proc`.
 //! 3. Peak memory against capture length (same concurrency, 4x the calls) and against
@@ -22,14 +23,19 @@
 //! `VCONTAP_BENCH_ONLY` = `inproc-none` | `inproc-stereo` | `inproc` | `cli` | `memory` runs
 //! one part only; `VCONTAP_BENCH_KEEP_OUT=1` keeps the CLI output folders.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha512};
-use vcontap_engine::{Engine, EngineConfig, Output, RecordMode, SegmentId, StoredSegment};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use vcontap_engine::{EngineConfig, RecordMode, StoredSegment};
+use vcontap_pipeline::{
+    Clock, FinishedSegment, MediaStore, Pace, PcapFiles, SegmentMeta, SegmentWriter, Tap, TapConfig,
+};
 use vcontap_synth::{Codec, SynthConfig};
 use vcontap_wire::{Decoder, DecoderConfig, PcapReader};
 
@@ -262,107 +268,95 @@ fn stage_decode(c: &Corpus) -> Row {
     }
 }
 
-/// Stage 3: the full single-shard loop of `vcontap replay --shards 1`, without file output.
+/// Stage 3: the full single-shard pipeline of `vcontap replay --shards 1` — the same
+/// `vcontap_pipeline::run` loop, `PcapFiles` source and `Tap` as the CLI — with a media
+/// store that hashes the PCM in memory instead of writing WAV files (the CLI rows include
+/// the file writes).
 fn stage_engine(c: &Corpus, record: RecordMode) -> Row {
     let t = Instant::now();
-    let mut r = open(c);
-    let mut dec = new_decoder();
-    let mut engine = Engine::new(EngineConfig {
+    let mut cfg = TapConfig::replay(EngineConfig {
         record,
         host: "bench.example".into(),
         ..EngineConfig::default()
     });
-    let mut sink = HashSink::default();
-    let mut n = 0u64;
-    let mut last = vcontap_wire::Timestamp(0);
-    while let Ok(Some(p)) = r.next_packet() {
-        n += 1;
-        last = last.max(p.ts);
-        dec.decode(&p, &mut |d| {
-            engine.handle_datagram(&d);
-            sink.drain(&mut engine);
-        });
-        if p.ts >= engine.poll_timeout() {
-            engine.handle_timeout(p.ts);
-            sink.drain(&mut engine);
-        }
+    if record != RecordMode::None {
+        cfg.media = Some(Arc::new(HashStore));
     }
-    engine.finish_all(last);
-    sink.drain(&mut engine);
+    let events = Arc::new(AtomicU64::new(0));
+    let ev = events.clone();
+    let tap = Tap::new(
+        cfg,
+        Box::new(move |e| {
+            ev.fetch_add(e.vcon_json.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }),
+    )
+    .expect("building the pipeline");
+    let mut src = PcapFiles::new(std::slice::from_ref(&c.path), Pace::Max);
+    let totals = vcontap_pipeline::run(&mut src, tap, Clock::capture(), &mut |_| true)
+        .expect("running the pipeline");
     let wall = t.elapsed();
-    let st = engine.stats();
+    let st = &totals.engine;
     let mode = if record == RecordMode::None {
         "none"
     } else {
         "stereo"
     };
     println!(
-        "  [{mode}] calls {} finished {} rtp {} sip {} events {} segments {} audio {:.1} MB hashed",
+        "  [{mode}] calls {} finished {} rtp {} sip {} events {} ({:.1} MB JSON) segments {} audio {:.1} MB hashed",
         st.calls,
         st.calls_finished,
         st.rtp_packets,
         st.sip_messages,
-        sink.events,
-        sink.segments,
-        sink.audio_bytes as f64 / 1e6
+        totals.events,
+        events.load(Ordering::Relaxed) as f64 / 1e6,
+        totals.media.segments,
+        totals.media.audio_bytes as f64 / 1e6
     );
     Row {
-        what: format!("in-process 1 thread: engine --record {mode}"),
-        packets: n,
+        what: format!("in-process pipeline, 1 shard: --record {mode} (PCM hashed, no files)"),
+        packets: totals.packets,
         calls: st.calls,
         wall,
         peak_rss_kib: None,
     }
 }
 
-/// Consumes engine outputs like the CLI's engine thread does, minus the media writer:
-/// segment content hashes are computed over the segment id (the writer thread's SHA-512 over
-/// the WAV is measured by the CLI rows).
-#[derive(Default)]
-struct HashSink {
-    open: HashMap<SegmentId, Sha512>,
-    events: u64,
-    event_bytes: u64,
-    segments: u64,
-    audio_bytes: u64,
+/// A media store that SHA-512-hashes the PCM as it arrives instead of writing files: the
+/// pipeline's writer and hasher threads run exactly as in the CLI, minus the disk.
+struct HashStore;
+struct HashWriter(Sha512, String);
+struct HashFinished(Sha512, String);
+
+impl MediaStore for HashStore {
+    fn open(&self, m: &SegmentMeta) -> std::io::Result<Box<dyn SegmentWriter>> {
+        Ok(Box::new(HashWriter(
+            Sha512::new(),
+            format!("{}-{:03}.wav", m.uuid, m.index),
+        )))
+    }
 }
 
-impl HashSink {
-    fn drain(&mut self, engine: &mut Engine) {
-        while let Some(o) = engine.poll_output() {
-            match o {
-                Output::Event(e) => {
-                    self.events += 1;
-                    self.event_bytes += e.vcon_json.len() as u64;
-                }
-                Output::SegmentOpened { segment, .. } => {
-                    self.open.insert(segment, Sha512::new());
-                }
-                Output::Audio { segment, samples } => {
-                    // The engine thread's share only: in the CLI, WAV writing and SHA-512
-                    // run on the shard's media writer thread (see src/replay.rs), so the
-                    // in-process figure leaves them out; the CLI rows include them.
-                    if self.open.contains_key(&segment) {
-                        self.audio_bytes += samples.len() as u64 * 2;
-                    }
-                }
-                Output::SegmentClosed { segment } => {
-                    let mut h = self.open.remove(&segment).unwrap_or_default();
-                    h.update(segment.0.to_le_bytes());
-                    self.segments += 1;
-                    let name = format!("{}.wav", segment.0);
-                    engine.handle_segment_stored(
-                        segment,
-                        StoredSegment {
-                            url: format!("file:///dev/null/{name}"),
-                            content_hash: vcontap_vcon::content_hash_from_digest(&h.finalize()),
-                            filename: name,
-                            mediatype: "audio/x-wav".into(),
-                        },
-                    );
-                }
-            }
+impl SegmentWriter for HashWriter {
+    fn write(&mut self, samples: &[i16]) -> std::io::Result<()> {
+        for s in samples {
+            self.0.update(s.to_le_bytes());
         }
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> std::io::Result<Box<dyn FinishedSegment>> {
+        Ok(Box::new(HashFinished(self.0, self.1)))
+    }
+}
+
+impl FinishedSegment for HashFinished {
+    fn complete(self: Box<Self>) -> std::io::Result<StoredSegment> {
+        Ok(StoredSegment {
+            url: format!("file:///dev/null/{}", self.1),
+            content_hash: vcontap_vcon::content_hash_from_digest(&self.0.finalize()),
+            filename: self.1,
+            mediatype: "audio/x-wav".into(),
+        })
     }
 }
 

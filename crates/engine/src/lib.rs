@@ -51,10 +51,15 @@ mod build;
 mod call;
 mod config;
 mod router;
+mod session;
 mod stats;
 
+pub use call::FinishReason;
 pub use config::{EngineConfig, RecordMode};
 pub use router::Router;
+pub use session::{
+    Participant, PayloadFormat, SessionError, SessionId, SessionSpec, Side, StreamSpec,
+};
 pub use stats::EngineStats;
 
 use std::cmp::Reverse;
@@ -62,7 +67,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use call::{Call, FinishReason};
+use call::Call;
 use vcontap_wire::{Datagram, Timestamp, Transport};
 
 /// Identifies one recording segment across the engine's outputs.
@@ -110,7 +115,7 @@ pub struct VconEvent {
     /// Capture time of the packet (or timeout) that caused it.
     pub at: Timestamp,
     /// Why the call ended (only on `finished`).
-    pub reason: Option<&'static str>,
+    pub reason: Option<FinishReason>,
     /// The complete vCon snapshot as compact JSON, serialized once.
     pub vcon_json: Arc<str>,
 }
@@ -684,6 +689,25 @@ impl Engine {
         msg: &vcontap_sip::Message<'_>,
         d: &Datagram<'_>,
     ) -> Option<CallHandle> {
+        let cfg = self.cfg.clone();
+        let tag = msg.from().and_then(|f| f.tag).unwrap_or("");
+        self.alloc_call(
+            call_id,
+            d.ts,
+            |uuid, seg_base| Call::new(uuid, call_id, msg, d, &cfg, seg_base),
+            tag,
+        )
+    }
+
+    /// Takes a slot for a new call keyed `key` (evicting when the table is full), derives
+    /// its uuid from the key, `caller_tag` and `at`, and stores what `make` builds.
+    pub(crate) fn alloc_call(
+        &mut self,
+        key: &str,
+        at: Timestamp,
+        make: impl FnOnce(String, u64) -> Call,
+        caller_tag: &str,
+    ) -> Option<CallHandle> {
         if self.by_call_id.len() >= self.cfg.max_calls && !self.evict_one() {
             self.stats.calls_rejected += 1;
             return None;
@@ -698,18 +722,21 @@ impl Engine {
             }
         };
         let h = CallHandle(slot);
-        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        if let Some(g) = self.gens.get_mut(slot as usize) {
+            *g = g.wrapping_add(1);
+        }
         if let Some(x) = self.scheduled.get_mut(slot as usize) {
             *x = i64::MAX;
         }
-        let tag = msg.from().and_then(|f| f.tag).unwrap_or("");
-        let uuid = self.uuids.for_call(call_id, tag, d.ts.nanos());
+        let uuid = self.uuids.for_call(key, caller_tag, at.nanos());
         let seg_base = self.next_segment;
         self.next_segment += 1 << 16;
-        let call = Call::new(uuid, call_id, msg, d, &self.cfg, seg_base);
-        self.calls[slot as usize] = Some(call);
-        self.by_call_id.insert(call_id.into(), h);
-        self.age_order.push_back((h, self.gens[slot as usize]));
+        let call = make(uuid, seg_base);
+        if let Some(c) = self.calls.get_mut(slot as usize) {
+            *c = Some(call);
+        }
+        self.by_call_id.insert(key.into(), h);
+        self.age_order.push_back((h, self.gen(h)));
         if self.age_order.len() > 2 * self.by_call_id.len() + 64 {
             // Drop entries of calls that already ended (amortized O(1) per call).
             let (calls, gens) = (&self.calls, &self.gens);

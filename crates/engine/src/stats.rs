@@ -33,8 +33,12 @@ pub struct EngineStats {
     pub orphan_flows_expired: u64,
     /// UDP payloads that are neither SIP nor RTP/RTCP.
     pub udp_other: u64,
-    /// Calls created.
+    /// Calls created (sniffed and sessions).
     pub calls: u64,
+    /// Of those, sessions opened through the session API.
+    pub sessions: u64,
+    /// Session packets ignored while the session's recording was paused.
+    pub session_packets_paused: u64,
     /// Calls finished (all reasons).
     pub calls_finished: u64,
     /// Calls finished early because the table was full.
@@ -81,6 +85,8 @@ impl EngineStats {
             orphan_flows_expired,
             udp_other,
             calls,
+            sessions,
+            session_packets_paused,
             calls_finished,
             calls_evicted,
             calls_rejected,
@@ -113,6 +119,8 @@ impl EngineStats {
             ("orphan_flows_dropped", self.orphan_flows_dropped),
             ("udp_other", self.udp_other),
             ("calls", self.calls),
+            ("sessions", self.sessions),
+            ("session_packets_paused", self.session_packets_paused),
             ("calls_finished", self.calls_finished),
             ("calls_evicted", self.calls_evicted),
             ("calls_rejected", self.calls_rejected),

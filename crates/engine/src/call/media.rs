@@ -509,6 +509,14 @@ impl Call {
     }
 
     pub(super) fn sip_dialog(&self, kind: &str, start: Timestamp) -> Dialog {
+        if !self.sniffed {
+            // A session opened through the API: no sniffed SIP dialog to name.
+            return Dialog {
+                kind: kind.to_string(),
+                start: format_time(start.nanos()),
+                ..Default::default()
+            };
+        }
         Dialog {
             kind: kind.to_string(),
             start: format_time(start.nanos()),

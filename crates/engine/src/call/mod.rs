@@ -19,6 +19,7 @@ use vcontap_wire::{Datagram, Timestamp};
 
 mod ending;
 mod media;
+mod session;
 mod signalling;
 mod timer;
 
@@ -41,9 +42,10 @@ const MAX_EARLY_TAGS: usize = 8;
 /// Media routes one call may register over its lifetime (re-INVITE churn guard).
 const MAX_ROUTES_PER_CALL: usize = 32;
 
-/// Why a call ended.
+/// Why a call ended (the `vcontap.end_reason` of the vCon and the `reason` of the
+/// `finished` event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FinishReason {
+pub enum FinishReason {
     /// BYE (and its 200, or the linger time).
     Bye,
     /// CANCEL / 487.
@@ -56,10 +58,13 @@ pub(crate) enum FinishReason {
     EndOfInput,
     /// The call table was full.
     Evicted,
+    /// The daemon is shutting down (SIGTERM): every open call is finished.
+    Shutdown,
 }
 
 impl FinishReason {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The name used in vCons and events.
+    pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Bye => "bye",
             FinishReason::Cancel => "cancel",
@@ -67,6 +72,7 @@ impl FinishReason {
             FinishReason::Timeout => "timeout",
             FinishReason::EndOfInput => "end-of-input",
             FinishReason::Evicted => "evicted",
+            FinishReason::Shutdown => "shutdown",
         }
     }
 }
@@ -278,6 +284,14 @@ pub(crate) struct Call {
     session_uuids: [Option<String>; 2],
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
     extra: Vec<(&'static str, Value)>,
+    /// Opened from SIP seen on the wire (dialog fields in the vCon), or through the
+    /// engine's session API (no sniffed dialog behind it).
+    sniffed: bool,
+    /// Session API: the side (channel) each declared stream is sent from.
+    session_streams: Vec<u8>,
+    /// Session API: recording paused since, and the closed pause intervals.
+    paused: Option<Timestamp>,
+    pauses: Vec<(Timestamp, Timestamp)>,
 }
 
 /// `PCMU/8000`-style label; encoding names are case-insensitive (RFC 4855), so upper-case them
@@ -314,7 +328,26 @@ impl Call {
         let (caller, callee) = build::parties(msg);
         vcon.parties.push(caller);
         vcon.parties.push(callee);
-        let mut call = Call {
+        let mut call = Call::blank(uuid, call_id, vcon, cfg, seg_base, d.ts);
+        call.caller_tag = msg.from().and_then(|f| f.tag.map(str::to_string));
+        call.caller_tags = call.caller_tag.clone().into_iter().collect();
+        call.invite_cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+        call.caller_sip = d.src;
+        call.emit(EventKind::Created, d.ts);
+        call
+    }
+
+    /// A call with no SIP behind it yet: the state every source starts from (a sniffed
+    /// INVITE fills in the dialog fields, a session fills in its parties and streams).
+    pub(super) fn blank(
+        uuid: String,
+        call_id: &str,
+        vcon: Vcon,
+        cfg: &EngineConfig,
+        seg_base: u64,
+        at: Timestamp,
+    ) -> Self {
+        Call {
             uuid: uuid.into(),
             call_id: call_id.to_string(),
             vcon,
@@ -327,24 +360,20 @@ impl Call {
             max_streams: cfg.max_streams_per_call,
             max_trace_messages: cfg.max_trace_messages,
             max_trace_bytes: cfg.max_trace_bytes,
-            invite_at: d.ts,
+            invite_at: at,
             answer_at: None,
             end_at: None,
-            caller_tag: msg.from().and_then(|f| f.tag.map(str::to_string)),
-            caller_tags: msg
-                .from()
-                .and_then(|f| f.tag.map(str::to_string))
-                .into_iter()
-                .collect(),
+            caller_tag: None,
+            caller_tags: Vec::new(),
             to_tag: None,
             early_tags: Vec::new(),
-            invite_cseq: msg.cseq().map(|c| c.seq).unwrap_or(0),
-            caller_sip: d.src,
+            invite_cseq: 0,
+            caller_sip: SocketAddr::from(([0, 0, 0, 0], 0)),
             final_code: None,
             cancel_at: None,
             bye_at: None,
             challenge: None,
-            last_sip: d.ts,
+            last_sip: at,
             last_rtp: None,
             finish_reason: None,
             legs: [Leg::default(), Leg::default()],
@@ -379,11 +408,13 @@ impl Call {
             extra: Vec::new(),
             session_uuids: [None, None],
             side_party: [0, 1],
-            last_at: d.ts,
+            last_at: at,
+            sniffed: true,
+            session_streams: Vec::new(),
+            paused: None,
+            pauses: Vec::new(),
             finish_at: None,
-        };
-        call.emit(EventKind::Created, d.ts);
-        call
+        }
     }
 
     pub(crate) fn call_id(&self) -> &str {
@@ -461,7 +492,7 @@ impl Call {
         self.vcon.vcontap = Some(self.live_state());
         let json = serde_json::to_string(&self.vcon).unwrap_or_default();
         let reason = if kind == EventKind::Finished {
-            self.finish_reason.map(FinishReason::as_str)
+            self.finish_reason
         } else {
             None
         };
@@ -510,6 +541,26 @@ impl Call {
         }
         if !self.undecodable.is_empty() {
             v["undecodable_codecs"] = json!(self.undecodable);
+        }
+        if !self.pauses.is_empty() || self.paused.is_some() {
+            let open = self.paused.map(|p| (p, None));
+            v["recording_pauses"] = Value::Array(
+                self.pauses
+                    .iter()
+                    .map(|(a, b)| (*a, Some(*b)))
+                    .chain(open)
+                    .map(|(a, b)| {
+                        let mut p = json!({ "start": format_time(a.nanos()) });
+                        if let Some(b) = b {
+                            p["end"] = json!(format_time(b.nanos()));
+                        }
+                        p
+                    })
+                    .collect(),
+            );
+        }
+        if !self.sniffed {
+            v["source"] = json!("session");
         }
         if !self.transfer_status.is_empty() {
             v["transfer_status"] = Value::Array(self.transfer_status.clone());
