@@ -397,6 +397,7 @@ impl Engine {
             let h = CallHandle(i as u32);
             if let Some(c) = self.calls[i].as_mut() {
                 c.tick(now);
+                c.flush_update(now);
             }
             self.collect(h);
         }
@@ -542,14 +543,43 @@ impl Engine {
             self.stats.sip_without_call_id += 1;
             return;
         };
+        let initial_invite = msg.is_request()
+            && msg.method() == Some(vcontap_sip::Method::Invite)
+            && msg.to().is_some_and(|t| t.tag.is_none());
+        if let Some(&h) = self.by_call_id.get(call_id) {
+            // A new INVITE (higher CSeq) after a failure final response (3xx redirect, 422,
+            // 491…) is a new call: the failed one stops lingering and is finished first.
+            let retry = initial_invite
+                && self.call_ref(h).is_some_and(|c| {
+                    c.is_failed_lingering() && msg.cseq().is_some_and(|s| s.seq > c.invite_cseq())
+                });
+            if retry {
+                let now = self.now;
+                self.finish_call(h, FinishReason::Timeout, now);
+            }
+        }
         let h = match self.by_call_id.get(call_id) {
             Some(h) => *h,
+            None if !initial_invite => {
+                // Late answers, ACKs and BYE retransmissions of a finished call land here
+                // too; they are counted, not turned into calls. An in-dialog message with SDP
+                // of a call whose INVITE was never seen opens a call joined mid-way.
+                if !joinable(&msg) || self.recently_finished.contains_key(call_id) {
+                    self.stats.sip_non_call += 1;
+                    return;
+                }
+                match self.new_call(call_id, &msg, d, true) {
+                    Some(h) => {
+                        self.stats.calls_joined += 1;
+                        h
+                    }
+                    None => return,
+                }
+            }
             None => {
                 let is_invite =
                     msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
                 if !is_invite {
-                    // Late answers, ACKs and BYE retransmissions of a finished call land
-                    // here too; they are counted, not turned into calls.
                     self.stats.sip_non_call += 1;
                     return;
                 }
@@ -564,7 +594,7 @@ impl Engine {
                     self.stats.sip_retransmissions += 1;
                     return;
                 }
-                match self.new_call(call_id, &msg, d) {
+                match self.new_call(call_id, &msg, d, false) {
                     Some(h) => h,
                     None => return,
                 }
@@ -583,6 +613,7 @@ impl Engine {
         call_id: &str,
         msg: &vcontap_sip::Message<'_>,
         d: &Datagram<'_>,
+        joined: bool,
     ) -> Option<CallHandle> {
         if self.by_call_id.len() >= self.cfg.max_calls && !self.evict_one() {
             self.stats.calls_rejected += 1;
@@ -602,7 +633,11 @@ impl Engine {
         let uuid = self.uuids.next(ms);
         let seg_base = self.next_segment;
         self.next_segment += 1 << 16;
-        let call = Call::new(uuid, call_id, msg, d, &self.cfg, seg_base);
+        let call = if joined {
+            Call::joined(uuid, call_id, msg, d, &self.cfg, seg_base)
+        } else {
+            Call::new(uuid, call_id, msg, d, &self.cfg, seg_base)
+        };
         self.calls[slot as usize] = Some(call);
         self.by_call_id.insert(call_id.into(), h);
         self.age_order.push_back((h, self.gens[slot as usize]));
@@ -737,6 +772,37 @@ impl Engine {
             }
         }
         self.free.push(h.0);
+    }
+}
+
+/// Whether a SIP message of an unknown Call-ID opens a call joined mid-way (its INVITE was
+/// never seen: the tap started during the call, or the INVITE was lost): an in-dialog
+/// (both tags) message of an INVITE dialog that carries SDP, so there is media to record —
+/// a re-INVITE, ACK, UPDATE, PRACK or BYE, or a 2xx to an INVITE, UPDATE or PRACK.
+/// Messages without SDP (a lone BYE, ACK, INFO, in-dialog OPTIONS) and every other method
+/// (OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, MESSAGE…) never open a call.
+fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
+    use vcontap_sip::{Kind, Method};
+    let tagged = msg
+        .to()
+        .is_some_and(|t| t.tag.is_some_and(|t| !t.is_empty()))
+        && msg
+            .from()
+            .is_some_and(|f| f.tag.is_some_and(|t| !t.is_empty()));
+    if !tagged || vcontap_sip::sdp_body(msg).is_none() {
+        return false;
+    }
+    match msg.kind() {
+        Kind::Request { method, .. } => matches!(
+            method,
+            Method::Invite | Method::Ack | Method::Update | Method::Prack | Method::Bye
+        ),
+        Kind::Response { code, .. } => {
+            (200..300).contains(&code)
+                && msg.cseq().is_some_and(|c| {
+                    matches!(c.method, Method::Invite | Method::Update | Method::Prack)
+                })
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct EngineStats {
     pub udp_other: u64,
     /// Calls created.
     pub calls: u64,
+    /// Of those, calls joined mid-way (no INVITE seen; counted in `calls` too).
+    pub calls_joined: u64,
     /// Calls finished (all reasons).
     pub calls_finished: u64,
     /// Calls finished early because the table was full.
@@ -78,6 +80,7 @@ impl EngineStats {
             orphan_flows_expired,
             udp_other,
             calls,
+            calls_joined,
             calls_finished,
             calls_evicted,
             calls_rejected,
@@ -109,6 +112,7 @@ impl EngineStats {
             ("orphan_flows_dropped", self.orphan_flows_dropped),
             ("udp_other", self.udp_other),
             ("calls", self.calls),
+            ("calls_joined", self.calls_joined),
             ("calls_finished", self.calls_finished),
             ("calls_evicted", self.calls_evicted),
             ("calls_rejected", self.calls_rejected),

@@ -19,6 +19,11 @@ impl Call {
                 return Some(FinishReason::Bye);
             }
         }
+        if let Some((t, code)) = self.failed {
+            if since(t) >= cfg.linger_ms {
+                return Some(FinishReason::Failure(code));
+            }
+        }
         if let Some(c) = self.cancel_at {
             if since(c) >= cfg.linger_ms {
                 return Some(FinishReason::Cancel);
@@ -44,8 +49,21 @@ impl Call {
         if self.finish_reason.is_some() {
             return;
         }
+        // A failure final response is the outcome, whatever ends its linger (a stray BYE's
+        // 200, the end of the input, eviction).
+        let reason = match self.failed {
+            Some((_, 487)) => FinishReason::Cancel,
+            Some((_, code)) => FinishReason::Failure(code),
+            None => reason,
+        };
         if let FinishReason::Failure(code) = reason {
             self.final_code.get_or_insert(code);
+        }
+        if reason == FinishReason::Bye {
+            // Recorded now that the BYE succeeded (or went unanswered past the linger).
+            if let Some(b) = self.bye_at {
+                self.add_history(b, self.bye_side, "drop", None);
+            }
         }
         self.finish_reason = Some(reason);
         self.finish_at = Some(now);
@@ -53,6 +71,9 @@ impl Call {
         // A call that ended by itself ends at its last signalling; a timeout at last activity.
         let end = match reason {
             FinishReason::Bye => self.bye_at.unwrap_or(now),
+            FinishReason::Failure(_) | FinishReason::Cancel if self.failed.is_some() => {
+                self.failed.map_or(now, |(t, _)| t)
+            }
             // A challenge nobody answered: the call ended with the 401/407.
             FinishReason::Failure(_) if self.challenge.is_some() => {
                 self.challenge.map_or(now, |(t, _)| t)
@@ -63,7 +84,18 @@ impl Call {
             _ => now,
         };
         self.end_at = Some(end);
-        self.cut_segment(now);
+        // The recording ends with the call, not with whatever input noticed the end (a
+        // timeout, the end of the input): the mixer releases up to its last placed sample at
+        // least, so nothing heard is cut and nothing after the end is padded.
+        let cut = match reason {
+            // Nothing ended it: the recording stops at the last media packet, not at the
+            // timeout moment or the end of the input.
+            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
+                self.last_rtp.map_or(end, |r| r.min(end))
+            }
+            _ => end,
+        };
+        self.cut_segment(cut.min(now));
         self.try_finalize(now);
     }
 
@@ -121,6 +153,13 @@ impl Call {
             .filter(|(_, d)| d.kind == "recording")
             .map(|(i, _)| i as u32)
             .collect();
+        if recordings.is_empty() && (self.answer_at.is_some() || self.joined) {
+            // One shape for every answered call without recorded audio: no `recording`
+            // dialog (a content-less one fails ingest), the trace and RTP report in this
+            // object, and why there is no audio.
+            self.extra
+                .push(("no_recording", json!(self.no_recording_reason())));
+        }
         if !self.trace.is_empty() {
             // Built by hand: `json!` would re-serialize the moved trace into a fresh copy.
             let mut body = serde_json::Map::new();
@@ -172,6 +211,29 @@ impl Call {
         // final snapshot does not depend on how fast the driver writes media.
         let at = self.finish_at.unwrap_or(now).max(end);
         self.emit(EventKind::Finished, at);
+    }
+
+    /// Why an answered call has no recording, first cause first.
+    fn no_recording_reason(&self) -> &'static str {
+        if self.record == RecordMode::None {
+            "record-none"
+        } else if self.encrypted.is_some() {
+            "encrypted"
+        } else if !self
+            .streams
+            .iter()
+            .any(|s| !s.video && s.stats.packets() > 0)
+        {
+            "no-rtp"
+        } else if !self.undecodable.is_empty() {
+            "undecodable-codec"
+        } else if self.segments_failed > 0 {
+            "store-failed"
+        } else {
+            // RTP arrived but none of it was decodable audio after the answer (comfort
+            // noise or DTMF only, decode errors, media only before the answer).
+            "no-audio"
+        }
     }
 
     pub(super) fn stream_report(&self, s: &Stream) -> Value {
