@@ -74,6 +74,8 @@ impl Call {
             FinishReason::Failure(_) | FinishReason::Cancel if self.failed.is_some() => {
                 self.failed.map_or(now, |(t, _)| t)
             }
+            // A CANCEL whose 487 was never seen: the call ended with the CANCEL.
+            FinishReason::Cancel => self.cancel_at.unwrap_or(now),
             // A challenge nobody answered: the call ended with the 401/407.
             FinishReason::Failure(_) if self.challenge.is_some() => {
                 self.challenge.map_or(now, |(t, _)| t)
