@@ -18,9 +18,11 @@
 //!
 //! # Outputs
 //!
-//! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE: parties known),
-//! `updated` (answer, hold/unhold, re-INVITE, DTMF, transfer, party change), `segment` (a
-//! recording segment was stored and appended as a `recording` dialog) and `finished`. Each
+//! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE, or the first message
+//! of a call joined mid-way: parties known), `updated` (answer, hold/unhold, re-INVITE, DTMF,
+//! transfer, party change; coalesced per call within 200 ms of capture time and flushed by
+//! [`Engine::handle_timeout`]), `segment` (a recording segment was stored and appended as a
+//! `recording` dialog) and `finished`. Each
 //! event holds the complete vCon snapshot already serialized to JSON once, behind an `Arc`,
 //! so fan-out to many consumers never re-serializes or deep-clones.
 //!
@@ -57,7 +59,7 @@ pub use config::{EngineConfig, RecordMode};
 pub use router::Router;
 pub use stats::EngineStats;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,9 +77,10 @@ pub(crate) struct CallHandle(pub(crate) u32);
 /// What kind of change an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// First INVITE seen: parties known.
+    /// First INVITE seen (or the first message of a call joined mid-way): parties known.
     Created,
-    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change.
+    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change. Changes closer than
+    /// 200 ms of capture time to the previous `Updated` are coalesced into one event.
     Updated,
     /// A recording segment closed and was appended as a `recording` dialog.
     Segment,
@@ -237,6 +240,10 @@ pub struct Engine {
     recently_finished: Map<Box<str>, (Timestamp, u32)>,
     /// Calls in creation order, for eviction when the table is full.
     age_order: VecDeque<(CallHandle, u32)>,
+    /// Calls holding back a coalesced `updated` event: (deadline, slot, generation). At most
+    /// one live entry per call (a call's deadline moves only when it emits); stale entries
+    /// leave at their deadline.
+    update_due: BTreeSet<(Timestamp, u32, u32)>,
     outputs: VecDeque<Output>,
     uuids: vcontap_vcon::UuidV8,
     next_segment: u64,
@@ -273,6 +280,7 @@ impl Engine {
             orphans: HashMap::with_hasher(rs()),
             recently_finished: HashMap::with_hasher(rs()),
             age_order: VecDeque::new(),
+            update_due: BTreeSet::new(),
             outputs: VecDeque::new(),
             uuids,
             next_segment: ((cfg.shard as u64) << 48) + 1,
@@ -293,9 +301,12 @@ impl Engine {
         self.by_call_id.len()
     }
 
-    /// The next capture time at which [`Engine::handle_timeout`] has work to do.
+    /// The next capture time at which [`Engine::handle_timeout`] has work to do: the next
+    /// sweep, or earlier a held-back `updated` event that is due.
     pub fn poll_timeout(&self) -> Timestamp {
-        self.next_sweep
+        self.update_due
+            .first()
+            .map_or(self.next_sweep, |(t, _, _)| (*t).min(self.next_sweep))
     }
 
     /// Next output, if any. Drain after every `handle_*` call.
@@ -376,6 +387,20 @@ impl Engine {
     fn advance(&mut self, now: Timestamp) {
         if now > self.now {
             self.now = now;
+        }
+        while let Some(&(t, slot, gen)) = self.update_due.first() {
+            if t > self.now {
+                break;
+            }
+            self.update_due.pop_first();
+            let h = CallHandle(slot);
+            if self.gen(h) == gen {
+                let now = self.now;
+                if let Some(c) = self.call_mut(h) {
+                    c.flush_update(now);
+                }
+                self.collect(h);
+            }
         }
         if self.now < self.next_sweep {
             return;
@@ -692,6 +717,10 @@ impl Engine {
         };
         for seg in call.take_closed_segments() {
             self.segments.insert(seg, h);
+        }
+        if let Some(t) = call.update_deadline() {
+            let gen = self.gens.get(h.0 as usize).copied().unwrap_or(0);
+            self.update_due.insert((t, h.0, gen));
         }
         call.drain_outputs(&mut self.outputs);
         if call.is_done() {

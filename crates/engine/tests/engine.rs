@@ -1432,6 +1432,47 @@ fn answer_lost_on_the_tap_is_inferred_from_the_ack() {
     let trace = &v["attachments"][0]["body"]["messages"];
     assert_eq!(trace.as_array().unwrap().len(), 5);
     check(v);
+
+    // The INVITE seen on two hops (a proxy: same Call-ID, another Via branch), its failure
+    // lost on the tap: the second hop's ACK is in that hop's INVITE transaction, so it
+    // acknowledges a failure, not a 2xx. The same after a 407 challenge.
+    for lost in ["486", "407"] {
+        let mut h = Harness::new(RecordMode::None);
+        let inv = invite("hop", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), "");
+        h.sip(0, A, B, &inv);
+        h.sip(
+            5,
+            "10.0.0.3:5060",
+            B,
+            &inv.replace("branch=z9hG4bK1", "branch=z9hG4bKhop2"),
+        );
+        if lost == "407" {
+            h.sip(
+                10,
+                B,
+                "10.0.0.3:5060",
+                &response(
+                    "hop",
+                    407,
+                    "Proxy Authentication Required",
+                    1,
+                    "INVITE",
+                    Some("tb"),
+                    "",
+                )
+                .replace("branch=z9hG4bK1", "branch=z9hG4bKhop2"),
+            );
+        }
+        h.sip(
+            20,
+            "10.0.0.3:5060",
+            B,
+            &request("ACK", "hop", 1, true, "", "", "")
+                .replace("branch=z9hG4bKr1", "branch=z9hG4bKhop2"),
+        );
+        assert_eq!(h.last()["vcontap"]["state"], "calling", "{lost}");
+        assert!(h.last()["vcontap"]["answer_inferred"].is_null(), "{lost}");
+    }
 }
 
 #[test]
@@ -1817,8 +1858,12 @@ fn dtmf_flood_is_capped_counted_and_coalesced() {
             .len()
             < 100
     );
-    // …and flushed by time alone, with the latest snapshot.
-    h.timeout(3000);
+    // …and flushed by time alone, with the latest snapshot, at the deadline the engine
+    // reports (well before its next 1 s sweep).
+    let due = h.engine.poll_timeout();
+    assert!(due.0 <= T0 + 2_700_000_000, "{}", due.0 - T0);
+    h.engine.handle_timeout(due);
+    h.drain();
     assert_eq!(h.events.last().unwrap().kind, EventKind::Updated);
     assert_eq!(
         h.last()["vcontap"]["party_history"]

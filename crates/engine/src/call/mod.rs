@@ -227,9 +227,10 @@ pub(crate) struct Call {
     early_tags: Vec<String>,
     invite_cseq: u32,
     caller_sip: SocketAddr,
-    /// Top Via branch of the initial INVITE: an ACK in the same transaction acknowledges a
-    /// failure (RFC 3261 §17.1.1.3), an ACK in a new one acknowledges a 2xx.
-    invite_branch: Option<String>,
+    /// Top Via branches of the initial INVITEs seen (one per hop or B2BUA leg, bounded by
+    /// [`MAX_EARLY_TAGS`]): an ACK in the same transaction acknowledges a failure (RFC 3261
+    /// §17.1.1.3), an ACK in a new one acknowledges a 2xx.
+    invite_branches: Vec<String>,
     /// Answered, but the 2xx was never seen (lost on the tap): inferred from the ACK.
     answer_inferred: bool,
     /// The tap started after the INVITE (or lost it): the call was joined on a later
@@ -416,9 +417,12 @@ impl Call {
             early_tags: Vec::new(),
             invite_cseq,
             caller_sip,
-            invite_branch: (!joined)
-                .then(|| msg.top_via_branch().map(str::to_string))
-                .flatten(),
+            invite_branches: msg
+                .top_via_branch()
+                .filter(|_| !joined)
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
             answer_inferred: false,
             joined,
             final_code: None,
@@ -522,10 +526,11 @@ impl Call {
             .map(|s| (s.sender, s.video))
     }
 
-    /// Whether the call has anything for the engine: routes, closed segments, outputs, or
-    /// it is done.
+    /// Whether the call has anything for the engine: routes, closed segments, outputs, a
+    /// held-back update to schedule, or it is done.
     pub(crate) fn has_pending(&self) -> bool {
         self.done
+            || self.pending_update.is_some()
             || !self.new_routes.is_empty()
             || !self.closed.is_empty()
             || !self.outputs.is_empty()

@@ -75,8 +75,14 @@ impl Call {
                 if seq > self.invite_cseq || self.challenge.is_some() {
                     // The INVITE re-sent after a 401/407 challenge (same Call-ID, CSeq+1).
                     self.invite_cseq = seq.max(self.invite_cseq);
-                    self.invite_branch = msg.top_via_branch().map(str::to_string);
                     self.challenge = None;
+                }
+                if let Some(b) = msg.top_via_branch() {
+                    if self.invite_branches.len() < MAX_EARLY_TAGS
+                        && !self.invite_branches.iter().any(|x| x == b)
+                    {
+                        self.invite_branches.push(b.to_string());
+                    }
                 }
                 self.apply_sdp(msg, 0, now, false);
             }
@@ -104,9 +110,11 @@ impl Call {
                 let for_invite = msg.cseq().is_some_and(|c| c.seq == self.invite_cseq);
                 let new_transaction = msg
                     .top_via_branch()
-                    .is_some_and(|b| self.invite_branch.as_deref() != Some(b));
+                    .is_some_and(|b| !self.invite_branches.iter().any(|x| x == b));
+                // A pending 401/407 is acknowledged too (on every hop), never a lost 2xx.
                 if self.state < State::Answered
                     && self.failed.is_none()
+                    && self.challenge.is_none()
                     && in_dialog
                     && for_invite
                     && new_transaction
