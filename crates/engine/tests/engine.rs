@@ -1750,6 +1750,24 @@ fn recording_ends_with_the_call_not_the_input() {
         );
         assert!(h.audio_frames < 17_000, "{end}: {} frames", h.audio_frames);
     }
+    // A minute without media (and without hold) mid-call: the segment is closed at its last
+    // packet, the resumed media opens a new one; the silence is never released as zeros.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "gap");
+    talk(&mut h, 1100, 100);
+    for s in 4..65 {
+        h.timeout(s * 1000);
+    }
+    talk(&mut h, 65_000, 100);
+    h.sip(67_000, A, B, &request("BYE", "gap", 2, true, "", "", ""));
+    h.sip(67_010, B, A, &response("gap", 200, "OK", 2, "BYE", Some("tb"), ""));
+    let v = &h.finished()[0];
+    let d = v["dialog"].as_array().unwrap();
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!((d[0]["duration"].as_f64().unwrap() - 2.0).abs() < 0.05);
+    assert_eq!(d[1]["start"], "2026-01-01T00:01:05Z");
+    assert!((d[1]["duration"].as_f64().unwrap() - 2.0).abs() < 0.05);
+    assert!(h.audio_frames < 33_000, "{} frames", h.audio_frames);
     // Media after the BYE (before its 200) is not recorded.
     let mut h = Harness::new(RecordMode::Stereo);
     answered(&mut h, "bye");

@@ -474,9 +474,17 @@ impl Call {
     /// Silence is released as time passes only while the call is known to go on (a side
     /// holds): after the last packet, silence may be the end of the call, and a recording
     /// never runs past the call's end. A pause that turns out to be mid-call is filled in
-    /// when media resumes (up to the mixer's `MAX_SILENCE_GAP_MS`).
+    /// when media resumes, or, past [`SILENCE_CUT_MS`], the segment is closed at its last
+    /// packet and the resumed media opens a new one.
     pub(crate) fn tick(&mut self, now: Timestamp) {
-        let to = if self.held.iter().any(|h| *h) {
+        let held = self.held.iter().any(|h| *h);
+        if let (false, Some(last), true) = (held, self.last_rtp, self.segment.is_some()) {
+            if now.nanos().saturating_sub(last.nanos()) >= SILENCE_CUT_MS * 1_000_000 {
+                self.cut_segment(last);
+                return;
+            }
+        }
+        let to = if held {
             now
         } else {
             self.last_rtp.map_or(now, |r| r.min(now))

@@ -31,6 +31,11 @@ const MAX_HISTORY: usize = 1000;
 /// A side's recording switches to another of its streams after the current one has been
 /// silent this long (relayed legs, restarts on new ports).
 const PRIMARY_TAKEOVER_MS: i64 = 500;
+/// A recording segment is closed at its last packet after this much silence (no RTP, no
+/// hold): the silence may be the end of the call, and a recording never runs past the end.
+/// It also bounds the silence the mixer releases at once when media resumes (30 s × rate ×
+/// 2 channels: ~1 MiB at 8 kHz); a longer pause splits the recording into two segments.
+const SILENCE_CUT_MS: i64 = 30_000;
 /// SSRCs whose RTCP figures are kept per call.
 const MAX_RTCP_SSRCS: usize = 16;
 /// Parties per call (caller, callee and transfer targets).
