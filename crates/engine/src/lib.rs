@@ -579,6 +579,7 @@ impl Engine {
                     c.is_failed_lingering() && msg.cseq().is_some_and(|s| s.seq > c.invite_cseq())
                 });
             if retry {
+                // Finished as its failure whatever the reason given (see `Call::finish`).
                 let now = self.now;
                 self.finish_call(h, FinishReason::Timeout, now);
             }

@@ -1394,6 +1394,58 @@ fn bye_refused_with_an_error_does_not_end_the_call() {
         &response("b481", 481, "Call Does Not Exist", 7, "BYE", Some("tb"), ""),
     );
     assert_eq!(h.finished()[0]["vcontap"]["end_reason"], "bye");
+
+    // A BYE still unanswered when the input ends ended the call.
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "eoi");
+    h.sip(2000, B, A, &request("BYE", "eoi", 7, false, "", "", ""));
+    h.finish(2100);
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    assert_eq!(v["vcontap"]["party_history"][0]["event"], "drop");
+    assert_eq!(v["vcontap"]["party_history"][0]["party"], 1);
+}
+
+#[test]
+fn update_answer_in_its_2xx_moves_the_media() {
+    // The callee moves its media with an UPDATE; the caller's answer (in the 2xx) names a
+    // new receive port, which only that 2xx announces.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "up");
+    h.sip(
+        1500,
+        B,
+        A,
+        &request(
+            "UPDATE",
+            "up",
+            3,
+            false,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.2", 7000, 0, "sendrecv"),
+        ),
+    );
+    let ok = response(
+        "up",
+        200,
+        "OK",
+        3,
+        "UPDATE",
+        Some("tb"),
+        &sdp("10.0.0.1", 4100, 0, "sendrecv"),
+    );
+    h.sip(1510, A, B, &ok);
+    for i in 0..50u16 {
+        h.feed(
+            1600 + i as i64 * 20,
+            "10.0.0.2:7002",
+            "10.0.0.1:4100",
+            &rtp(i, i as u32 * 160, 0xCCCC, 0, &[0x10; 160]),
+        );
+    }
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+    assert_eq!(h.engine.stats().rtp_packets, 50);
 }
 
 #[test]
@@ -1760,7 +1812,12 @@ fn recording_ends_with_the_call_not_the_input() {
     }
     talk(&mut h, 65_000, 100);
     h.sip(67_000, A, B, &request("BYE", "gap", 2, true, "", "", ""));
-    h.sip(67_010, B, A, &response("gap", 200, "OK", 2, "BYE", Some("tb"), ""));
+    h.sip(
+        67_010,
+        B,
+        A,
+        &response("gap", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
     let v = &h.finished()[0];
     let d = v["dialog"].as_array().unwrap();
     assert_eq!(d.len(), 2, "{d:?}");

@@ -51,10 +51,17 @@ impl Call {
         }
         // A failure final response is the outcome, whatever ends its linger (a stray BYE's
         // 200, the end of the input, eviction).
-        let reason = match self.failed {
-            Some((_, 487)) => FinishReason::Cancel,
-            Some((_, code)) => FinishReason::Failure(code),
-            None => reason,
+        // A BYE still waiting for its answer when the input ends (or the call is evicted)
+        // ended the call as the linger would have.
+        let reason = match (self.failed, reason) {
+            (Some((_, 487)), _) => FinishReason::Cancel,
+            (Some((_, code)), _) => FinishReason::Failure(code),
+            (None, FinishReason::EndOfInput | FinishReason::Evicted | FinishReason::Timeout)
+                if self.bye_at.is_some() =>
+            {
+                FinishReason::Bye
+            }
+            (None, r) => r,
         };
         if let FinishReason::Failure(code) = reason {
             self.final_code.get_or_insert(code);

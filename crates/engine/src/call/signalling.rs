@@ -244,6 +244,11 @@ impl Call {
                     }
                 }
             }
+            Method::Update | Method::Prack if (200..300).contains(&code) => {
+                // The answer to an offer in an UPDATE or PRACK names where its sender
+                // receives.
+                self.apply_sdp(msg, side, now, false);
+            }
             Method::Bye if code >= 200 => {
                 // 2xx, or 481/408 (RFC 3261 §12.2.1.2: the dialog is gone), end the call,
                 // even when the BYE itself was lost on the tap. Any other error (500, 491…)
