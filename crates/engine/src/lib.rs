@@ -808,9 +808,11 @@ impl Engine {
 /// Whether a SIP message of an unknown Call-ID opens a call joined mid-way (its INVITE was
 /// never seen: the tap started during the call, or the INVITE was lost): an in-dialog
 /// (both tags) message of an INVITE dialog that carries SDP, so there is media to record —
-/// a re-INVITE, ACK, UPDATE, PRACK or BYE, or a 2xx to an INVITE, UPDATE or PRACK.
-/// Messages without SDP (a lone BYE, ACK, INFO, in-dialog OPTIONS) and every other method
-/// (OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, MESSAGE…) never open a call.
+/// a re-INVITE, ACK, UPDATE, PRACK or BYE, or a 2xx to an INVITE, UPDATE or PRACK — or a
+/// re-INVITE without SDP (a late offer: its 2xx and ACK will carry the media).
+/// Other messages without SDP (a lone BYE, ACK, UPDATE refresh, INFO, in-dialog OPTIONS)
+/// and every other method (OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, MESSAGE…) never open a
+/// call: there would be no media to record.
 fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
     use vcontap_sip::{Kind, Method};
     let tagged = msg
@@ -819,8 +821,11 @@ fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
         && msg
             .from()
             .is_some_and(|f| f.tag.is_some_and(|t| !t.is_empty()));
-    if !tagged || vcontap_sip::sdp_body(msg).is_none() {
+    if !tagged {
         return false;
+    }
+    if vcontap_sip::sdp_body(msg).is_none() {
+        return msg.method() == Some(Method::Invite);
     }
     match msg.kind() {
         Kind::Request { method, .. } => matches!(

@@ -1623,6 +1623,7 @@ fn call_joined_mid_way_on_a_reinvite_becomes_a_call() {
     );
     h.sip(30, A, B, &request("ACK", "mid", 5, true, "", "", ""));
     talk_from(&mut h, 100, 100, "10.0.0.2:6000", "10.0.0.2:6000");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
     // The callee hangs up: its From is the callee, the tags say so.
     h.sip(2200, B, A, &request("BYE", "mid", 9, false, "", "", ""));
     h.sip(
@@ -1654,6 +1655,47 @@ fn call_joined_mid_way_on_a_reinvite_becomes_a_call() {
         "sent"
     );
     check(v);
+}
+
+#[test]
+fn call_joined_on_a_late_offer_reinvite() {
+    // A session refresh without SDP: the offer comes in its 2xx, the answer in the ACK.
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(0, A, B, &request("INVITE", "lr", 5, true, "", "", ""));
+    assert_eq!(h.last()["vcontap"]["joined_mid_call"], true);
+    h.sip(
+        20,
+        B,
+        A,
+        &response(
+            "lr",
+            200,
+            "OK",
+            5,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        30,
+        A,
+        B,
+        &request(
+            "ACK",
+            "lr",
+            5,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    talk_from(&mut h, 100, 50, "10.0.0.2:6002", "10.0.0.2:6000");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+    h.finish(5000);
+    assert!(loud(&h.left) > 5_000 && loud(&h.right) > 5_000);
+    check(&h.finished()[0]);
 }
 
 #[test]
@@ -1737,7 +1779,8 @@ fn non_call_traffic_and_stragglers_never_become_joined_calls() {
             &response(&call, 200, "OK", 1, m, Some("tb"), &s),
         );
     }
-    // A lone BYE, ACK and re-INVITE without SDP, and an INVITE-dialog 200 without a To tag.
+    // A lone BYE, ACK, UPDATE and INFO without SDP, and an INVITE-dialog 200 without a To
+    // tag.
     h.sip(100, A, B, &request("BYE", "lone", 2, true, "", "", ""));
     h.sip(
         101,
@@ -1746,7 +1789,8 @@ fn non_call_traffic_and_stragglers_never_become_joined_calls() {
         &response("lone", 200, "OK", 2, "BYE", Some("tb"), ""),
     );
     h.sip(102, A, B, &request("ACK", "lone2", 1, true, "", "", ""));
-    h.sip(103, A, B, &request("INVITE", "lone3", 3, true, "", "", ""));
+    h.sip(103, A, B, &request("UPDATE", "lone3", 3, true, "", "", ""));
+    h.sip(103, A, B, &request("INFO", "lone4", 4, true, "", "", ""));
     h.sip(
         104,
         B,
