@@ -825,7 +825,8 @@ fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
         return false;
     }
     if vcontap_sip::sdp_body(msg).is_none() {
-        return msg.method() == Some(Method::Invite);
+        // `method()` of a response is its CSeq method: only the request counts here.
+        return msg.is_request() && msg.method() == Some(Method::Invite);
     }
     match msg.kind() {
         Kind::Request { method, .. } => matches!(

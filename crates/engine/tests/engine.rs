@@ -1791,6 +1791,19 @@ fn non_call_traffic_and_stragglers_never_become_joined_calls() {
     h.sip(102, A, B, &request("ACK", "lone2", 1, true, "", "", ""));
     h.sip(103, A, B, &request("UPDATE", "lone3", 3, true, "", "", ""));
     h.sip(103, A, B, &request("INFO", "lone4", 4, true, "", "", ""));
+    // Answers to an INVITE without SDP: a failure, and a 2xx whose offer was in the INVITE.
+    h.sip(
+        105,
+        B,
+        A,
+        &response("lone5", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        106,
+        B,
+        A,
+        &response("lone6", 200, "OK", 1, "INVITE", Some("tb"), ""),
+    );
     h.sip(
         104,
         B,
