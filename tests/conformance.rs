@@ -135,15 +135,12 @@ const EXCEPTIONS: &[Exception] = &[
                  by SSRC",
     },
     Exception {
-        capture: "ndpi_sip.pcap",
-        what: Expect::TsharkStreamNotInCall(
-            "192.168.1.2:30000",
-            "212.242.33.36:40392",
-            0x3796_CB71,
-        ),
-        reason: "early media of call 11894297-4432a9f8 that starts ~1 s after its final 480 \
-                 (09:56:24.332); the engine finishes a failed call at the final response and \
-                 does not attribute later RTP (tshark's SDP-learned table knows no call end)",
+        capture: "heplify_sip_ipv6_udp.pcap",
+        what: Expect::Calls(2),
+        reason: "its packet timestamps are garbage, years apart (the microseconds are equal, the \
+                 seconds random): the INVITE's call times out long before its 200 OK, which then \
+                 opens a second call joined mid-way (vcontap.joined_mid_call) with the same \
+                 Call-ID",
     },
 ];
 
@@ -594,10 +591,16 @@ fn check_capture(capture: &Path, oracle: &Oracle, out: &Path) -> CaptureReport {
         for id in &ids {
             if !tshark_ids.contains(id.as_str()) {
                 f.push(format!("vCon {uuid}: Call-ID {id} is not a tshark CALL"));
-            } else if !covered.insert(id.clone()) {
-                f.push(format!(
-                    "vCon {uuid}: Call-ID {id} is in more than one vCon"
-                ));
+            } else {
+                // A call joined mid-way may repeat a Call-ID only where an exception on the
+                // vCon count explains it.
+                let joined_again = exception && v["vcontap"]["joined_mid_call"] == true;
+                let first = covered.insert(id.clone());
+                if !(first || joined_again) {
+                    f.push(format!(
+                        "vCon {uuid}: Call-ID {id} is in more than one vCon"
+                    ));
+                }
             }
             let Some(tc) = oracle.calls.iter().find(|c| &c.call_id == id) else {
                 continue;

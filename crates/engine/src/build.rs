@@ -102,6 +102,31 @@ pub(crate) fn parties(msg: &Message<'_>) -> (Party, Party) {
     (caller, callee)
 }
 
+/// Caller and callee of a call joined mid-way on `msg` (see `Call::joined`): the requester
+/// of its transaction is the caller. A request's asserted identity and User-Agent are the
+/// requester's, as on an initial INVITE; a response's are the responder's (the callee).
+pub(crate) fn parties_joined(msg: &Message<'_>) -> (Party, Party) {
+    if msg.is_request() {
+        return parties(msg);
+    }
+    let mut caller = Party {
+        role: Some("caller".into()),
+        ..Default::default()
+    };
+    if let Some(f) = msg.from() {
+        fill_from(&mut caller, &f, false);
+    }
+    let mut callee = Party {
+        role: Some("callee".into()),
+        ..Default::default()
+    };
+    update_callee(&mut callee, msg);
+    if let Some(t) = msg.to() {
+        fill_from(&mut callee, &t, false);
+    }
+    (caller, callee)
+}
+
 /// Fills the callee from the answer: connected identity and Server/User-Agent.
 pub(crate) fn update_callee(p: &mut Party, msg: &Message<'_>) {
     for h in ["P-Asserted-Identity", "Remote-Party-ID"] {

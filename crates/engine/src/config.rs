@@ -43,7 +43,8 @@ pub struct EngineConfig {
     pub idle_timeout_ms: i64,
     /// An unanswered call with no SIP for this long is finished as `timeout`.
     pub ringing_timeout_ms: i64,
-    /// After BYE without its 200, or after CANCEL without 487, wait this long.
+    /// After BYE without its 200, or after CANCEL without 487, wait this long; a failure
+    /// final response keeps its call this long for the ACK and stragglers (a stray BYE).
     pub linger_ms: i64,
     /// After a 401/407 challenge, wait this long for the re-sent INVITE (same Call-ID,
     /// CSeq+1). No protocol limit bounds a client's wait for credentials (real traces show

@@ -18,9 +18,11 @@
 //!
 //! # Outputs
 //!
-//! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE: parties known),
-//! `updated` (answer, hold/unhold, re-INVITE, DTMF, transfer, party change), `segment` (a
-//! recording segment was stored and appended as a `recording` dialog) and `finished`. Each
+//! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE, or the first message
+//! of a call joined mid-way: parties known), `updated` (answer, hold/unhold, re-INVITE, DTMF,
+//! transfer, party change; coalesced per call within 200 ms of capture time and flushed by
+//! [`Engine::handle_timeout`]), `segment` (a recording segment was stored and appended as a
+//! `recording` dialog) and `finished`. Each
 //! event holds the complete vCon snapshot already serialized to JSON once, behind an `Arc`,
 //! so fan-out to many consumers never re-serializes or deep-clones.
 //!
@@ -81,9 +83,10 @@ pub(crate) struct CallHandle(pub(crate) u32);
 /// What kind of change an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// First INVITE seen: parties known.
+    /// First INVITE seen (or the first message of a call joined mid-way): parties known.
     Created,
-    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change.
+    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change. Changes closer than
+    /// 200 ms of capture time to the previous `Updated` are coalesced into one event.
     Updated,
     /// A recording segment closed and was appended as a `recording` dialog.
     Segment,
@@ -453,6 +456,7 @@ impl Engine {
                 None => {
                     if let Some(c) = self.call_mut(h) {
                         c.tick(now);
+                        c.flush_update(now);
                     }
                     self.collect(h);
                     self.schedule(h);
@@ -505,7 +509,9 @@ impl Engine {
     /// already scheduled.
     fn schedule(&mut self, h: CallHandle) {
         let Some(c) = self.call_ref(h) else { return };
-        let d = c.next_deadline(&self.cfg).nanos();
+        let d = c
+            .next_deadline(&self.cfg, self.timer_now, SWEEP_INTERVAL_MS)
+            .nanos();
         let gen = self.gen(h);
         let Some(slot) = self.scheduled.get_mut(h.0 as usize) else {
             return;
@@ -622,7 +628,9 @@ impl Engine {
             };
         }
         // The common RTP packet changes nothing outside its call: skip the bookkeeping.
-        let busy = call.has_pending();
+        // A held-back `updated` event moves the call's deadline earlier without output:
+        // the call must be rescheduled too.
+        let busy = call.has_pending() || call.update_deadline().is_some();
         if let Some(ssrc) = new_ssrc {
             if self.by_ssrc.len() < self.cfg.max_calls * 4 {
                 self.by_ssrc.insert(ssrc, (h, self.gens[h.0 as usize]));
@@ -647,14 +655,44 @@ impl Engine {
             self.stats.sip_without_call_id += 1;
             return;
         };
+        let initial_invite = msg.is_request()
+            && msg.method() == Some(vcontap_sip::Method::Invite)
+            && msg.to().is_some_and(|t| t.tag.is_none());
+        if let Some(&h) = self.by_call_id.get(call_id) {
+            // A new INVITE (higher CSeq) after a failure final response (3xx redirect, 422,
+            // 491…) is a new call: the failed one stops lingering and is finished first.
+            let retry = initial_invite
+                && self.call_ref(h).is_some_and(|c| {
+                    c.is_failed_lingering() && msg.cseq().is_some_and(|s| s.seq > c.invite_cseq())
+                });
+            if retry {
+                // Finished as its failure whatever the reason given (see `Call::finish`).
+                let now = self.now;
+                self.finish_call(h, FinishReason::Timeout, now);
+            }
+        }
         let h = match self.by_call_id.get(call_id) {
             Some(h) => *h,
+            None if !initial_invite => {
+                // Late answers, ACKs and BYE retransmissions of a finished call land here
+                // too; they are counted, not turned into calls. An in-dialog message with SDP
+                // of a call whose INVITE was never seen opens a call joined mid-way.
+                if !joinable(&msg) || self.recently_finished.contains_key(call_id) {
+                    self.stats.sip_non_call += 1;
+                    return;
+                }
+                match self.new_call(call_id, &msg, d, true) {
+                    Some(h) => {
+                        self.stats.calls_joined += 1;
+                        h
+                    }
+                    None => return,
+                }
+            }
             None => {
                 let is_invite =
                     msg.is_request() && msg.method() == Some(vcontap_sip::Method::Invite);
                 if !is_invite {
-                    // Late answers, ACKs and BYE retransmissions of a finished call land
-                    // here too; they are counted, not turned into calls.
                     self.stats.sip_non_call += 1;
                     return;
                 }
@@ -669,7 +707,7 @@ impl Engine {
                     self.stats.sip_retransmissions += 1;
                     return;
                 }
-                match self.new_call(call_id, &msg, d) {
+                match self.new_call(call_id, &msg, d, false) {
                     Some(h) => h,
                     None => return,
                 }
@@ -688,13 +726,20 @@ impl Engine {
         call_id: &str,
         msg: &vcontap_sip::Message<'_>,
         d: &Datagram<'_>,
+        joined: bool,
     ) -> Option<CallHandle> {
         let cfg = self.cfg.clone();
         let tag = msg.from().and_then(|f| f.tag).unwrap_or("");
         self.alloc_call(
             call_id,
             d.ts,
-            |uuid, seg_base| Call::new(uuid, call_id, msg, d, &cfg, seg_base),
+            |uuid, seg_base| {
+                if joined {
+                    Call::joined(uuid, call_id, msg, d, &cfg, seg_base)
+                } else {
+                    Call::new(uuid, call_id, msg, d, &cfg, seg_base)
+                }
+            },
             tag,
         )
     }
@@ -879,6 +924,43 @@ impl Engine {
             }
         }
         self.free.push(h.0);
+    }
+}
+
+/// Whether a SIP message of an unknown Call-ID opens a call joined mid-way (its INVITE was
+/// never seen: the tap started during the call, or the INVITE was lost): an in-dialog
+/// (both tags) message of an INVITE dialog that carries SDP, so there is media to record —
+/// a re-INVITE, ACK, UPDATE, PRACK or BYE, or a 2xx to an INVITE, UPDATE or PRACK — or a
+/// re-INVITE without SDP (a late offer: its 2xx and ACK will carry the media).
+/// Other messages without SDP (a lone BYE, ACK, UPDATE refresh, INFO, in-dialog OPTIONS)
+/// and every other method (OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, MESSAGE…) never open a
+/// call: there would be no media to record.
+fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
+    use vcontap_sip::{Kind, Method};
+    let tagged = msg
+        .to()
+        .is_some_and(|t| t.tag.is_some_and(|t| !t.is_empty()))
+        && msg
+            .from()
+            .is_some_and(|f| f.tag.is_some_and(|t| !t.is_empty()));
+    if !tagged {
+        return false;
+    }
+    if vcontap_sip::sdp_body(msg).is_none() {
+        // `method()` of a response is its CSeq method: only the request counts here.
+        return msg.is_request() && msg.method() == Some(Method::Invite);
+    }
+    match msg.kind() {
+        Kind::Request { method, .. } => matches!(
+            method,
+            Method::Invite | Method::Ack | Method::Update | Method::Prack | Method::Bye
+        ),
+        Kind::Response { code, .. } => {
+            (200..300).contains(&code)
+                && msg.cseq().is_some_and(|c| {
+                    matches!(c.method, Method::Invite | Method::Update | Method::Prack)
+                })
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct EngineStats {
     pub sessions: u64,
     /// Session packets ignored while the session's recording was paused.
     pub session_packets_paused: u64,
+    /// Of those, calls joined mid-way (no INVITE seen; counted in `calls` too).
+    pub calls_joined: u64,
     /// Calls finished (all reasons).
     pub calls_finished: u64,
     /// Calls finished early because the table was full.
@@ -87,6 +89,7 @@ impl EngineStats {
             calls,
             sessions,
             session_packets_paused,
+            calls_joined,
             calls_finished,
             calls_evicted,
             calls_rejected,
@@ -121,6 +124,7 @@ impl EngineStats {
             ("calls", self.calls),
             ("sessions", self.sessions),
             ("session_packets_paused", self.session_packets_paused),
+            ("calls_joined", self.calls_joined),
             ("calls_finished", self.calls_finished),
             ("calls_evicted", self.calls_evicted),
             ("calls_rejected", self.calls_rejected),

@@ -23,6 +23,7 @@ struct Harness {
     audio_frames: usize,
     stored: usize,
     left: Vec<i16>,
+    right: Vec<i16>,
 }
 
 impl Harness {
@@ -41,6 +42,7 @@ impl Harness {
             audio_frames: 0,
             stored: 0,
             left: Vec::new(),
+            right: Vec::new(),
         }
     }
 
@@ -51,6 +53,7 @@ impl Harness {
                 Output::Audio { samples, .. } => {
                     self.audio_frames += samples.len() / 2;
                     self.left.extend(samples.iter().step_by(2));
+                    self.right.extend(samples.iter().skip(1).step_by(2));
                 }
                 Output::SegmentOpened { .. } => {}
                 Output::SegmentClosed { segment } => {
@@ -328,8 +331,20 @@ fn outcomes_map_to_dispositions() {
             A,
             &response("f", code, reason, 1, "INVITE", Some("tb"), ""),
         );
+        assert!(
+            h.finished().is_empty(),
+            "{code}: lingers for the ACK and stragglers"
+        );
+        h.sip(
+            110,
+            A,
+            B,
+            &request("ACK", "f", 1, true, "", "", "")
+                .replace("branch=z9hG4bKr1", "branch=z9hG4bK1"),
+        );
+        h.timeout(5200);
         let fin = h.finished();
-        assert_eq!(fin.len(), 1, "{code} finishes the call at once");
+        assert_eq!(fin.len(), 1, "{code} finishes the call after the linger");
         let v = &fin[0];
         assert_eq!(v["vcontap"]["sip_final_status"], code);
         match disp {
@@ -337,6 +352,14 @@ fn outcomes_map_to_dispositions() {
                 assert_eq!(v["dialog"][0]["type"], "incomplete", "{code}");
                 assert_eq!(v["dialog"][0]["disposition"], d, "{code}");
                 assert_eq!(v["attachments"][0]["purpose"], "sip-message-trace");
+                let trace = &v["attachments"][0]["body"]["messages"];
+                assert_eq!(trace[2]["method"], "ACK", "{code}: the ACK is in the trace");
+                // The call ended with the final response, not when the linger did.
+                assert!((v["dialog"][0]["duration"].as_f64().unwrap() - 0.1).abs() < 0.001);
+                assert!(
+                    v["vcontap"]["answer_inferred"].is_null(),
+                    "an ACK to a failure"
+                );
             }
             None => assert!(v["dialog"].is_null(), "a redirect is not a failure"),
         }
@@ -376,7 +399,9 @@ fn cancel_then_487_is_no_answer_and_200_after_cancel_wins() {
         A,
         &response("x", 487, "Request Terminated", 1, "INVITE", Some("tb"), ""),
     );
+    h.timeout(11_000);
     let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "cancel");
     assert_eq!(v["dialog"][0]["disposition"], "no-answer");
     assert!((v["dialog"][0]["duration"].as_f64().unwrap() - 5.02).abs() < 0.01);
 
@@ -647,7 +672,11 @@ fn hold_resume_dtmf_and_info_become_party_history_and_segments() {
         .count();
     assert!(
         updates >= 6,
-        "answer, keydown, keyup, hold, unhold, INFO: {updates}"
+        "answer, keydown, keyup, hold, unhold, INFO: {updates} {:?}",
+        h.events
+            .iter()
+            .map(|e| (e.kind, e.at.0 / 1_000_000 % 100_000))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -877,9 +906,21 @@ fn invite_retransmitted_after_the_end_is_not_a_new_call() {
         A,
         &response("rt", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
     );
+    // During the failure's linger a retransmission joins the call's trace; after it, it is
+    // counted and dropped.
     h.sip(500, A, B, &inv);
+    h.timeout(6000);
+    h.sip(7000, A, B, &inv);
     h.finish(10_000);
     assert_eq!(h.finished().len(), 1, "one call");
+    let v = &h.finished()[0];
+    assert_eq!(
+        v["attachments"][0]["body"]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(h.engine.stats().sip_retransmissions, 1);
     // A new INVITE with the same Call-ID and a higher CSeq after the window is a new call.
     let mut h = Harness::new(RecordMode::None);
@@ -947,6 +988,7 @@ fn rfc7989_session_id_becomes_the_dialog_session_id() {
         "Session-ID: 47755a9de7794ba387653f2099600ef2;remote=ab30317f1a784dc48ff824d0d3715d86\nContent-Length: 0",
     );
     h.sip(50, B, A, &ok);
+    h.finish(100);
     let v = &h.finished()[0];
     assert_eq!(
         v["dialog"][0]["session_id"],
@@ -1213,4 +1255,796 @@ fn video_streams_are_reported_not_recorded() {
     assert!(video[0].get("quality_estimate").is_none_or(|q| q.is_null()));
     assert_eq!(h.stored, 1, "only the audio is recorded");
     assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+}
+
+/// Speech-like G.711 from both sides with distinct, non-silent samples: caller
+/// 10.0.0.1:4000 → `callee_dst`, callee `callee_src` → 10.0.0.1:4000.
+fn talk_from(h: &mut Harness, from_ms: i64, packets: u16, callee_src: &str, callee_dst: &str) {
+    for i in 0..packets {
+        let ms = from_ms + i as i64 * 20;
+        let k = (ms / 20) as u16;
+        h.feed(
+            ms,
+            "10.0.0.1:4000",
+            callee_dst,
+            &rtp(100 + k, 1000 + k as u32 * 160, 0xAAAA, 0, &[0x90; 160]),
+        );
+        h.feed(
+            ms + 1,
+            callee_src,
+            "10.0.0.1:4000",
+            &rtp(500 + k, 9000 + k as u32 * 160, 0xBBBB, 0, &[0x10; 160]),
+        );
+    }
+}
+
+fn loud(ch: &[i16]) -> usize {
+    ch.iter().filter(|s| s.unsigned_abs() > 1000).count()
+}
+
+fn check(v: &Value) {
+    let parsed: vcontap_vcon::Vcon = serde_json::from_value(v.clone()).unwrap();
+    vcontap_vcon::check(&parsed).unwrap();
+}
+
+#[test]
+fn late_offer_answer_in_ack_routes_the_answerers_stream() {
+    // INVITE without SDP, the offer in the 200 OK, the answer in the ACK (RFC 3261 §13.2.1).
+    // The callee sends from another port than it receives on, so only the ACK's SDP (where
+    // the caller receives) ties its stream to the call.
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(0, A, B, &invite("lo", 1, "", ""));
+    h.sip(
+        1000,
+        B,
+        A,
+        &response(
+            "lo",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        1010,
+        A,
+        B,
+        &request(
+            "ACK",
+            "lo",
+            1,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    talk_from(&mut h, 1100, 100, "10.0.0.2:6002", "10.0.0.2:6000");
+    h.sip(3200, A, B, &request("BYE", "lo", 2, true, "", "", ""));
+    h.sip(
+        3210,
+        B,
+        A,
+        &response("lo", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0, "no orphan stream");
+    let v = h.last();
+    let q = v["analysis"][0]["body"]["streams"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(q.len(), 2);
+    assert!(q
+        .iter()
+        .any(|s| s["direction"] == "callee->caller" && s["packets"] == 100));
+    assert!(loud(&h.left) > 10_000, "caller channel");
+    assert!(loud(&h.right) > 10_000, "callee channel is not silent");
+    check(&v);
+}
+
+#[test]
+fn bye_refused_with_an_error_does_not_end_the_call() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "br");
+    talk(&mut h, 1100, 40);
+    h.sip(2000, A, B, &request("BYE", "br", 2, true, "", "", ""));
+    h.sip(
+        2010,
+        B,
+        A,
+        &response("br", 500, "Server Internal Error", 2, "BYE", Some("tb"), ""),
+    );
+    talk(&mut h, 2100, 100);
+    // Well past the BYE linger: the refused BYE does not end the call.
+    h.timeout(9000);
+    assert!(
+        h.finished().is_empty(),
+        "a refused BYE does not end the call"
+    );
+    assert_eq!(h.last()["vcontap"]["byes_refused"], 1);
+    h.sip(9000, A, B, &request("BYE", "br", 3, true, "", "", ""));
+    h.sip(
+        9010,
+        B,
+        A,
+        &response("br", 200, "OK", 3, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    assert_eq!(v["vcontap"]["ended_at"], "2026-01-01T00:00:09Z");
+    // Media after the refused BYE is recorded, up to the BYE that succeeded.
+    let d = &v["dialog"][0];
+    assert!((d["duration"].as_f64().unwrap() - 7.9).abs() < 0.05, "{d}");
+    let drops: Vec<&Value> = v["vcontap"]["party_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "drop")
+        .collect();
+    assert_eq!(
+        drops.len(),
+        1,
+        "only the BYE that succeeded drops the party"
+    );
+    assert_eq!(drops[0]["time"], "2026-01-01T00:00:09Z");
+    check(v);
+
+    // 481 (and 408): the dialog is gone at the far end (RFC 3261 §12.2.1.2): the call ends.
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "b481");
+    h.sip(2000, B, A, &request("BYE", "b481", 7, false, "", "", ""));
+    h.sip(
+        2010,
+        A,
+        B,
+        &response("b481", 481, "Call Does Not Exist", 7, "BYE", Some("tb"), ""),
+    );
+    assert_eq!(h.finished()[0]["vcontap"]["end_reason"], "bye");
+
+    // A BYE still unanswered when the input ends ended the call.
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "eoi");
+    h.sip(2000, B, A, &request("BYE", "eoi", 7, false, "", "", ""));
+    h.finish(2100);
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    assert_eq!(v["vcontap"]["party_history"][0]["event"], "drop");
+    assert_eq!(v["vcontap"]["party_history"][0]["party"], 1);
+}
+
+#[test]
+fn update_answer_in_its_2xx_moves_the_media() {
+    // The callee moves its media with an UPDATE; the caller's answer (in the 2xx) names a
+    // new receive port, which only that 2xx announces.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "up");
+    h.sip(
+        1500,
+        B,
+        A,
+        &request(
+            "UPDATE",
+            "up",
+            3,
+            false,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.2", 7000, 0, "sendrecv"),
+        ),
+    );
+    let ok = response(
+        "up",
+        200,
+        "OK",
+        3,
+        "UPDATE",
+        Some("tb"),
+        &sdp("10.0.0.1", 4100, 0, "sendrecv"),
+    );
+    h.sip(1510, A, B, &ok);
+    for i in 0..50u16 {
+        h.feed(
+            1600 + i as i64 * 20,
+            "10.0.0.2:7002",
+            "10.0.0.1:4100",
+            &rtp(i, i as u32 * 160, 0xCCCC, 0, &[0x10; 160]),
+        );
+    }
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+    assert_eq!(h.engine.stats().rtp_packets, 50);
+}
+
+#[test]
+fn answer_lost_on_the_tap_is_inferred_from_the_ack() {
+    // INVITE, 180, the 200 OK lost, then ACK (a new transaction: another Via branch), RTP,
+    // BYE: the call was answered and is recorded.
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("la", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        50,
+        B,
+        A,
+        &response("la", 180, "Ringing", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(1010, A, B, &request("ACK", "la", 1, true, "", "", ""));
+    assert_eq!(h.last()["vcontap"]["state"], "answered");
+    talk(&mut h, 1100, 100);
+    h.sip(3200, A, B, &request("BYE", "la", 2, true, "", "", ""));
+    h.sip(
+        3210,
+        B,
+        A,
+        &response("la", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["answer_inferred"], true);
+    assert_eq!(v["vcontap"]["answered_at"], "2026-01-01T00:00:01.010Z");
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    assert_eq!(v["dialog"][0]["type"], "recording");
+    assert_eq!(v["dialog"][0]["sip_to_tag"], "tb");
+    let trace = &v["attachments"][0]["body"]["messages"];
+    assert_eq!(trace.as_array().unwrap().len(), 5);
+    check(v);
+
+    // The INVITE seen on two hops (a proxy: same Call-ID, another Via branch), its failure
+    // lost on the tap: the second hop's ACK is in that hop's INVITE transaction, so it
+    // acknowledges a failure, not a 2xx. The same after a 407 challenge.
+    for lost in ["486", "407"] {
+        let mut h = Harness::new(RecordMode::None);
+        let inv = invite("hop", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), "");
+        h.sip(0, A, B, &inv);
+        h.sip(
+            5,
+            "10.0.0.3:5060",
+            B,
+            &inv.replace("branch=z9hG4bK1", "branch=z9hG4bKhop2"),
+        );
+        if lost == "407" {
+            h.sip(
+                10,
+                B,
+                "10.0.0.3:5060",
+                &response(
+                    "hop",
+                    407,
+                    "Proxy Authentication Required",
+                    1,
+                    "INVITE",
+                    Some("tb"),
+                    "",
+                )
+                .replace("branch=z9hG4bK1", "branch=z9hG4bKhop2"),
+            );
+        }
+        h.sip(
+            20,
+            "10.0.0.3:5060",
+            B,
+            &request("ACK", "hop", 1, true, "", "", "")
+                .replace("branch=z9hG4bKr1", "branch=z9hG4bKhop2"),
+        );
+        assert_eq!(h.last()["vcontap"]["state"], "calling", "{lost}");
+        assert!(h.last()["vcontap"]["answer_inferred"].is_null(), "{lost}");
+    }
+}
+
+#[test]
+fn bye_after_a_failure_stays_in_the_trace_and_keeps_the_outcome() {
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        0,
+        A,
+        B,
+        &invite("bf", 1, &sdp("10.0.0.1", 4000, 0, "sendrecv"), ""),
+    );
+    h.sip(
+        100,
+        B,
+        A,
+        &response("bf", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        110,
+        A,
+        B,
+        &request("ACK", "bf", 1, true, "", "", "").replace("branch=z9hG4bKr1", "branch=z9hG4bK1"),
+    );
+    h.sip(300, A, B, &request("BYE", "bf", 2, true, "", "", ""));
+    h.sip(
+        310,
+        B,
+        A,
+        &response("bf", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    // The BYE's 200 ends the linger early; the outcome is still the 486.
+    let fin = h.finished();
+    assert_eq!(fin.len(), 1);
+    let v = &fin[0];
+    assert_eq!(v["vcontap"]["end_reason"], "failure");
+    assert_eq!(v["vcontap"]["sip_final_status"], 486);
+    assert_eq!(v["vcontap"]["ended_at"], "2026-01-01T00:00:00.100Z");
+    assert_eq!(v["dialog"][0]["disposition"], "busy");
+    let trace = v["attachments"][0]["body"]["messages"].as_array().unwrap();
+    let what: Vec<String> = trace
+        .iter()
+        .map(|m| {
+            m["method"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| m["status_code"].to_string())
+        })
+        .collect();
+    assert_eq!(what, ["INVITE", "486", "ACK", "BYE", "200"]);
+    assert_eq!(
+        h.engine.stats().sip_non_call,
+        0,
+        "nothing dropped as outside calls"
+    );
+    check(v);
+}
+
+#[test]
+fn call_joined_mid_way_on_a_reinvite_becomes_a_call() {
+    // The tap starts during the call: the first message is a session-refresh re-INVITE.
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        0,
+        A,
+        B,
+        &request(
+            "INVITE",
+            "mid",
+            5,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    assert_eq!(h.kinds(), vec![EventKind::Created]);
+    let v = h.last();
+    assert_eq!(v["vcontap"]["joined_mid_call"], true);
+    assert_eq!(v["vcontap"]["state"], "answered");
+    assert_eq!(v["parties"][0]["tel"], "+15550001");
+    assert_eq!(v["parties"][0]["role"], "caller");
+    assert_eq!(v["parties"][1]["tel"], "+15550002");
+    h.sip(
+        20,
+        B,
+        A,
+        &response(
+            "mid",
+            200,
+            "OK",
+            5,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(30, A, B, &request("ACK", "mid", 5, true, "", "", ""));
+    talk_from(&mut h, 100, 100, "10.0.0.2:6000", "10.0.0.2:6000");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+    // The callee hangs up: its From is the callee, the tags say so.
+    h.sip(2200, B, A, &request("BYE", "mid", 9, false, "", "", ""));
+    h.sip(
+        2210,
+        A,
+        B,
+        &response("mid", 200, "OK", 9, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["end_reason"], "bye");
+    assert_eq!(v["vcontap"]["joined_mid_call"], true);
+    assert_eq!(h.engine.stats().calls_joined, 1);
+    let d = &v["dialog"][0];
+    assert_eq!(d["type"], "recording");
+    assert_eq!(d["sip_from_tag"], "ta");
+    assert_eq!(d["sip_to_tag"], "tb");
+    assert!(
+        loud(&h.left) > 10_000 && loud(&h.right) > 10_000,
+        "both channels"
+    );
+    let drop = &v["vcontap"]["party_history"][0];
+    assert_eq!(
+        (drop["event"].as_str(), drop["party"].as_u64()),
+        (Some("drop"), Some(1)),
+        "the callee dropped"
+    );
+    assert_eq!(
+        v["attachments"][0]["body"]["messages"][0]["direction"],
+        "sent"
+    );
+    check(v);
+}
+
+#[test]
+fn call_joined_on_a_late_offer_reinvite() {
+    // A session refresh without SDP: the offer comes in its 2xx, the answer in the ACK.
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(0, A, B, &request("INVITE", "lr", 5, true, "", "", ""));
+    assert_eq!(h.last()["vcontap"]["joined_mid_call"], true);
+    h.sip(
+        20,
+        B,
+        A,
+        &response(
+            "lr",
+            200,
+            "OK",
+            5,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        ),
+    );
+    h.sip(
+        30,
+        A,
+        B,
+        &request(
+            "ACK",
+            "lr",
+            5,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    talk_from(&mut h, 100, 50, "10.0.0.2:6002", "10.0.0.2:6000");
+    assert_eq!(h.engine.stats().rtp_orphan_packets, 0);
+    h.finish(5000);
+    assert!(loud(&h.left) > 5_000 && loud(&h.right) > 5_000);
+    check(&h.finished()[0]);
+}
+
+#[test]
+fn call_joined_on_the_answer_when_the_invite_was_lost() {
+    // The INVITE (e.g. its first IP fragment) was lost: the dialog shows up with the callee's
+    // 200 OK. Its From is still the caller (responses copy the request's From).
+    let mut h = Harness::new(RecordMode::Stereo);
+    h.sip(
+        1000,
+        B,
+        A,
+        &response(
+            "lost",
+            200,
+            "OK",
+            1,
+            "INVITE",
+            Some("tb"),
+            &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+        )
+        .replace("Content-Type", "Server: PBX 1.0\nContent-Type"),
+    );
+    h.sip(
+        1010,
+        A,
+        B,
+        &request(
+            "ACK",
+            "lost",
+            1,
+            true,
+            "",
+            "application/sdp",
+            &sdp("10.0.0.1", 4000, 0, "sendrecv"),
+        ),
+    );
+    talk_from(&mut h, 1100, 100, "10.0.0.2:6000", "10.0.0.2:6000");
+    h.finish(60_000);
+    let v = &h.finished()[0];
+    assert_eq!(v["vcontap"]["joined_mid_call"], true);
+    assert_eq!(v["parties"][0]["tel"], "+15550001");
+    assert_eq!(v["parties"][0]["name"], "Alice A");
+    assert!(
+        v["parties"][0]["sip_user_agent"].is_null(),
+        "the Server is the callee's"
+    );
+    assert_eq!(v["parties"][1]["sip_user_agent"], "PBX 1.0");
+    assert_eq!(v["dialog"][0]["sip_cseq"], 1);
+    assert!(loud(&h.left) > 10_000 && loud(&h.right) > 10_000);
+    check(v);
+}
+
+#[test]
+fn non_call_traffic_and_stragglers_never_become_joined_calls() {
+    let mut h = Harness::new(RecordMode::None);
+    let s = sdp("10.0.0.1", 4000, 0, "sendrecv");
+    // Out-of-dialog and non-INVITE-dialog methods, with SDP bodies where legal.
+    for (i, m) in [
+        "OPTIONS",
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "INFO",
+        "PUBLISH",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let call = format!("n{i}");
+        h.sip(
+            i as i64,
+            A,
+            B,
+            &request(m, &call, 1, true, "", "application/sdp", &s),
+        );
+        h.sip(
+            i as i64,
+            B,
+            A,
+            &response(&call, 200, "OK", 1, m, Some("tb"), &s),
+        );
+    }
+    // A lone BYE, ACK, UPDATE and INFO without SDP, and an INVITE-dialog 200 without a To
+    // tag.
+    h.sip(100, A, B, &request("BYE", "lone", 2, true, "", "", ""));
+    h.sip(
+        101,
+        B,
+        A,
+        &response("lone", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    h.sip(102, A, B, &request("ACK", "lone2", 1, true, "", "", ""));
+    h.sip(103, A, B, &request("UPDATE", "lone3", 3, true, "", "", ""));
+    h.sip(103, A, B, &request("INFO", "lone4", 4, true, "", "", ""));
+    // Answers to an INVITE without SDP: a failure, and a 2xx whose offer was in the INVITE.
+    h.sip(
+        105,
+        B,
+        A,
+        &response("lone5", 486, "Busy Here", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        106,
+        B,
+        A,
+        &response("lone6", 200, "OK", 1, "INVITE", Some("tb"), ""),
+    );
+    h.sip(
+        104,
+        B,
+        A,
+        &response("notag", 200, "OK", 1, "INVITE", None, &s),
+    );
+    h.finish(10_000);
+    assert_eq!(h.engine.stats().calls, 0, "{:?}", h.engine.stats());
+    assert!(h.events.is_empty());
+
+    // A 200 OK retransmitted after its call ended (it is re-sent until the ACK arrives).
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "late");
+    h.sip(2000, A, B, &request("BYE", "late", 2, true, "", "", ""));
+    h.sip(
+        2010,
+        B,
+        A,
+        &response("late", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    let ok = response(
+        "late",
+        200,
+        "OK",
+        1,
+        "INVITE",
+        Some("tb"),
+        &sdp("10.0.0.2", 6000, 0, "sendrecv"),
+    );
+    h.sip(3000, B, A, &ok);
+    h.finish(10_000);
+    assert_eq!(h.finished().len(), 1, "no second call");
+    assert_eq!(h.engine.stats().calls_joined, 0);
+}
+
+#[test]
+fn recording_ends_with_the_call_not_the_input() {
+    // End of input a minute after the last packet, and an idle timeout: the last segment is
+    // cut at the last media packet, never padded to the end of the input or the timeout.
+    for end in ["input", "timeout"] {
+        let mut h = Harness::new(RecordMode::Stereo);
+        answered(&mut h, "end");
+        talk(&mut h, 1100, 100);
+        match end {
+            "input" => h.finish(61_000),
+            _ => h.timeout(305_000),
+        }
+        let v = &h.finished()[0];
+        let d = &v["dialog"][0];
+        assert!(
+            (d["duration"].as_f64().unwrap() - 2.0).abs() < 0.05,
+            "{end}: {d}"
+        );
+        assert!(h.audio_frames < 17_000, "{end}: {} frames", h.audio_frames);
+    }
+    // A minute without media (and without hold) mid-call: the segment is closed at its last
+    // packet, the resumed media opens a new one; the silence is never released as zeros.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "gap");
+    talk(&mut h, 1100, 100);
+    for s in 4..65 {
+        h.timeout(s * 1000);
+    }
+    talk(&mut h, 65_000, 100);
+    h.sip(67_000, A, B, &request("BYE", "gap", 2, true, "", "", ""));
+    h.sip(
+        67_010,
+        B,
+        A,
+        &response("gap", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    let d = v["dialog"].as_array().unwrap();
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!((d[0]["duration"].as_f64().unwrap() - 2.0).abs() < 0.05);
+    assert_eq!(d[1]["start"], "2026-01-01T00:01:05Z");
+    assert!((d[1]["duration"].as_f64().unwrap() - 2.0).abs() < 0.05);
+    assert!(h.audio_frames < 33_000, "{} frames", h.audio_frames);
+    // Media after the BYE (before its 200) is not recorded.
+    let mut h = Harness::new(RecordMode::Stereo);
+    answered(&mut h, "bye");
+    talk(&mut h, 1100, 50);
+    h.sip(2100, A, B, &request("BYE", "bye", 2, true, "", "", ""));
+    talk(&mut h, 2120, 100);
+    h.sip(
+        4200,
+        B,
+        A,
+        &response("bye", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    let v = &h.finished()[0];
+    assert!((v["dialog"][0]["duration"].as_f64().unwrap() - 1.0).abs() < 0.05);
+}
+
+#[test]
+fn answered_calls_without_audio_have_one_shape() {
+    fn shape(v: &Value) -> (Vec<String>, Vec<String>) {
+        let top = v.as_object().unwrap().keys().cloned().collect();
+        let mut ext: Vec<String> = v["vcontap"].as_object().unwrap().keys().cloned().collect();
+        // Present only when there was RTP to report on.
+        ext.retain(|k| k != "rtp_quality" && k != "undecodable_codecs");
+        (top, ext)
+    }
+    let mut shapes = Vec::new();
+    for cause in ["no-rtp", "undecodable-codec", "encrypted", "record-none"] {
+        let mode = if cause == "record-none" {
+            RecordMode::None
+        } else {
+            RecordMode::Stereo
+        };
+        let mut h = Harness::new(mode);
+        let (pt, proto) = match cause {
+            "undecodable-codec" => (18, "RTP/AVP"),
+            "encrypted" => (0, "RTP/SAVP"),
+            _ => (0, "RTP/AVP"),
+        };
+        let offer = sdp("10.0.0.1", 4000, pt, "sendrecv").replace("RTP/AVP", proto);
+        let answer = sdp("10.0.0.2", 6000, pt, "sendrecv").replace("RTP/AVP", proto);
+        h.sip(0, A, B, &invite("nr", 1, &offer, ""));
+        h.sip(
+            100,
+            B,
+            A,
+            &response("nr", 200, "OK", 1, "INVITE", Some("tb"), &answer),
+        );
+        if cause != "no-rtp" {
+            for i in 0..100u16 {
+                let ms = 200 + i as i64 * 20;
+                h.feed(
+                    ms,
+                    "10.0.0.1:4000",
+                    "10.0.0.2:6000",
+                    &rtp(i, i as u32 * 160, 7, pt, &[0x90; 160]),
+                );
+            }
+        }
+        h.sip(9000, A, B, &request("BYE", "nr", 2, true, "", "", ""));
+        h.sip(
+            9010,
+            B,
+            A,
+            &response("nr", 200, "OK", 2, "BYE", Some("tb"), ""),
+        );
+        let v = h.finished()[0].clone();
+        assert_eq!(h.stored, 0, "{cause}");
+        assert!(v["dialog"].is_null(), "{cause}: no dialog at all");
+        assert_eq!(v["vcontap"]["no_recording"], cause);
+        assert!(v["vcontap"]["sip_message_trace"].is_object(), "{cause}");
+        check(&v);
+        shapes.push(shape(&v));
+    }
+    assert!(shapes.windows(2).all(|w| w[0] == w[1]), "{shapes:?}");
+}
+
+#[test]
+fn dtmf_flood_is_capped_counted_and_coalesced() {
+    let mut h = Harness::new(RecordMode::None);
+    answered(&mut h, "fl");
+    let info = |h: &mut Harness, i: u32| {
+        let body = "Signal=5\r\nDuration=100\r\n";
+        h.sip(
+            2000 + i as i64 * 10,
+            A,
+            B,
+            &request(
+                "INFO",
+                "fl",
+                10 + i,
+                true,
+                "",
+                "application/dtmf-relay",
+                body,
+            ),
+        );
+    };
+    // 50 digits 10 ms apart: the first is emitted at once, the rest held back…
+    for i in 0..50 {
+        info(&mut h, i);
+    }
+    assert!(
+        h.last()["vcontap"]["party_history"]
+            .as_array()
+            .unwrap()
+            .len()
+            < 100
+    );
+    // …and flushed by time alone, with the latest snapshot, at the deadline the engine
+    // reports (well before its next 1 s sweep).
+    let due = h.engine.poll_timeout();
+    assert!(due.0 <= T0 + 2_700_000_000, "{}", due.0 - T0);
+    h.engine.handle_timeout(due);
+    h.drain();
+    assert_eq!(h.events.last().unwrap().kind, EventKind::Updated);
+    assert_eq!(
+        h.last()["vcontap"]["party_history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    // 750 more (1600 history entries against a cap of 1000) over 7.5 s: one `updated` per
+    // 200 ms window at most, none once the history is full.
+    let before = h.events.len();
+    for i in 300..1050 {
+        info(&mut h, i);
+    }
+    let flood = h.events.len() - before;
+    assert!(flood <= 7_500 / 200 + 1, "{flood} events for 750 digits");
+    h.timeout(12_000);
+    h.sip(13_000, A, B, &request("BYE", "fl", 900, true, "", "", ""));
+    h.sip(
+        13_010,
+        B,
+        A,
+        &response("fl", 200, "OK", 900, "BYE", Some("tb"), ""),
+    );
+    assert_eq!(h.events.last().unwrap().kind, EventKind::Finished);
+    let v = h.last();
+    assert_eq!(
+        v["vcontap"]["party_history"].as_array().unwrap().len(),
+        1000
+    );
+    assert_eq!(
+        v["vcontap"]["history_dropped"], 601,
+        "600 digits' entries and the drop"
+    );
+    let seqs: Vec<u64> = h.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "seq stays contiguous"
+    );
+    assert!(h.events.windows(2).all(|w| w[0].at <= w[1].at));
+    check(&v);
 }

@@ -9,43 +9,69 @@ use super::*;
 
 impl Call {
     /// Whether the call should end at `now` without further input.
+    /// The ways a call can end without further input, in priority order: (since, wait in
+    /// ms, reason). [`Call::due`] and the timer deadline ([`Call::next_deadline`]) both read
+    /// this one list, so a new way to end can never be missed by the timer.
+    pub(super) fn end_timers(
+        &self,
+        cfg: &EngineConfig,
+    ) -> [Option<(Timestamp, i64, FinishReason)>; 5] {
+        let idle = if self.state >= State::Answered {
+            cfg.idle_timeout_ms
+        } else {
+            cfg.ringing_timeout_ms
+        };
+        [
+            self.bye_at.map(|b| (b, cfg.linger_ms, FinishReason::Bye)),
+            self.failed
+                .map(|(t, code)| (t, cfg.linger_ms, FinishReason::Failure(code))),
+            self.cancel_at
+                .map(|c| (c, cfg.linger_ms, FinishReason::Cancel)),
+            self.challenge
+                .map(|(t, code)| (t, cfg.auth_wait_ms, FinishReason::Failure(code))),
+            Some((self.last_activity(), idle, FinishReason::Timeout)),
+        ]
+    }
+
+    /// Whether the call should end at `now` without further input.
     pub(crate) fn due(&self, now: Timestamp, cfg: &EngineConfig) -> Option<FinishReason> {
         if self.finish_reason.is_some() {
             return None;
         }
         let since = |t: Timestamp| now.nanos().saturating_sub(t.nanos()) / 1_000_000;
-        if let Some(b) = self.bye_at {
-            if since(b) >= cfg.linger_ms {
-                return Some(FinishReason::Bye);
-            }
-        }
-        if let Some(c) = self.cancel_at {
-            if since(c) >= cfg.linger_ms {
-                return Some(FinishReason::Cancel);
-            }
-        }
-        if let Some((t, code)) = self.challenge {
-            if since(t) >= cfg.auth_wait_ms {
-                return Some(FinishReason::Failure(code));
-            }
-        }
-        let limit = if self.state >= State::Answered {
-            cfg.idle_timeout_ms
-        } else {
-            cfg.ringing_timeout_ms
-        };
-        if since(self.last_activity()) >= limit {
-            return Some(FinishReason::Timeout);
-        }
-        None
+        self.end_timers(cfg)
+            .into_iter()
+            .flatten()
+            .find(|(t, wait, _)| since(*t) >= *wait)
+            .map(|(_, _, r)| r)
     }
 
     pub(crate) fn finish(&mut self, reason: FinishReason, now: Timestamp) {
         if self.finish_reason.is_some() {
             return;
         }
+        // A failure final response is the outcome, whatever ends its linger (a stray BYE's
+        // 200, the end of the input, eviction).
+        // A BYE still waiting for its answer when the input ends (or the call is evicted)
+        // ended the call as the linger would have.
+        let reason = match (self.failed, reason) {
+            (Some((_, 487)), _) => FinishReason::Cancel,
+            (Some((_, code)), _) => FinishReason::Failure(code),
+            (None, FinishReason::EndOfInput | FinishReason::Evicted | FinishReason::Timeout)
+                if self.bye_at.is_some() =>
+            {
+                FinishReason::Bye
+            }
+            (None, r) => r,
+        };
         if let FinishReason::Failure(code) = reason {
             self.final_code.get_or_insert(code);
+        }
+        if reason == FinishReason::Bye {
+            // Recorded now that the BYE succeeded (or went unanswered past the linger).
+            if let Some(b) = self.bye_at {
+                self.add_history(b, self.bye_side, "drop", None);
+            }
         }
         self.finish_reason = Some(reason);
         self.finish_at = Some(now);
@@ -53,6 +79,11 @@ impl Call {
         // A call that ended by itself ends at its last signalling; a timeout at last activity.
         let end = match reason {
             FinishReason::Bye => self.bye_at.unwrap_or(now),
+            FinishReason::Failure(_) | FinishReason::Cancel if self.failed.is_some() => {
+                self.failed.map_or(now, |(t, _)| t)
+            }
+            // A CANCEL whose 487 was never seen: the call ended with the CANCEL.
+            FinishReason::Cancel => self.cancel_at.unwrap_or(now),
             // A challenge nobody answered: the call ended with the 401/407.
             FinishReason::Failure(_) if self.challenge.is_some() => {
                 self.challenge.map_or(now, |(t, _)| t)
@@ -63,7 +94,18 @@ impl Call {
             _ => now,
         };
         self.end_at = Some(end);
-        self.cut_segment(now);
+        // The recording ends with the call, not with whatever input noticed the end (a
+        // timeout, the end of the input): the mixer releases up to its last placed sample at
+        // least, so nothing heard is cut and nothing after the end is padded.
+        let cut = match reason {
+            // Nothing ended it: the recording stops at the last media packet, not at the
+            // timeout moment or the end of the input.
+            FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
+                self.last_rtp.map_or(end, |r| r.min(end))
+            }
+            _ => end,
+        };
+        self.cut_segment(cut.min(now));
         self.try_finalize(now);
     }
 
@@ -121,6 +163,13 @@ impl Call {
             .filter(|(_, d)| d.kind == "recording")
             .map(|(i, _)| i as u32)
             .collect();
+        if recordings.is_empty() && (self.answer_at.is_some() || self.joined) {
+            // One shape for every answered call without recorded audio: no `recording`
+            // dialog (a content-less one fails ingest), the trace and RTP report in this
+            // object, and why there is no audio.
+            self.extra
+                .push(("no_recording", json!(self.no_recording_reason())));
+        }
         if !self.trace.is_empty() {
             // Built by hand: `json!` would re-serialize the moved trace into a fresh copy.
             let mut body = serde_json::Map::new();
@@ -172,6 +221,29 @@ impl Call {
         // final snapshot does not depend on how fast the driver writes media.
         let at = self.finish_at.unwrap_or(now).max(end);
         self.emit(EventKind::Finished, at);
+    }
+
+    /// Why an answered call has no recording, first cause first.
+    fn no_recording_reason(&self) -> &'static str {
+        if self.record == RecordMode::None {
+            "record-none"
+        } else if self.encrypted.is_some() {
+            "encrypted"
+        } else if !self
+            .streams
+            .iter()
+            .any(|s| !s.video && s.stats.packets() > 0)
+        {
+            "no-rtp"
+        } else if !self.undecodable.is_empty() {
+            "undecodable-codec"
+        } else if self.segments_failed > 0 {
+            "store-failed"
+        } else {
+            // RTP arrived but none of it was decodable audio after the answer (comfort
+            // noise or DTMF only, decode errors, media only before the answer).
+            "no-audio"
+        }
     }
 
     pub(super) fn stream_report(&self, s: &Stream) -> Value {

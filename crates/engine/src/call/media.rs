@@ -234,15 +234,16 @@ impl Call {
                 let mut edges = std::mem::take(&mut self.edges);
                 edges.clear();
                 self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
+                // Past the history cap edges are only counted: no snapshot for nothing new.
+                let mut any = false;
                 for e in &edges {
-                    match *e {
+                    any |= match *e {
                         DtmfEdge::Down(c) => self.add_history(now, sender, "keydown", Some(c)),
                         DtmfEdge::Up { digit, .. } => {
                             self.add_history(now, sender, "keyup", Some(digit))
                         }
-                    }
+                    };
                 }
-                let any = !edges.is_empty();
                 self.edges = edges;
                 if any {
                     self.emit(EventKind::Updated, now);
@@ -258,8 +259,10 @@ impl Call {
             stream
                 .stats
                 .update_marked(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker, cn);
+        // Audio after a BYE is not part of the call (a refused BYE resumes the recording).
         if self.record == RecordMode::None
             || self.state < State::Answered
+            || self.bye_at.is_some()
             || outcome == SeqOutcome::Duplicate
             || kind == CodecKind::ComfortNoise
         {
@@ -467,8 +470,27 @@ impl Call {
     }
 
     /// Periodic work: hands out buffered audio even when packets pause (hold).
+    ///
+    /// Silence is released as time passes only while the call is known to go on (a side
+    /// holds): after the last packet, silence may be the end of the call, and a recording
+    /// never runs past the call's end. A pause that turns out to be mid-call is filled in
+    /// when media resumes, or, past [`SILENCE_CUT_MS`], the segment is closed at its last
+    /// packet and the resumed media opens a new one.
     pub(crate) fn tick(&mut self, now: Timestamp) {
-        self.drain_audio(now, false);
+        let held = self.held.iter().any(|h| *h);
+        if let (false, Some(last), true) = (held, self.last_rtp, self.segment.is_some()) {
+            if now.nanos().saturating_sub(last.nanos()) >= SILENCE_CUT_MS * 1_000_000 {
+                self.cut_segment(last);
+                return;
+            }
+        }
+        let to = if held {
+            now
+        } else {
+            self.last_rtp.map_or(now, |r| r.min(now))
+        };
+        let to = self.bye_at.map_or(to, |b| b.min(to));
+        self.drain_audio(to, false);
     }
 
     pub(crate) fn segment_stored(
@@ -483,6 +505,9 @@ impl Call {
         let Some(p) = self.pending.remove(pos) else {
             return;
         };
+        if stored.is_none() {
+            self.segments_failed = self.segments_failed.saturating_add(1);
+        }
         if let Some(st) = stored {
             // Events up to the cut belong to the closing segment (a hold lands on the one it ends).
             let mut hist = Vec::new();

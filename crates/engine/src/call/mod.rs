@@ -33,6 +33,11 @@ const MAX_HISTORY: usize = 1000;
 /// A side's recording switches to another of its streams after the current one has been
 /// silent this long (relayed legs, restarts on new ports).
 const PRIMARY_TAKEOVER_MS: i64 = 500;
+/// A recording segment is closed at its last packet after this much silence (no RTP, no
+/// hold): the silence may be the end of the call, and a recording never runs past the end.
+/// It also bounds the silence the mixer releases at once when media resumes (30 s × rate ×
+/// 2 channels: ~1 MiB at 8 kHz); a longer pause splits the recording into two segments.
+const SILENCE_CUT_MS: i64 = 30_000;
 /// SSRCs whose RTCP figures are kept per call.
 const MAX_RTCP_SSRCS: usize = 16;
 /// Parties per call (caller, callee and transfer targets).
@@ -41,6 +46,10 @@ const MAX_PARTIES: usize = 16;
 const MAX_EARLY_TAGS: usize = 8;
 /// Media routes one call may register over its lifetime (re-INVITE churn guard).
 const MAX_ROUTES_PER_CALL: usize = 32;
+/// `updated` events of one call closer together than this (capture time) are coalesced into
+/// one carrying the latest snapshot: a DTMF or re-INVITE flood costs at most five full
+/// snapshots per second and call. `created`, `segment` and `finished` are never held back.
+pub(crate) const UPDATE_COALESCE_MS: i64 = 200;
 
 /// Why a call ended (the `vcontap.end_reason` of the vCon and the `reason` of the
 /// `finished` event).
@@ -230,9 +239,26 @@ pub(crate) struct Call {
     early_tags: Vec<String>,
     invite_cseq: u32,
     caller_sip: SocketAddr,
+    /// Top Via branches of the initial INVITEs seen (one per hop or B2BUA leg, bounded by
+    /// [`MAX_EARLY_TAGS`]): an ACK in the same transaction acknowledges a failure (RFC 3261
+    /// §17.1.1.3), an ACK in a new one acknowledges a 2xx.
+    invite_branches: Vec<String>,
+    /// Answered, but the 2xx was never seen (lost on the tap): inferred from the ACK.
+    answer_inferred: bool,
+    /// The tap started after the INVITE (or lost it): the call was joined on a later
+    /// message of its dialog, roles inferred (see `Call::joined`).
+    joined: bool,
     final_code: Option<u16>,
+    /// A final failure response to the INVITE and when: the call lingers (`linger_ms`) to
+    /// keep the ACK, retransmissions and stray BYEs in its trace before it finishes.
+    failed: Option<(Timestamp, u16)>,
     cancel_at: Option<Timestamp>,
+    /// The BYE waiting for its final response: when, from which side, its CSeq.
     bye_at: Option<Timestamp>,
+    bye_side: u8,
+    bye_cseq: Option<u32>,
+    /// BYEs answered with an error that does not end the dialog (e.g. 500, 491).
+    byes_refused: u32,
     challenge: Option<(Timestamp, u16)>,
     last_sip: Timestamp,
     last_rtp: Option<Timestamp>,
@@ -254,12 +280,16 @@ pub(crate) struct Call {
     held: [bool; 2],
     history: Vec<(Timestamp, PartyHistory)>,
     history_assigned: usize,
+    /// Party-history entries not recorded because of [`MAX_HISTORY`].
+    history_dropped: u64,
     undecodable: Vec<String>,
 
     segment: Option<Segment>,
     seg_base: u64,
     seg_index: u32,
     pending: VecDeque<Pending>,
+    /// Segments the driver could not store (left out of the vCon).
+    segments_failed: u32,
     closed: Vec<SegmentId>,
     outputs: Vec<Output>,
     trace: Vec<Value>,
@@ -276,6 +306,10 @@ pub(crate) struct Call {
     edges: Vec<DtmfEdge>,
     /// Time of the last event (events never go back in time).
     last_at: Timestamp,
+    /// Time of the last `updated` event emitted, and of the latest change held back since
+    /// (see [`UPDATE_COALESCE_MS`]).
+    last_update: Option<Timestamp>,
+    pending_update: Option<Timestamp>,
     /// When `finish` was called.
     finish_at: Option<Timestamp>,
     /// The party index currently on each side (changes when the connected identity does).
@@ -309,6 +343,7 @@ fn side_name(side: u8) -> &'static str {
 }
 
 impl Call {
+    /// A call opened by its initial INVITE.
     pub(crate) fn new(
         uuid: String,
         call_id: &str,
@@ -316,6 +351,38 @@ impl Call {
         d: &Datagram<'_>,
         cfg: &EngineConfig,
         seg_base: u64,
+    ) -> Self {
+        Self::open(uuid, call_id, msg, d, cfg, seg_base, false)
+    }
+
+    /// A call joined mid-way: its INVITE was never seen (the tap started during the call, or
+    /// the INVITE was lost), and `msg` is an in-dialog message of an INVITE dialog (see
+    /// `Engine::joinable`).
+    ///
+    /// Roles are a heuristic: the side that sent the request of `msg`'s transaction (the
+    /// From of a request or of a response alike) is taken as the caller. That is right for
+    /// the 2xx and ACK of the initial INVITE (a lost INVITE) and for re-INVITEs and UPDATEs
+    /// sent by the caller (the usual session refresher); when the callee sent it, the roles
+    /// are swapped, which `vcontap.joined_mid_call` tells consumers to expect.
+    pub(crate) fn joined(
+        uuid: String,
+        call_id: &str,
+        msg: &Message<'_>,
+        d: &Datagram<'_>,
+        cfg: &EngineConfig,
+        seg_base: u64,
+    ) -> Self {
+        Self::open(uuid, call_id, msg, d, cfg, seg_base, true)
+    }
+
+    fn open(
+        uuid: String,
+        call_id: &str,
+        msg: &Message<'_>,
+        d: &Datagram<'_>,
+        cfg: &EngineConfig,
+        seg_base: u64,
+        joined: bool,
     ) -> Self {
         let created = format_time(d.ts.nanos());
         let mut vcon = Vcon::new(uuid.clone(), created);
@@ -325,14 +392,37 @@ impl Call {
             .header("Subject")
             .map(str::to_string)
             .filter(|s| !s.is_empty());
-        let (caller, callee) = build::parties(msg);
+        let (caller, callee) = if joined {
+            build::parties_joined(msg)
+        } else {
+            build::parties(msg)
+        };
+        // The requester of `msg`'s transaction is the caller (see `Call::joined`).
+        let caller_sip = if msg.is_request() { d.src } else { d.dst };
+        let invite_cseq = msg
+            .cseq()
+            .filter(|c| !joined || c.method == vcontap_sip::Method::Invite)
+            .map_or(0, |c| c.seq);
         vcon.parties.push(caller);
         vcon.parties.push(callee);
         let mut call = Call::blank(uuid, call_id, vcon, cfg, seg_base, d.ts);
+        if joined {
+            call.state = State::Answered;
+        }
         call.caller_tag = msg.from().and_then(|f| f.tag.map(str::to_string));
         call.caller_tags = call.caller_tag.clone().into_iter().collect();
-        call.invite_cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
-        call.caller_sip = d.src;
+        call.to_tag = joined
+            .then(|| msg.to().and_then(|t| t.tag.map(str::to_string)))
+            .flatten();
+        call.invite_cseq = invite_cseq;
+        call.caller_sip = caller_sip;
+        call.invite_branches = msg
+            .top_via_branch()
+            .filter(|_| !joined)
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        call.joined = joined;
         call.emit(EventKind::Created, d.ts);
         call
     }
@@ -369,9 +459,16 @@ impl Call {
             early_tags: Vec::new(),
             invite_cseq: 0,
             caller_sip: SocketAddr::from(([0, 0, 0, 0], 0)),
+            invite_branches: Vec::new(),
+            answer_inferred: false,
+            joined: false,
             final_code: None,
+            failed: None,
             cancel_at: None,
             bye_at: None,
+            bye_side: 0,
+            bye_cseq: None,
+            byes_refused: 0,
             challenge: None,
             last_sip: at,
             last_rtp: None,
@@ -389,11 +486,13 @@ impl Call {
             held: [false; 2],
             history: Vec::new(),
             history_assigned: 0,
+            history_dropped: 0,
             undecodable: Vec::new(),
             segment: None,
             seg_base,
             seg_index: 0,
             pending: VecDeque::new(),
+            segments_failed: 0,
             closed: Vec::new(),
             outputs: Vec::new(),
             trace: Vec::new(),
@@ -409,6 +508,8 @@ impl Call {
             session_uuids: [None, None],
             side_party: [0, 1],
             last_at: at,
+            last_update: None,
+            pending_update: None,
             sniffed: true,
             session_streams: Vec::new(),
             paused: None,
@@ -432,6 +533,11 @@ impl Call {
 
     pub(crate) fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// A final failure response was seen and the call lingers for its ACK and stragglers.
+    pub(crate) fn is_failed_lingering(&self) -> bool {
+        self.failed.is_some() && self.finish_reason.is_none()
     }
 
     /// Finished but waiting for segment stores.
@@ -459,10 +565,11 @@ impl Call {
             .map(|s| (s.sender, s.video))
     }
 
-    /// Whether the call has anything for the engine: routes, closed segments, outputs, or
-    /// it is done.
+    /// Whether the call has anything for the engine: routes, closed segments, outputs, a
+    /// held-back update to schedule, or it is done.
     pub(crate) fn has_pending(&self) -> bool {
         self.done
+            || self.pending_update.is_some()
             || !self.new_routes.is_empty()
             || !self.closed.is_empty()
             || !self.outputs.is_empty()
@@ -482,7 +589,46 @@ impl Call {
 
     // ---- events ----------------------------------------------------------------------
 
+    /// Emits an event with the current snapshot. An `updated` within
+    /// [`UPDATE_COALESCE_MS`] of the previous one is held back and later emitted once with
+    /// the latest snapshot ([`Call::flush_update`]); any other event carries the latest
+    /// snapshot anyway, so it absorbs a held-back update. `seq` stays contiguous.
     fn emit(&mut self, kind: EventKind, at: Timestamp) {
+        if kind == EventKind::Updated {
+            let window = UPDATE_COALESCE_MS * 1_000_000;
+            if self
+                .last_update
+                .is_some_and(|t| at.nanos().saturating_sub(t.nanos()) < window)
+            {
+                self.pending_update = Some(at.max(self.pending_update.unwrap_or(at)));
+                return;
+            }
+            self.last_update = Some(at);
+        }
+        self.pending_update = None;
+        self.emit_now(kind, at);
+    }
+
+    /// Emits a held-back `updated` event once its coalescing window has passed.
+    pub(crate) fn flush_update(&mut self, now: Timestamp) {
+        let (Some(at), Some(deadline)) = (self.pending_update, self.update_deadline()) else {
+            return;
+        };
+        if now >= deadline && self.finish_reason.is_none() {
+            self.pending_update = None;
+            self.last_update = Some(at);
+            self.emit_now(EventKind::Updated, at);
+        }
+    }
+
+    /// When a held-back `updated` event is due: the driver must call `handle_timeout` by
+    /// then for the event to be on time.
+    pub(crate) fn update_deadline(&self) -> Option<Timestamp> {
+        self.pending_update?;
+        self.last_update.map(|t| t.add_millis(UPDATE_COALESCE_MS))
+    }
+
+    fn emit_now(&mut self, kind: EventKind, at: Timestamp) {
         // Segment stores may complete after later packets were handled; keep `at`
         // non-decreasing per call so consumers can rely on it.
         let at = at.max(self.last_at);
@@ -517,8 +663,23 @@ impl Call {
         let mut v = json!({
             "state": state,
             "sip_call_id": self.call_id,
-            "invite_at": format_time(self.invite_at.nanos()),
         });
+        if self.joined {
+            // No INVITE was seen: the first message of the dialog the tap saw.
+            v["joined_mid_call"] = json!(true);
+            v["joined_at"] = json!(format_time(self.invite_at.nanos()));
+        } else {
+            v["invite_at"] = json!(format_time(self.invite_at.nanos()));
+        }
+        if self.answer_inferred {
+            v["answer_inferred"] = json!(true);
+        }
+        if self.byes_refused > 0 {
+            v["byes_refused"] = json!(self.byes_refused);
+        }
+        if self.history_dropped > 0 {
+            v["history_dropped"] = json!(self.history_dropped);
+        }
         if let Some(a) = self.answer_at {
             v["answered_at"] = json!(format_time(a.nanos()));
         }
@@ -572,11 +733,13 @@ impl Call {
         v
     }
 
-    /// Records an event of `side`'s current party (see `side_party`).
-    fn add_history(&mut self, at: Timestamp, side: u8, event: &str, button: Option<char>) {
+    /// Records an event of `side`'s current party (see `side_party`). Returns false when
+    /// the history is full ([`MAX_HISTORY`]): the entry is counted in `history_dropped`.
+    fn add_history(&mut self, at: Timestamp, side: u8, event: &str, button: Option<char>) -> bool {
         let party = self.side_party[side as usize & 1];
         if self.history.len() >= MAX_HISTORY {
-            return;
+            self.history_dropped += 1;
+            return false;
         }
         self.history.push((
             at,
@@ -587,5 +750,6 @@ impl Call {
                 button: button.map(|c| c.to_string()),
             },
         ));
+        true
     }
 }

@@ -77,6 +77,13 @@ impl Call {
                     self.invite_cseq = seq.max(self.invite_cseq);
                     self.challenge = None;
                 }
+                if let Some(b) = msg.top_via_branch() {
+                    if self.invite_branches.len() < MAX_EARLY_TAGS
+                        && !self.invite_branches.iter().any(|x| x == b)
+                    {
+                        self.invite_branches.push(b.to_string());
+                    }
+                }
                 self.apply_sdp(msg, 0, now, false);
             }
             Method::Invite | Method::Update => {
@@ -88,9 +95,41 @@ impl Call {
                     self.emit(EventKind::Updated, now);
                 }
             }
-            Method::Bye if self.bye_at.is_none() => {
+            // A BYE after a failure final response changes no outcome; it is only traced.
+            Method::Bye if self.bye_at.is_none() && self.failed.is_none() => {
+                // The `drop` is recorded when the BYE succeeds (`finish`): a refused BYE
+                // drops nobody.
                 self.bye_at = Some(now);
-                self.add_history(now, side, "drop", None);
+                self.bye_side = side;
+                self.bye_cseq = msg.cseq().map(|c| c.seq);
+            }
+            Method::Ack => {
+                // An ACK for the INVITE in a new transaction (another Via branch than the
+                // INVITE's) acknowledges a 2xx (RFC 3261 §13.2.2.4, §17.1.1.3): the call was
+                // answered even when the 2xx was lost on the tap.
+                let for_invite = msg.cseq().is_some_and(|c| c.seq == self.invite_cseq);
+                let new_transaction = msg
+                    .top_via_branch()
+                    .is_some_and(|b| !self.invite_branches.iter().any(|x| x == b));
+                // A pending 401/407 is acknowledged too (on every hop), never a lost 2xx.
+                if self.state < State::Answered
+                    && self.failed.is_none()
+                    && self.challenge.is_none()
+                    && in_dialog
+                    && for_invite
+                    && new_transaction
+                {
+                    self.infer_answer(msg, now);
+                }
+                // Late offer (RFC 3261 §13.2.1): the offer was in the 2xx, the answer rides in
+                // the ACK and names where the caller receives.
+                if self.apply_sdp(msg, side, now, false) && self.state >= State::Answered {
+                    self.emit(EventKind::Updated, now);
+                }
+            }
+            Method::Prack => {
+                // An offer in a reliable 18x is answered in the PRACK (RFC 3262).
+                self.apply_sdp(msg, side, now, false);
             }
             Method::Cancel if self.cancel_at.is_none() && self.state < State::Answered => {
                 self.cancel_at = Some(now);
@@ -100,10 +139,11 @@ impl Call {
                     .content_type()
                     .and_then(|ct| vcontap_sip::dtmf_from_info(ct, msg.body()))
                 {
-                    self.add_history(now, side, "keydown", Some(info.digit));
+                    let down = self.add_history(now, side, "keydown", Some(info.digit));
                     let up = now.add_millis(info.duration_ms.unwrap_or(100).min(60_000) as i64);
-                    self.add_history(up, side, "keyup", Some(info.digit));
-                    self.emit(EventKind::Updated, now);
+                    if self.add_history(up, side, "keyup", Some(info.digit)) || down {
+                        self.emit(EventKind::Updated, now);
+                    }
                 }
             }
             Method::Refer => {
@@ -181,6 +221,11 @@ impl Call {
                         self.answer_at = Some(now);
                         self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
                         self.cancel_at = None;
+                        // A 2xx after a failure (another fork or B2BUA leg answered): the
+                        // call was answered after all.
+                        self.failed = None;
+                        self.final_code = None;
+                        self.answer_inferred = false;
                         self.apply_sdp(msg, side, now, false);
                         build::update_callee(&mut self.vcon.parties[1], msg);
                         self.emit(EventKind::Updated, now);
@@ -191,22 +236,49 @@ impl Call {
                 } else if code >= 300 && initial {
                     if code == 401 || code == 407 {
                         self.challenge = Some((now, code));
-                    } else {
+                    } else if self.failed.is_none() {
+                        // The outcome is known, but the call lingers (`due`) so the ACK,
+                        // retransmissions and any stray BYE stay in its trace.
                         self.final_code = Some(code);
-                        let reason = if code == 487 {
-                            FinishReason::Cancel
-                        } else {
-                            FinishReason::Failure(code)
-                        };
-                        self.finish(reason, now);
+                        self.failed = Some((now, code));
                     }
                 }
             }
-            Method::Bye if code >= 200 && self.bye_at.is_some() => {
-                self.finish(FinishReason::Bye, now);
+            Method::Update | Method::Prack if (200..300).contains(&code) => {
+                // The answer to an offer in an UPDATE or PRACK names where its sender
+                // receives.
+                self.apply_sdp(msg, side, now, false);
+            }
+            Method::Bye if code >= 200 => {
+                // 2xx, or 481/408 (RFC 3261 §12.2.1.2: the dialog is gone), end the call,
+                // even when the BYE itself was lost on the tap. Any other error (500, 491…)
+                // refuses this BYE: the call goes on, with its media and recording.
+                if (200..300).contains(&code) || code == 408 || code == 481 {
+                    if self.bye_at.is_none() && self.failed.is_none() {
+                        self.bye_at = Some(now);
+                        self.bye_side = 1 - side;
+                    }
+                    self.finish(FinishReason::Bye, now);
+                } else if self.bye_at.is_some() && self.bye_cseq == Some(cseq.seq) {
+                    self.bye_at = None;
+                    self.bye_cseq = None;
+                    self.byes_refused = self.byes_refused.saturating_add(1);
+                    self.emit(EventKind::Updated, now);
+                }
             }
             _ => {}
         }
+    }
+
+    /// The call was answered but the 2xx was not seen (lost on the tap): `msg` (an ACK for
+    /// a 2xx) proves it. Answer time is the ACK's, which follows the 2xx by a round trip.
+    fn infer_answer(&mut self, msg: &Message<'_>, now: Timestamp) {
+        self.state = State::Answered;
+        self.answer_at = Some(now);
+        self.answer_inferred = true;
+        self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
+        self.cancel_at = None;
+        self.emit(EventKind::Updated, now);
     }
 
     /// From now on the media is encrypted: close the recording, decode nothing more.
