@@ -185,25 +185,33 @@ impl Call {
                     stats.streams_dropped += 1;
                     return None;
                 }
-                if self
-                    .streams
-                    .iter()
-                    .any(|s| s.sender == sender && s.ssrc != p.ssrc)
-                {
-                    self.ssrc_changes[sender as usize] += 1;
-                }
                 self.streams
                     .push(Stream::new(sender, false, p.ssrc, d.src, d.dst));
                 new_ssrc = Some(p.ssrc);
                 self.streams.len() - 1
             }
         };
+        if idx != last {
+            self.note_ssrc_change(idx, now);
+        }
         self.last_stream[sender as usize] = idx;
         let cached = self.streams[idx]
             .codec
             .as_ref()
             .is_some_and(|c| c.pt == p.pt && c.gen == self.legs_gen);
         if !cached {
+            if self.is_stray(p.pt) {
+                // A payload type inside a known stream that no SDP offered (a sender's
+                // stray packet, a probe): it takes its sequence number, but it is neither
+                // decoded nor a codec change that would cut the recording.
+                stats.rtp_stray_payload_type += 1;
+                let stream = &mut self.streams[idx];
+                stream.stray_pts += 1;
+                stream
+                    .stats
+                    .update_event(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker);
+                return new_ssrc;
+            }
             let c = self.resolve_codec(sender, p.pt, false);
             let stream = &mut self.streams[idx];
             if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
@@ -218,19 +226,24 @@ impl Call {
             None => return new_ssrc,
         };
         if kind == CodecKind::TelephoneEvent {
-            // RFC 4733 events share the stream's sequence space.
-            let outcome = stream.stats.update_marked(
-                p.seq,
-                p.ts,
-                now.nanos(),
-                p.payload.len(),
-                p.marker,
-                false,
-            );
+            let ev = parse_dtmf_event(p.payload);
+            // The final packet of an event is sent three times (RFC 4733 §2.5.1.4); senders
+            // that repeat its sequence number too are retransmitting, not duplicating.
+            if ev.is_some_and(|e| e.end) {
+                if stream.last_event_end == Some((p.seq, p.ts)) {
+                    return new_ssrc;
+                }
+                stream.last_event_end = Some((p.seq, p.ts));
+            }
+            // RFC 4733 events share the stream's sequence space but are no jitter samples.
+            let outcome =
+                stream
+                    .stats
+                    .update_event(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker);
             if outcome == SeqOutcome::Duplicate {
                 return new_ssrc;
             }
-            if let Some(ev) = parse_dtmf_event(p.payload) {
+            if let Some(ev) = ev {
                 let mut edges = std::mem::take(&mut self.edges);
                 edges.clear();
                 self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
@@ -302,13 +315,20 @@ impl Call {
         }
         self.primary_last[side] = Some(now);
         let stream = &mut self.streams[idx];
-        // Decoder (re)selection; a codec change cuts the segment.
+        // Decoder (re)selection; a codec change cuts the segment once this side has audio
+        // in it with another codec.
         let prev = stream.decoder.as_ref().map(|(k, _)| *k);
         if prev != Some(kind) {
+            let changed = self
+                .segment
+                .as_ref()
+                .and_then(|s| s.kinds.get(side).copied().flatten())
+                .is_some_and(|k| k != kind);
+            let stream = &mut self.streams[idx];
             match new_decoder(kind) {
                 Some(dec) => {
                     stream.decoder = Some((kind, dec));
-                    if prev.is_some() {
+                    if changed {
                         self.cut_segment(now);
                     }
                 }
@@ -317,6 +337,8 @@ impl Call {
                     // segment rather than pad it with silence for this side.
                     if prev.is_some() {
                         stream.decoder = None;
+                    }
+                    if changed {
                         self.cut_segment(now);
                     }
                     let label = self.streams[idx]
@@ -363,6 +385,9 @@ impl Call {
                 }
             }
         }
+        if let Some(k) = seg.kinds.get_mut(side) {
+            *k = Some(kind);
+        }
         let stream = &self.streams[idx];
         seg.mixer.push(
             sender as usize,
@@ -386,7 +411,44 @@ impl Call {
         new_ssrc
     }
 
+    /// Whether `pt` is a payload type that no SDP of the call offered. Without any SDP
+    /// (media found through the SSRC fallback before an answer) nothing is stray: the RFC
+    /// 3551 static table decides.
+    fn is_stray(&self, pt: u8) -> bool {
+        let [a, b] = &self.legs;
+        (!a.codecs.is_empty() || !b.codecs.is_empty())
+            && a.codec(pt).is_none()
+            && b.codec(pt).is_none()
+    }
+
+    /// Counts an SSRC change on stream `idx`'s address pair: the pair's most recent packet
+    /// before this one came from another SSRC. Per stream, so a relayed second leg or an
+    /// announcement from elsewhere is no change. Only on the slow path (stream switch).
+    fn note_ssrc_change(&mut self, idx: usize, now: Timestamp) {
+        let Some(cur) = self.streams.get(idx) else {
+            return;
+        };
+        let own_last = cur.stats.last_arrival().unwrap_or(i64::MIN);
+        let previous = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != idx && !s.video && s.src == cur.src && s.dst == cur.dst)
+            .filter_map(|(_, s)| s.stats.last_arrival().map(|t| (t, s.ssrc)))
+            .max_by_key(|(t, _)| *t);
+        if let Some((t, ssrc)) = previous {
+            if t > own_last && t <= now.nanos() && ssrc != cur.ssrc {
+                if let Some(s) = self.streams.get_mut(idx) {
+                    s.ssrc_changes += 1;
+                }
+            }
+        }
+    }
+
     pub(super) fn open_segment(&mut self, now: Timestamp, rate: u32) {
+        // The previous segment may hold audio placed a little past its cut (the last
+        // packet's samples, RTP timestamps running ahead of arrival): start after it.
+        let now = self.seg_end.map_or(now, |e| now.max(e));
         let id = SegmentId(self.seg_base + self.seg_index as u64);
         let index = self.seg_index;
         self.seg_index += 1;
@@ -410,6 +472,7 @@ impl Call {
             codecs: Vec::new(),
             last_drain: now,
             frames: 0,
+            kinds: [None; 2],
         });
     }
 
@@ -456,6 +519,15 @@ impl Call {
         self.outputs.push(Output::SegmentClosed { segment: seg.id });
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
+        let nanos = (seg.frames as i64)
+            .saturating_mul(1_000_000_000)
+            .checked_div(i64::from(seg.rate))
+            .unwrap_or(0);
+        // Rounded up to the millisecond, as the dialog's start is written truncated to it.
+        let end = seg.start.nanos().saturating_add(nanos);
+        self.seg_end = Some(Timestamp(
+            end.saturating_add(999_999) / 1_000_000 * 1_000_000,
+        ));
         self.pending.push_back(Pending {
             parties: self.side_party,
             closed_at: now,

@@ -130,6 +130,13 @@ struct Stream {
     decode_errors: u64,
     /// Codec of the last payload type seen, so the hot path resolves it once.
     codec: Option<Codec>,
+    /// Times this SSRC took over its address pair from another SSRC (sender restarts).
+    ssrc_changes: u32,
+    /// Packets whose payload type no SDP of the call offered.
+    stray_pts: u64,
+    /// (sequence number, timestamp) of the last RFC 4733 end-of-event packet, so its
+    /// retransmissions on the same sequence number are not counted as duplicates.
+    last_event_end: Option<(u16, u32)>,
 }
 
 impl Stream {
@@ -148,6 +155,9 @@ impl Stream {
             pcm: Vec::new(),
             decode_errors: 0,
             codec: None,
+            ssrc_changes: 0,
+            stray_pts: 0,
+            last_event_end: None,
         }
     }
 }
@@ -185,6 +195,9 @@ struct Segment {
     codecs: Vec<String>,
     last_drain: Timestamp,
     frames: u64,
+    /// The codec each side last fed into this segment: a side's codec change cuts only
+    /// when it already has audio here, so both sides switching cut once, not twice.
+    kinds: [Option<CodecKind>; 2],
 }
 
 struct Pending {
@@ -241,7 +254,6 @@ pub(crate) struct Call {
     /// The stream that feeds each side's recording channel, and its last packet.
     primary: [Option<usize>; 2],
     primary_last: [Option<Timestamp>; 2],
-    ssrc_changes: [u32; 2],
     /// Per SSRC, bounded by [`MAX_RTCP_SSRCS`].
     rtcp: Vec<RtcpSummary>,
     held: [bool; 2],
@@ -250,6 +262,9 @@ pub(crate) struct Call {
     undecodable: Vec<String>,
 
     segment: Option<Segment>,
+    /// Where the last closed segment's audio ends: the next one starts no earlier, so
+    /// recordings never overlap in time.
+    seg_end: Option<Timestamp>,
     seg_base: u64,
     seg_index: u32,
     pending: VecDeque<Pending>,
@@ -354,13 +369,13 @@ impl Call {
             last_stream: [0; 2],
             primary: [None; 2],
             primary_last: [None; 2],
-            ssrc_changes: [0; 2],
             rtcp: Vec::new(),
             held: [false; 2],
             history: Vec::new(),
             history_assigned: 0,
             undecodable: Vec::new(),
             segment: None,
+            seg_end: None,
             seg_base,
             seg_index: 0,
             pending: VecDeque::new(),
