@@ -247,7 +247,7 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    const NONE: MediaDir = MediaDir {
+    const UNUSED: MediaDir = MediaDir {
         sender: 0,
         rtcp: false,
         video: false,
@@ -256,7 +256,7 @@ impl Deliveries {
     fn new() -> Self {
         Deliveries {
             n: 0,
-            to: [(CallHandle(0), Self::NONE); MAX_SHARED_ROUTES],
+            to: [(CallHandle(0), Self::UNUSED); MAX_SHARED_ROUTES],
         }
     }
 
