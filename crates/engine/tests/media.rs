@@ -415,6 +415,58 @@ fn stray_payload_types_neither_cut_the_recording_nor_name_a_codec() {
 }
 
 #[test]
+fn a_payload_type_of_an_earlier_sdp_is_not_stray() {
+    // A re-INVITE moves both sides to PCMA only, but the endpoints keep sending PCMU (as
+    // the sipnab re-INVITE capture does): still recorded, not stray.
+    let mut h = Harness::new();
+    answered(&mut h, "lag", &[0, 101], "");
+    talk(&mut h, 600, 25, 0, (0x80, 0x80));
+    let from_b = (BOB.0, Some(BOB.1));
+    h.sip(
+        1100,
+        A,
+        B,
+        &request(
+            "INVITE",
+            "lag",
+            2,
+            ALICE,
+            from_b,
+            &sdp("10.0.0.1", 4000, &[8], ""),
+        ),
+    );
+    h.sip(
+        1150,
+        B,
+        A,
+        &ok(
+            "lag",
+            2,
+            "INVITE",
+            ALICE,
+            BOB,
+            &sdp("10.0.0.2", 6000, &[8], ""),
+        ),
+    );
+    h.sip(1160, A, B, &request("ACK", "lag", 2, ALICE, from_b, ""));
+    talk(&mut h, 1200, 50, 0, (0x80, 0x80));
+    bye(&mut h, 2300, "lag");
+    let v = h.finished_call("lag");
+    assert_eq!(recordings(&v), 1);
+    assert!(
+        (v["dialog"][0]["duration"].as_f64().unwrap() - 1.7).abs() < 0.05,
+        "{}",
+        v["dialog"][0]
+    );
+    assert_eq!(h.engine.stats().rtp_stray_payload_type, 0);
+    let loud = h.audio[0].1.iter().filter(|s| s.abs() > 1000).count();
+    assert!(
+        loud > 11_000,
+        "the PCMU after the re-INVITE is recorded: {loud}"
+    );
+}
+
+#[test]
 fn codec_change_cuts_into_segments_that_do_not_overlap() {
     let mut h = Harness::new();
     answered(&mut h, "cut", &[0, 8, 101], "");
@@ -854,18 +906,17 @@ fn b2bua_direct_media_reaches_both_legs() {
             assert_eq!(st["packets"], 100, "{call}: {st}");
         }
     }
-    // Both legs' recordings have the direct audio on both channels: 2 s of it, less the
-    // half second a side's recording waits before it leaves its silent anchored stream
-    // (PRIMARY_TAKEOVER_MS).
+    // Both legs' recordings have the direct audio on both channels from its first packet:
+    // the re-INVITE moved the media, so the direct stream takes over at once.
     assert_eq!(h.audio.len(), 2, "one recording per leg");
     for (seg, left, right) in &h.audio {
         let tail = |ch: &Vec<i16>| ch[8000..].iter().filter(|s| s.abs() > 1000).count();
         assert!(
-            tail(left) >= 12_000,
+            tail(left) >= 15_900,
             "segment {seg}: left channel silent in direct media"
         );
         assert!(
-            tail(right) >= 12_000,
+            tail(right) >= 15_900,
             "segment {seg}: right channel silent in direct media"
         );
     }

@@ -294,19 +294,21 @@ impl Call {
         // One stream per side feeds the recording: a tap on an SBC/B2BUA sees the same audio
         // on both legs (often with the same SSRC), and mixing both would make the channel
         // jump between two timelines. The primary changes when the sender changes SSRC on
-        // the same addresses, or when it has been silent for PRIMARY_TAKEOVER_MS.
+        // the same addresses, when the new stream fits the latest SDP better (a re-INVITE
+        // moved the media; see `sdp_fit`) or when it has been silent for PRIMARY_TAKEOVER_MS.
         let side = sender as usize;
         match self.primary[side] {
             Some(p) if p == idx => {}
             Some(p) => {
-                let same_leg = self
-                    .streams
-                    .get(p)
-                    .is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let ps = self.streams.get(p);
+                let same_leg = ps.is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let moved = ps.is_some_and(|ps| {
+                    self.sdp_fit(side, d.src, d.dst) > self.sdp_fit(side, ps.src, ps.dst)
+                });
                 let silent = self.primary_last[side].is_none_or(|t| {
                     now.nanos().saturating_sub(t.nanos()) > PRIMARY_TAKEOVER_MS * 1_000_000
                 });
-                if !(same_leg || silent) {
+                if !(same_leg || moved || silent) {
                     return new_ssrc;
                 }
                 self.primary[side] = Some(idx);
@@ -315,15 +317,16 @@ impl Call {
         }
         self.primary_last[side] = Some(now);
         let stream = &mut self.streams[idx];
-        // Decoder (re)selection; a codec change cuts the segment once this side has audio
-        // in it with another codec.
+        // Decoder (re)selection; a stream's codec change cuts the segment once this side
+        // has audio in it with another codec (both sides switching cut once, not twice).
         let prev = stream.decoder.as_ref().map(|(k, _)| *k);
         if prev != Some(kind) {
-            let changed = self
-                .segment
-                .as_ref()
-                .and_then(|s| s.kinds.get(side).copied().flatten())
-                .is_some_and(|k| k != kind);
+            let changed = prev.is_some()
+                && self
+                    .segment
+                    .as_ref()
+                    .and_then(|s| s.kinds.get(side).copied().flatten())
+                    .is_some_and(|k| k != kind);
             let stream = &mut self.streams[idx];
             match new_decoder(kind) {
                 Some(dec) => {
@@ -411,14 +414,28 @@ impl Call {
         new_ssrc
     }
 
-    /// Whether `pt` is a payload type that no SDP of the call offered. Without any SDP
-    /// (media found through the SSRC fallback before an answer) nothing is stray: the RFC
-    /// 3551 static table decides.
-    fn is_stray(&self, pt: u8) -> bool {
-        let [a, b] = &self.legs;
-        (!a.codecs.is_empty() || !b.codecs.is_empty())
-            && a.codec(pt).is_none()
-            && b.codec(pt).is_none()
+    /// How well a stream of `side` fits the latest SDP: +1 when it is sent to the address
+    /// the receiver announced last, +1 when it comes from the one the sender announced last
+    /// (symmetric RTP). Taking over only for a strictly better fit never flip-flops between
+    /// the two legs of a relay, which fit equally (each matches one end).
+    fn sdp_fit(&self, side: usize, src: SocketAddr, dst: SocketAddr) -> u8 {
+        let announced = |s: usize| self.media_to.get(s).copied().flatten();
+        u8::from(announced(1 - side) == Some(dst)) + u8::from(announced(side) == Some(src))
+    }
+
+    /// Whether `pt` is a payload type that no SDP of the call offered, in any of its offers
+    /// and answers so far (a sender still on the previous SDP's codec after a re-INVITE is
+    /// not stray). Without any SDP (media found through the SSRC fallback before an answer)
+    /// nothing is stray: the RFC 3551 static table decides.
+    fn is_stray(&mut self, pt: u8) -> bool {
+        if self.offered_gen != Some(self.legs_gen) {
+            // The legs keep only each side's latest SDP: fold it in whenever it changed.
+            self.offered_gen = Some(self.legs_gen);
+            for (p, ..) in self.legs.iter().flat_map(|l| l.codecs.iter()) {
+                self.offered_pts |= 1u128 << (p & 0x7f);
+            }
+        }
+        self.offered_pts != 0 && self.offered_pts & (1u128 << (pt & 0x7f)) == 0
     }
 
     /// Counts an SSRC change on stream `idx`'s address pair: the pair's most recent packet

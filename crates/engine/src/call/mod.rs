@@ -246,6 +246,13 @@ pub(crate) struct Call {
 
     legs: [Leg; 2],
     legs_gen: u32,
+    /// Every audio payload type any SDP of the call offered (bit per PT), folded in from
+    /// `legs` at `offered_gen`; RTP with any other payload type is stray.
+    offered_pts: u128,
+    offered_gen: Option<u32>,
+    /// The audio RTP address each side announced last: a stream sent there takes over the
+    /// side's recording at once when a re-INVITE moves the media.
+    media_to: [Option<SocketAddr>; 2],
     routes: Vec<SocketAddr>,
     new_routes: Vec<NewRoute>,
     streams: Vec<Stream>,
@@ -363,6 +370,9 @@ impl Call {
             finish_reason: None,
             legs: [Leg::default(), Leg::default()],
             legs_gen: 0,
+            offered_pts: 0,
+            offered_gen: None,
+            media_to: [None; 2],
             routes: Vec::new(),
             new_routes: Vec::new(),
             streams: Vec::new(),
