@@ -15,6 +15,7 @@
 //!   jitter within [`JITTER_TOLERANCE_MS`] (or [`JITTER_TOLERANCE_REL`]);
 //! - the events stream (`seq`, `kind`, `at`, constant uuid, append-only arrays, last
 //!   snapshot == the vCon file);
+//! - the `recording` dialogs of a vCon never overlap in time;
 //! - every vCon file and every event snapshot passes `../shared/tools/validate-vcon` (run once
 //!   over all outputs, it is a Python tool with a second of start-up).
 //!
@@ -36,6 +37,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
 
 /// A replay of one (small) capture that takes longer than this is a stall: the biggest file
 /// of the corpus (2.8 MB) replays in well under a second in a debug build.
@@ -554,6 +557,9 @@ fn check_capture(capture: &Path, oracle: &Oracle, out: &Path) -> CaptureReport {
                 if v.get("uuid").and_then(Value::as_str) != Some(uuid) {
                     f.push(format!("{file}: uuid member differs from the file name"));
                 }
+                if let Some(e) = common::recording_overlap(&v) {
+                    f.push(format!("{file}: {e}"));
+                }
                 vcons.insert(uuid.to_string(), v);
             }
             Err(e) => f.push(format!("{file}: not JSON: {e}")),
@@ -1023,4 +1029,23 @@ fn conformance_with_tshark() {
     }
     let _ = writeln!(msg, "\n(outputs kept in {})", root.display());
     panic!("{msg}");
+}
+
+/// The overlap check reads vCon times right, and finds an overlap.
+#[test]
+fn recording_overlap_check() {
+    assert_eq!(
+        common::vcon_time_ms("2026-01-01T00:00:00Z"),
+        Some(1_767_225_600_000)
+    );
+    assert_eq!(
+        common::vcon_time_ms("2024-02-29T23:59:59.5Z"),
+        Some(1_709_251_199_500)
+    );
+    assert_eq!(common::vcon_time_ms("1970-01-01T00:00:00.001Z"), Some(1));
+    let rec = |start: &str, duration: f64| serde_json::json!({"type": "recording", "start": start, "duration": duration});
+    let v = serde_json::json!({"dialog": [rec("2026-01-01T00:00:01Z", 1.0), rec("2026-01-01T00:00:02Z", 1.0)]});
+    assert_eq!(common::recording_overlap(&v), None);
+    let v = serde_json::json!({"dialog": [rec("2026-01-01T00:00:01Z", 1.001), rec("2026-01-01T00:00:02Z", 1.0)]});
+    assert!(common::recording_overlap(&v).is_some());
 }

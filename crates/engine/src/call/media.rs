@@ -464,8 +464,12 @@ impl Call {
 
     pub(super) fn open_segment(&mut self, now: Timestamp, rate: u32) {
         // The previous segment may hold audio placed a little past its cut (the last
-        // packet's samples, RTP timestamps running ahead of arrival): start after it.
-        let now = self.seg_end.map_or(now, |e| now.max(e));
+        // packet's samples, RTP timestamps running ahead of arrival): start after it, on a
+        // whole millisecond, so the written start (truncated to the millisecond) never
+        // reads as earlier than the previous segment's written end either.
+        let now = self
+            .seg_end
+            .map_or(now, |e| Timestamp(ceil_ms(now.max(e).nanos())));
         let id = SegmentId(self.seg_base + self.seg_index as u64);
         let index = self.seg_index;
         self.seg_index += 1;
@@ -540,11 +544,7 @@ impl Call {
             .saturating_mul(1_000_000_000)
             .checked_div(i64::from(seg.rate))
             .unwrap_or(0);
-        // Rounded up to the millisecond, as the dialog's start is written truncated to it.
-        let end = seg.start.nanos().saturating_add(nanos);
-        self.seg_end = Some(Timestamp(
-            end.saturating_add(999_999) / 1_000_000 * 1_000_000,
-        ));
+        self.seg_end = Some(Timestamp(seg.start.nanos().saturating_add(nanos)));
         self.pending.push_back(Pending {
             parties: self.side_party,
             closed_at: now,
@@ -619,5 +619,13 @@ impl Call {
             local: a.clone().unwrap_or_else(|| NIL.into()),
             remote: b.clone().unwrap_or_else(|| NIL.into()),
         })
+    }
+}
+
+/// `ns` rounded up to a whole millisecond.
+fn ceil_ms(ns: i64) -> i64 {
+    match ns.rem_euclid(1_000_000) {
+        0 => ns,
+        r => ns.saturating_add(1_000_000 - r),
     }
 }
