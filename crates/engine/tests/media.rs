@@ -98,9 +98,11 @@ impl Harness {
         self.drain();
     }
 
-    /// Final snapshots, each checked by the vcon crate's rules and for overlapping recordings.
+    /// Final snapshots, each checked by the vcon crate's rules, by `validate-vcon` and for
+    /// overlapping recordings.
     fn finished(&self) -> Vec<Value> {
-        self.events
+        let all: Vec<Value> = self
+            .events
             .iter()
             .filter(|e| e.kind == EventKind::Finished)
             .map(|e| {
@@ -110,7 +112,9 @@ impl Harness {
                 assert_recordings_do_not_overlap(&v);
                 v
             })
-            .collect()
+            .collect();
+        validate_vcon(&all);
+        all
     }
 
     fn finished_call(&self, call_id: &str) -> Value {
@@ -119,6 +123,49 @@ impl Harness {
             .find(|v| v["vcontap"]["sip_call_id"] == call_id)
             .unwrap_or_else(|| panic!("no finished vCon for {call_id}"))
     }
+}
+
+/// Runs `../shared/tools/validate-vcon` (or `$VCONTAP_SHARED/tools/…`) over `vcons`, written
+/// to a fresh temporary folder; skipped with a message when the shared folder is absent.
+fn validate_vcon(vcons: &[Value]) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let shared = std::env::var_os("VCONTAP_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+        });
+    let tool = shared.join("tools/validate-vcon");
+    if vcons.is_empty() {
+        return;
+    }
+    if !tool.exists() {
+        eprintln!("skipped: validate-vcon not found in {}", shared.display());
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "vcontap-engine-media-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for v in vcons {
+        let path = dir.join(format!("{}.vcon.json", v["uuid"].as_str().unwrap()));
+        std::fs::write(path, serde_json::to_vec(v).unwrap()).unwrap();
+    }
+    let o = std::process::Command::new(&tool)
+        .arg("--quiet")
+        .arg(&dir)
+        .output()
+        .expect("run validate-vcon");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        o.status.success(),
+        "validate-vcon failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Milliseconds since the epoch of a vCon time (`…T00:00:01.234Z`).
@@ -896,9 +943,13 @@ fn b2bua_direct_media_reaches_both_legs() {
         &request("BYE", "leg2", 3, b2b2, (BOB.0, Some(BOB.1)), ""),
     );
     h.sip(3830, B, X, &ok("leg2", 3, "BYE", b2b2, BOB, ""));
+    let all = h.finished();
     for call in ["leg1", "leg2"] {
-        let v = h.finished_call(call);
-        let s = streams(&v);
+        let v = all
+            .iter()
+            .find(|v| v["vcontap"]["sip_call_id"] == call)
+            .unwrap();
+        let s = streams(v);
         for (src, dst) in [(A_RTP, B_RTP), (B_RTP, A_RTP)] {
             let st = s
                 .iter()
