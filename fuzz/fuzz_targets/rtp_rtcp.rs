@@ -11,6 +11,9 @@ use vcontap_media::{
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = vcontap_media::looks_like_rtp(data);
     let _ = vcontap_media::looks_like_rtcp(data);
+    let _ = vcontap_media::looks_like_stun(data);
+    let _ = vcontap_media::is_muxed_rtcp(data);
+    let _ = vcontap_media::plausible_rtp(data);
     let _ = parse_rtcp(data);
 
     // Treat the input as a train of length-prefixed datagrams for the stateful parts.
@@ -43,6 +46,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let Ok(rtp) = parse_rtp(pkt) else { continue };
         stats.update(rtp.seq, rtp.ts, now, rtp.payload.len());
         if rtp.pt == 101 {
+            stats.update_event(rtp.seq, rtp.ts, now, rtp.payload.len(), rtp.marker);
             if let Some(ev) = parse_dtmf_event(rtp.payload) {
                 dtmf.push(rtp.ts, &ev, &mut edges);
             }

@@ -66,7 +66,55 @@ pub fn vcons(out: &Path) -> Vec<Value> {
         })
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, vcon) in &v {
+        if let Some(e) = recording_overlap(vcon) {
+            panic!("{path}: {e}");
+        }
+    }
     v.into_iter().map(|x| x.1).collect()
+}
+
+/// Milliseconds since the epoch of a vCon time (`2026-01-01T00:00:01.234Z`, the engine's
+/// own format: UTC, optional milliseconds).
+pub fn vcon_time_ms(t: &str) -> Option<i64> {
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+/// A description of the first overlap between two `recording` dialogs of a vCon, if any:
+/// each must end (start + duration, as written) no later than the next one starts. Exact:
+/// the engine starts a segment that follows another on a whole millisecond.
+pub fn recording_overlap(v: &Value) -> Option<String> {
+    let mut spans: Vec<(i64, i64)> = v["dialog"]
+        .as_array()?
+        .iter()
+        .filter(|d| d["type"] == "recording")
+        .filter_map(|d| {
+            let start = vcon_time_ms(d["start"].as_str()?)?;
+            let dur = (d["duration"].as_f64()? * 1000.0).round() as i64;
+            Some((start, start + dur))
+        })
+        .collect();
+    spans.sort();
+    spans.windows(2).find(|w| w[0].1 > w[1].0).map(|w| {
+        format!(
+            "recording [{}, {}] ms overlaps the next one starting at {} ms",
+            w[0].0, w[0].1, w[1].0
+        )
+    })
 }
 
 /// The events stream.

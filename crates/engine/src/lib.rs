@@ -34,8 +34,13 @@
 //!
 //! The [`call table`](Engine) holds three indices, like quinn's `Endpoint`: Call-ID → call,
 //! media address (learned from SDP `c=`/`m=`, RTP and RTCP) → call and side, and SSRC → call
-//! as a fallback for NATed senders. RTP that matches none of them is tracked as an orphan flow
-//! in a bounded table and creates no call. Every table has a limit in [`EngineConfig`]; when
+//! as a fallback for NATed senders. A media address is normally one call's; the legs of a
+//! B2BUA moved onto direct media announce the same pair and share it (up to
+//! `MAX_SHARED_ROUTES` live calls), each packet going to every call that announced both its
+//! addresses. On media addresses STUN is counted apart and RTCP is told from RTP by packet
+//! type (RFC 5761). RTP that matches no call is tracked as an orphan flow in a bounded table,
+//! once it looks like RTP (it parses, uses an RTP payload type, is off the well-known
+//! non-media ports and a second packet of its SSRC followed), and creates no call. Every table has a limit in [`EngineConfig`]; when
 //! the call table is full the oldest idle call is finished with reason `evicted`.
 //!
 //! Memory per idle-but-open call is bounded by the SIP trace cap
@@ -202,6 +207,91 @@ pub(crate) struct MediaRoute {
     pub(crate) gen: u32,
 }
 
+/// The calls whose SDP announced one media address, newest last. Almost always one; a
+/// B2BUA that re-INVITEs both of its legs onto direct media makes two calls (distinct
+/// Call-IDs) announce the same address pair, and both must see the media. The first entry
+/// is inline so the common lookup costs no extra indirection.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSet {
+    first: MediaRoute,
+    more: Vec<MediaRoute>,
+}
+
+/// Calls that may share one media address (B2BUA legs, conference bridges); a further
+/// call announcing it pushes out the oldest.
+const MAX_SHARED_ROUTES: usize = 4;
+
+/// A call keeps its share of an address another call announces only while it has had SIP
+/// or RTP within this long: both legs of a B2BUA are live when it moves them to direct
+/// media, whereas a call whose BYE the tap missed has gone quiet before its ports are
+/// reused, and is replaced as a single owner would be.
+const SHARED_ROUTE_ACTIVE_MS: i64 = 2000;
+
+impl RouteSet {
+    fn one(r: MediaRoute) -> Self {
+        RouteSet {
+            first: r,
+            more: Vec::new(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &MediaRoute> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+
+    fn from_vec(mut v: Vec<MediaRoute>) -> Option<Self> {
+        if v.is_empty() {
+            return None;
+        }
+        let first = v.remove(0);
+        Some(RouteSet { first, more: v })
+    }
+}
+
+/// The calls one media datagram is delivered to (more than one only on a shared address).
+#[derive(Debug, Clone, Copy)]
+struct Deliveries {
+    n: usize,
+    to: [(CallHandle, MediaDir); MAX_SHARED_ROUTES],
+}
+
+impl Deliveries {
+    const UNUSED: MediaDir = MediaDir {
+        sender: 0,
+        rtcp: false,
+        video: false,
+    };
+
+    fn new() -> Self {
+        Deliveries {
+            n: 0,
+            to: [(CallHandle(0), Self::UNUSED); MAX_SHARED_ROUTES],
+        }
+    }
+
+    fn push(&mut self, h: CallHandle, dir: MediaDir) {
+        if let Some(slot) = self.to.get_mut(self.n) {
+            *slot = (h, dir);
+            self.n += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (CallHandle, MediaDir)> + '_ {
+        self.to.iter().take(self.n).copied()
+    }
+}
+
+/// UDP ports of services that are never media (DNS, DHCP, NTP, NetBIOS name and datagram,
+/// SNMP, IKE, syslog, SSDP, IPsec NAT-T, mDNS, LLMNR): a datagram to or from one of them
+/// that no SDP announced is `udp_other`, however its first bytes read.
+const NON_MEDIA_UDP_PORTS: [u16; 15] = [
+    53, 67, 68, 123, 137, 138, 161, 162, 500, 514, 1900, 4500, 5353, 5355, 11211,
+];
+
+/// Sequence step within which a second RTP-looking packet of the same SSRC confirms an
+/// orphan flow (allows for a few lost packets, rejects unrelated datagrams).
+const ORPHAN_CONFIRM_SEQ_STEP: u16 = 16;
+
 /// A media address as a table key: IPv4 as its v4-mapped IPv6 form (so dual-stack SDP and
 /// packets meet) and the port. Two integer writes hash far faster than `SocketAddr`'s
 /// derived `Hash` (discriminant, length-prefixed octets, port), on the hottest lookup.
@@ -223,11 +313,16 @@ impl MediaKey {
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A heuristic RTP flow with no SDP behind it.
+/// A heuristic RTP flow with no SDP behind it. It counts as orphan RTP once a second
+/// packet of the same SSRC follows within [`ORPHAN_CONFIRM_SEQ_STEP`] sequence numbers;
+/// until then its packets are held back, and become `udp_other` if none follows.
 #[derive(Debug, Clone, Copy)]
 struct Orphan {
     last: Timestamp,
     packets: u64,
+    ssrc: u32,
+    seq: u16,
+    confirmed: bool,
 }
 
 /// One shard of the call engine. See the crate docs for the run-loop contract.
@@ -237,7 +332,7 @@ pub struct Engine {
     gens: Vec<u32>,
     free: Vec<u32>,
     by_call_id: Map<Box<str>, CallHandle>,
-    by_media: Map<MediaKey, MediaRoute>,
+    by_media: Map<MediaKey, RouteSet>,
     by_ssrc: Map<u32, (CallHandle, u32)>,
     segments: Map<SegmentId, CallHandle>,
     /// Closed segments in the order they were handed to the store, with the timer time
@@ -349,12 +444,18 @@ impl Engine {
         self.stats.datagrams += 1;
         if d.transport == Transport::Udp {
             // Known media first: it is >95% of the traffic on a tap.
-            if let Some(route) = self.route_media(d) {
-                self.handle_media(route.0, route.1, d);
+            if let Some(to) = self.route_media(d) {
+                self.handle_routed(&to, d);
                 return;
             }
+            let non_media = NON_MEDIA_UDP_PORTS.contains(&d.src.port())
+                || NON_MEDIA_UDP_PORTS.contains(&d.dst.port());
             if vcontap_sip::looks_like_sip(d.payload) {
                 self.handle_sip(d);
+            } else if vcontap_media::looks_like_stun(d.payload) {
+                self.stats.stun_packets += 1;
+            } else if non_media {
+                self.stats.udp_other += 1;
             } else if vcontap_media::looks_like_rtcp(d.payload) {
                 self.stats.rtcp_unmatched += 1;
             } else if vcontap_media::looks_like_rtp(d.payload) {
@@ -425,6 +526,14 @@ impl Engine {
         for h in handles {
             self.finish_call(h, FinishReason::EndOfInput, now);
         }
+        // One-off RTP-looking datagrams that no second packet confirmed were not RTP.
+        let stats = &mut self.stats;
+        self.orphans.retain(|_, o| {
+            if !o.confirmed {
+                stats.udp_other += o.packets;
+            }
+            o.confirmed
+        });
     }
 
     // ---- internals -------------------------------------------------------------------
@@ -485,12 +594,19 @@ impl Engine {
         let window = RETRANSMIT_WINDOW_MS * 1_000_000;
         self.recently_finished
             .retain(|_, (t, _)| now.nanos().saturating_sub(t.nanos()) < window);
-        let idle = self.cfg.orphan_idle_ms;
-        let before = self.orphans.len();
+        let idle = self.cfg.orphan_idle_ms.saturating_mul(1_000_000);
+        let stats = &mut self.stats;
         self.orphans.retain(|_, o| {
-            now.nanos().saturating_sub(o.last.nanos()) < idle.saturating_mul(1_000_000)
+            if now.nanos().saturating_sub(o.last.nanos()) < idle {
+                return true;
+            }
+            if o.confirmed {
+                stats.orphan_flows_expired += 1;
+            } else {
+                stats.udp_other += o.packets;
+            }
+            false
         });
-        self.stats.orphan_flows_expired += (before - self.orphans.len()) as u64;
         // Lazy entries accumulate when deadlines keep moving earlier; rebuild the heap
         // from the per-slot minimum when it outgrows the table (amortized O(1)).
         if self.timers.len() > 2 * self.calls.len() + 1024 {
@@ -534,32 +650,82 @@ impl Engine {
         self.gens.get(h.0 as usize).copied().unwrap_or(0)
     }
 
-    fn route_media(&self, d: &Datagram<'_>) -> Option<(CallHandle, MediaDir)> {
-        if let Some(r) = self.by_media.get(&MediaKey::of(&d.dst)) {
-            if r.gen == self.gen(r.call) {
-                return Some((
-                    r.call,
-                    MediaDir {
-                        sender: 1 - r.side,
-                        rtcp: r.rtcp,
-                        video: r.video,
-                    },
-                ));
+    /// The call(s) a media datagram belongs to: by its destination (the side that receives
+    /// there sent nothing, the other side did), else by its source. On an address several
+    /// calls share, it goes to every call that announced the source address too (on its
+    /// other side), as each leg of a B2BUA with direct media did; failing that, to the call
+    /// that announced the address last.
+    fn route_media(&self, d: &Datagram<'_>) -> Option<Deliveries> {
+        let dir = |r: &MediaRoute, sender: u8| MediaDir {
+            sender,
+            rtcp: r.rtcp,
+            video: r.video,
+        };
+        let mut out = Deliveries::new();
+        if let Some(set) = self.by_media.get(&MediaKey::of(&d.dst)) {
+            if set.more.is_empty() {
+                let r = &set.first;
+                if r.gen == self.gen(r.call) {
+                    out.push(r.call, dir(r, 1 - r.side));
+                    return Some(out);
+                }
+            } else {
+                let from = self.by_media.get(&MediaKey::of(&d.src));
+                let mut newest = None;
+                for r in set.iter().filter(|r| r.gen == self.gen(r.call)) {
+                    newest = Some(r);
+                    let paired = from.is_some_and(|f| {
+                        f.iter().any(|q| {
+                            q.call == r.call
+                                && q.gen == r.gen
+                                && q.side != r.side
+                                && q.rtcp == r.rtcp
+                        })
+                    });
+                    if paired {
+                        out.push(r.call, dir(r, 1 - r.side));
+                    }
+                }
+                if out.n == 0 {
+                    if let Some(r) = newest {
+                        out.push(r.call, dir(r, 1 - r.side));
+                    }
+                }
+                if out.n > 0 {
+                    return Some(out);
+                }
             }
         }
-        if let Some(r) = self.by_media.get(&MediaKey::of(&d.src)) {
-            if r.gen == self.gen(r.call) {
-                return Some((
-                    r.call,
-                    MediaDir {
-                        sender: r.side,
-                        rtcp: r.rtcp,
-                        video: r.video,
-                    },
-                ));
-            }
+        let set = self.by_media.get(&MediaKey::of(&d.src))?;
+        let r = set.iter().filter(|r| r.gen == self.gen(r.call)).last()?;
+        out.push(r.call, dir(r, r.side));
+        Some(out)
+    }
+
+    /// A datagram on announced media addresses: STUN is counted apart, RTCP is told from
+    /// RTP by its packet type (RFC 5761) whether or not the SDP said `rtcp-mux`, and the
+    /// packet goes to each call it was routed to.
+    fn handle_routed(&mut self, to: &Deliveries, d: &Datagram<'_>) {
+        if d.payload.first().is_some_and(|b| b >> 6 == 0)
+            && vcontap_media::looks_like_stun(d.payload)
+        {
+            self.stats.stun_packets += 1;
+            return;
         }
-        None
+        let muxed = vcontap_media::is_muxed_rtcp(d.payload);
+        let mut counted = false;
+        for (h, mut dir) in to.iter() {
+            dir.rtcp |= muxed;
+            if !counted {
+                counted = true;
+                if dir.rtcp {
+                    self.stats.rtcp_packets += 1;
+                } else {
+                    self.stats.rtp_packets += 1;
+                }
+            }
+            self.handle_media(h, dir, d);
+        }
     }
 
     fn route_by_ssrc(&mut self, d: &Datagram<'_>) -> bool {
@@ -576,6 +742,7 @@ impl Engine {
             return false;
         };
         self.stats.rtp_by_ssrc += 1;
+        self.stats.rtp_packets += 1;
         self.handle_media(
             h,
             MediaDir {
@@ -588,24 +755,55 @@ impl Engine {
         true
     }
 
+    /// RTP-looking traffic of no call. It must parse as RTP with a payload type RTP uses,
+    /// and a flow counts as orphan RTP only once a second packet of the same SSRC follows
+    /// it (sequence number a little ahead): DNS, NetBIOS and other UDP whose first byte
+    /// happens to read as version 2 is `udp_other`.
     fn track_orphan(&mut self, d: &Datagram<'_>) {
-        self.stats.rtp_orphan_packets += 1;
+        let Some(p) = vcontap_media::plausible_rtp(d.payload) else {
+            self.stats.udp_other += 1;
+            return;
+        };
         let key = (d.src, d.dst);
         if let Some(o) = self.orphans.get_mut(&key) {
             o.last = d.ts;
-            o.packets += 1;
+            if o.confirmed {
+                o.packets += 1;
+                self.stats.rtp_orphan_packets += 1;
+                return;
+            }
+            let step = p.seq.wrapping_sub(o.seq);
+            if p.ssrc == o.ssrc && (1..=ORPHAN_CONFIRM_SEQ_STEP).contains(&step) {
+                o.confirmed = true;
+                o.packets += 1;
+                self.stats.orphan_flows += 1;
+                self.stats.rtp_orphan_packets += o.packets;
+            } else {
+                // The held-back packet had no successor: it was not RTP; this one may be.
+                self.stats.udp_other += o.packets;
+                *o = Orphan {
+                    last: d.ts,
+                    packets: 1,
+                    ssrc: p.ssrc,
+                    seq: p.seq,
+                    confirmed: false,
+                };
+            }
             return;
         }
         if self.orphans.len() >= self.cfg.max_orphan_flows {
             self.stats.orphan_flows_dropped += 1;
+            self.stats.rtp_orphan_packets += 1;
             return;
         }
-        self.stats.orphan_flows += 1;
         self.orphans.insert(
             key,
             Orphan {
                 last: d.ts,
                 packets: 1,
+                ssrc: p.ssrc,
+                seq: p.seq,
+                confirmed: false,
             },
         );
     }
@@ -617,10 +815,8 @@ impl Engine {
         };
         let mut new_ssrc = None;
         if dir.rtcp {
-            self.stats.rtcp_packets += 1;
             call.handle_rtcp(dir.sender, d);
         } else {
-            self.stats.rtp_packets += 1;
             new_ssrc = if dir.video {
                 call.handle_video_rtp(dir.sender, d, now, &mut self.stats)
             } else {
@@ -800,30 +996,56 @@ impl Engine {
         let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
             return;
         };
+        let new_routes = call.take_new_routes();
         for call::NewRoute {
             addr,
             side,
             rtcp,
             video,
-        } in call.take_new_routes()
+        } in new_routes
         {
-            if self.by_media.len() >= self.cfg.max_media_routes
-                && !self.by_media.contains_key(&MediaKey::of(&addr))
-            {
-                self.stats.media_routes_dropped += 1;
+            let key = MediaKey::of(&addr);
+            let route = MediaRoute {
+                call: h,
+                side,
+                rtcp,
+                video,
+                gen,
+            };
+            let Some(set) = self.by_media.get(&key) else {
+                if self.by_media.len() >= self.cfg.max_media_routes {
+                    self.stats.media_routes_dropped += 1;
+                } else {
+                    self.by_media.insert(key, RouteSet::one(route));
+                }
                 continue;
+            };
+            // Other live calls on this address keep their share; this call's own older
+            // entry and those of quiet or ended calls are replaced.
+            let mut kept: Vec<MediaRoute> = set
+                .iter()
+                .filter(|r| r.call != h && self.shares_routes(r))
+                .copied()
+                .collect();
+            if kept.len() >= MAX_SHARED_ROUTES {
+                kept.remove(0);
             }
-            self.by_media.insert(
-                MediaKey::of(&addr),
-                MediaRoute {
-                    call: h,
-                    side,
-                    rtcp,
-                    video,
-                    gen,
-                },
-            );
+            kept.push(route);
+            if let Some(set) = RouteSet::from_vec(kept) {
+                self.by_media.insert(key, set);
+            }
         }
+    }
+
+    /// Whether the call behind an existing route is live enough to share its address with a
+    /// call announcing it now (see [`SHARED_ROUTE_ACTIVE_MS`]).
+    fn shares_routes(&self, r: &MediaRoute) -> bool {
+        r.gen == self.gen(r.call)
+            && self.call_ref(r.call).is_some_and(|c| {
+                !c.is_finishing()
+                    && self.now.nanos().saturating_sub(c.last_activity().nanos())
+                        <= SHARED_ROUTE_ACTIVE_MS * 1_000_000
+            })
     }
 
     /// Moves a call's pending outputs to the queue and removes it once it is fully finished.
@@ -840,8 +1062,7 @@ impl Engine {
         let done = call.is_done();
         self.stats.events += self
             .outputs
-            .iter()
-            .skip(before)
+            .range(before..)
             .filter(|o| matches!(o, Output::Event(_)))
             .count() as u64;
         if done {
@@ -910,12 +1131,20 @@ impl Engine {
                 .insert(call.call_id().into(), (self.now, call.invite_cseq()));
         }
         for addr in call.routes() {
-            if self
-                .by_media
-                .get(&MediaKey::of(&addr))
-                .is_some_and(|r| r.call == h)
-            {
-                self.by_media.remove(&MediaKey::of(&addr));
+            let key = MediaKey::of(&addr);
+            let Some(set) = self.by_media.get(&key) else {
+                continue;
+            };
+            if set.iter().any(|r| r.call == h) {
+                let rest: Vec<MediaRoute> = set.iter().filter(|r| r.call != h).copied().collect();
+                match RouteSet::from_vec(rest) {
+                    Some(set) => {
+                        self.by_media.insert(key, set);
+                    }
+                    None => {
+                        self.by_media.remove(&key);
+                    }
+                }
             }
         }
         for ssrc in call.ssrcs() {

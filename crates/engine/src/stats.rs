@@ -15,24 +15,35 @@ pub struct EngineStats {
     pub sip_non_call: u64,
     /// INVITEs retransmitted after their call had finished (ignored).
     pub sip_retransmissions: u64,
-    /// RTP packets matched to a call.
+    /// RTP packets matched to a call (once per datagram, however many calls share it).
     pub rtp_packets: u64,
     /// RTP packets matched through the SSRC fallback index.
     pub rtp_by_ssrc: u64,
-    /// RTCP packets matched to a call.
+    /// RTCP packets matched to a call, including RTCP multiplexed on the RTP port without
+    /// `a=rtcp-mux` (told apart by packet type, RFC 5761).
     pub rtcp_packets: u64,
     /// RTCP packets of no known call.
     pub rtcp_unmatched: u64,
-    /// RTP packets of no known call (heuristic orphans).
+    /// RTP packets of no known call in orphan flows: packets that parse as RTP with a payload
+    /// type RTP uses, off well-known non-media ports, whose flow was confirmed by a second
+    /// packet of the same SSRC.
     pub rtp_orphan_packets: u64,
-    /// Orphan flows seen.
+    /// Orphan RTP flows (source, destination) confirmed.
     pub orphan_flows: u64,
     /// Orphan flows not tracked because the table was full.
     pub orphan_flows_dropped: u64,
     /// Orphan flows forgotten after silence.
     pub orphan_flows_expired: u64,
-    /// UDP payloads that are neither SIP nor RTP/RTCP.
+    /// UDP payloads that are neither SIP nor RTP/RTCP: well-known non-media ports (DNS,
+    /// NetBIOS, mDNS, SSDP, NTP…), payload types RTP never uses, and one-off RTP-looking
+    /// datagrams that no second packet of the same SSRC followed.
     pub udp_other: u64,
+    /// STUN messages (RFC 8489 magic cookie) on media ports or elsewhere: ICE checks and
+    /// keepalives, never RTP.
+    pub stun_packets: u64,
+    /// RTP packets of a known stream whose payload type no SDP of the call offered: counted
+    /// in the stream's sequence space, never decoded, never a codec change.
+    pub rtp_stray_payload_type: u64,
     /// Calls created (sniffed and sessions).
     pub calls: u64,
     /// Of those, sessions opened through the session API.
@@ -53,7 +64,7 @@ pub struct EngineStats {
     pub streams_dropped: u64,
     /// Media routes not added because the table was full.
     pub media_routes_dropped: u64,
-    /// Recording segments written.
+    /// Recording segments the driver reported stored.
     pub segments: u64,
     /// Recording segments the driver failed to store.
     pub segments_failed: u64,
@@ -86,6 +97,8 @@ impl EngineStats {
             orphan_flows_dropped,
             orphan_flows_expired,
             udp_other,
+            stun_packets,
+            rtp_stray_payload_type,
             calls,
             sessions,
             session_packets_paused,
@@ -120,7 +133,10 @@ impl EngineStats {
             ("rtp_orphan_packets", self.rtp_orphan_packets),
             ("orphan_flows", self.orphan_flows),
             ("orphan_flows_dropped", self.orphan_flows_dropped),
+            ("orphan_flows_expired", self.orphan_flows_expired),
             ("udp_other", self.udp_other),
+            ("stun_packets", self.stun_packets),
+            ("rtp_stray_payload_type", self.rtp_stray_payload_type),
             ("calls", self.calls),
             ("sessions", self.sessions),
             ("session_packets_paused", self.session_packets_paused),
@@ -137,5 +153,71 @@ impl EngineStats {
             ("decode_errors", self.decode_errors),
             ("events", self.events),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter is reported and merged: a field added without its `pairs` and `merge`
+    /// lines would be counted and never shown (as `orphan_flows_expired` once was).
+    #[test]
+    fn pairs_and_merge_cover_every_field() {
+        let fields = format!("{:?}", EngineStats::default())
+            .matches(": 0")
+            .count();
+        let pairs = EngineStats::default().pairs();
+        assert_eq!(pairs.len(), fields, "every field has a pair");
+        // Each counter set alone to a distinct value, then all merged: every one arrives.
+        let mut all = EngineStats::default();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            let mut s = EngineStats::default();
+            set(&mut s, name, i as u64 + 1);
+            all.merge(&s);
+        }
+        for (i, (name, v)) in all.pairs().into_iter().enumerate() {
+            assert_eq!(v, i as u64 + 1, "{name} is merged");
+        }
+    }
+
+    fn set(s: &mut EngineStats, name: &str, v: u64) {
+        // The pairs' names are the field names; the Debug output checked below proves it.
+        macro_rules! by_name { ($($f:ident),*) => { match name { $( stringify!($f) => s.$f = v, )* _ => panic!("unknown counter {name}") } } }
+        by_name!(
+            datagrams,
+            sip_messages,
+            sip_parse_errors,
+            sip_without_call_id,
+            sip_non_call,
+            sip_retransmissions,
+            rtp_packets,
+            rtp_by_ssrc,
+            rtcp_packets,
+            rtcp_unmatched,
+            rtp_orphan_packets,
+            orphan_flows,
+            orphan_flows_dropped,
+            orphan_flows_expired,
+            udp_other,
+            stun_packets,
+            rtp_stray_payload_type,
+            calls,
+            sessions,
+            session_packets_paused,
+            calls_joined,
+            calls_finished,
+            calls_evicted,
+            calls_rejected,
+            streams,
+            streams_dropped,
+            media_routes_dropped,
+            segments,
+            segments_failed,
+            segments_timed_out,
+            decode_errors,
+            events
+        );
+        assert!(format!("{s:?}").contains(&format!("{name}: {v}")));
     }
 }

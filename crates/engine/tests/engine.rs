@@ -823,11 +823,13 @@ fn hostile_input_is_counted_not_fatal() {
     );
     h.feed(3, "1.1.1.1:9", "2.2.2.2:9", &rtp(1, 1, 1, 0, &[0; 160]));
     h.feed(4, "1.1.1.1:9", "2.2.2.2:9", &[0x80]);
+    // An orphan flow needs a second packet of its SSRC.
+    h.feed(5, "1.1.1.1:9", "2.2.2.2:9", &rtp(2, 161, 1, 0, &[0; 160]));
     let st = h.engine.stats();
     assert_eq!(st.calls, 0);
     assert!(st.sip_without_call_id + st.sip_parse_errors >= 1);
     assert_eq!(st.sip_non_call, 1);
-    assert_eq!(st.rtp_orphan_packets, 1);
+    assert_eq!(st.rtp_orphan_packets, 2);
     // A call table of one: a second call evicts the first, which is finished, not lost.
     let cfg = EngineConfig {
         max_calls: 1,

@@ -29,5 +29,8 @@ pub use rtcp::{
     parse_rtcp, ReceiverReport, ReportBlock, RtcpError, RtcpPacket, SenderReport,
     MAX_REPORT_BLOCKS, MAX_RTCP_PACKETS,
 };
-pub use rtp::{looks_like_rtcp, looks_like_rtp, parse_rtp, RtpError, RtpPacket, RTP_HEADER_LEN};
+pub use rtp::{
+    is_muxed_rtcp, is_rtp_payload_type, looks_like_rtcp, looks_like_rtp, looks_like_stun,
+    parse_rtp, plausible_rtp, RtpError, RtpPacket, RTP_HEADER_LEN, STUN_MAGIC_COOKIE,
+};
 pub use stats::{SeqOutcome, StreamStats, MAX_DROPOUT, MAX_MISORDER};

@@ -115,6 +115,48 @@ pub fn looks_like_rtp(buf: &[u8]) -> bool {
     }
 }
 
+/// RFC 5761 §4 demultiplexing of RTP and RTCP on one port: version 2 and a second byte of
+/// 200..=204 (SR, RR, SDES, BYE, APP), which read as RTP is payload type 72..=76 with or
+/// without the marker bit. RTP never uses those payload types, so endpoints that multiplex
+/// without announcing `a=rtcp-mux` are told apart the same way.
+pub fn is_muxed_rtcp(buf: &[u8]) -> bool {
+    match (buf.first(), buf.get(1)) {
+        (Some(&b0), Some(&b1)) => b0 >> 6 == 2 && (72..=76).contains(&(b1 & 0x7f)),
+        _ => false,
+    }
+}
+
+/// STUN magic cookie (RFC 8489 §5), at bytes 4..8 of every STUN message.
+pub const STUN_MAGIC_COOKIE: u32 = 0x2112_A442;
+
+/// Whether a datagram is a STUN message (ICE connectivity checks and keepalives share the
+/// media ports, RFC 7983): the two top bits zero, the magic cookie, and a message length
+/// (bytes 2..4, excluding the 20-byte header) that is a multiple of 4 and fits the datagram.
+pub fn looks_like_stun(buf: &[u8]) -> bool {
+    let (Some(&b0), Some(len), Some(cookie)) = (buf.first(), be16(buf, 2), be32(buf, 4)) else {
+        return false;
+    };
+    b0 >> 6 == 0
+        && cookie == STUN_MAGIC_COOKIE
+        && len % 4 == 0
+        && usize::from(len) + 20 <= buf.len()
+}
+
+/// Whether a payload type is one RTP uses (RFC 3551 §6 and the IANA registry): the
+/// assigned static types 0..=34 (with the reserved 1, 2, 19 and 20..=24 kept, as some
+/// senders use them) and the dynamic range 96..=127. 35..=95 are unassigned or collide
+/// with RTCP (RFC 5761) and never appear in real RTP.
+pub fn is_rtp_payload_type(pt: u8) -> bool {
+    matches!(pt, 0..=34 | 96..=127)
+}
+
+/// A stricter test than [`looks_like_rtp`] for traffic that no SDP announced: the packet
+/// parses (CSRC list, extension and padding fit) and its payload type is one RTP uses.
+pub fn plausible_rtp(buf: &[u8]) -> Option<RtpPacket<'_>> {
+    let p = parse_rtp(buf).ok()?;
+    is_rtp_payload_type(p.pt).then_some(p)
+}
+
 /// Cheap check whether a datagram could be RTCP: version 2, packet type 200..=207 and a
 /// first sub-packet whose length field fits inside the datagram.
 pub fn looks_like_rtcp(buf: &[u8]) -> bool {
@@ -212,5 +254,41 @@ mod tests {
         assert!(!looks_like_rtcp(&[0x80, 201, 0, 5, 0, 0, 0, 1]));
         assert!(!looks_like_rtcp(&[0x80, 199, 0, 1, 0, 0, 0, 1]));
         assert!(!looks_like_rtcp(&[]));
+    }
+
+    #[test]
+    fn rtcp_mux_demux_and_stun() {
+        let sr = [0x80, 200, 0, 6, 0, 0, 0, 1];
+        assert!(is_muxed_rtcp(&sr));
+        assert!(is_muxed_rtcp(&[0x81, 204]));
+        assert!(!is_muxed_rtcp(&header(0x80, 0x80 | 101)));
+        assert!(
+            !is_muxed_rtcp(&[0x80, 205]),
+            "RTPFB is not in the RFC 5761 range"
+        );
+        assert!(!is_muxed_rtcp(&[0x40, 200]));
+        let mut stun = vec![0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend_from_slice(&[0; 16]);
+        assert!(looks_like_stun(&stun));
+        assert!(!looks_like_stun(&stun[..20]), "length past the end");
+        stun[4] = 0x22;
+        assert!(!looks_like_stun(&stun), "no magic cookie");
+        assert!(!looks_like_stun(&[0x00, 0x01]));
+        let mut zrtp = vec![0x10, 0, 0, 0];
+        zrtp.extend_from_slice(b"ZRTP");
+        zrtp.extend_from_slice(&[0; 12]);
+        assert!(!looks_like_stun(&zrtp));
+    }
+
+    #[test]
+    fn plausible_rtp_wants_a_used_payload_type() {
+        assert!(plausible_rtp(&header(0x80, 0)).is_some());
+        assert!(plausible_rtp(&header(0x80, 0x80 | 111)).is_some());
+        assert!(plausible_rtp(&header(0x80, 50)).is_none());
+        assert!(plausible_rtp(&header(0x80, 72)).is_none());
+        assert!(
+            plausible_rtp(&header(0x8f, 0)).is_none(),
+            "15 CSRCs that are not there"
+        );
     }
 }

@@ -140,6 +140,47 @@ impl StreamStats {
         marker: bool,
         comfort_noise: bool,
     ) -> SeqOutcome {
+        self.record(
+            seq,
+            rtp_ts,
+            arrival,
+            payload_len,
+            marker,
+            comfort_noise,
+            true,
+        )
+    }
+
+    /// Records an RFC 4733 telephone-event packet: it takes its place in the stream's
+    /// sequence space (loss, duplicates, reordering) and its arrival gap counts, but it is
+    /// no jitter sample. Every update of an event repeats the event's start timestamp, so
+    /// its transit time grows by the packet interval each time; RFC 3550 jitter is about
+    /// the media clock, and tshark leaves these packets out of it too. The next voice
+    /// packet is compared with the previous voice packet.
+    pub fn update_event(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        arrival: i64,
+        payload_len: usize,
+        marker: bool,
+    ) -> SeqOutcome {
+        self.record(seq, rtp_ts, arrival, payload_len, marker, false, false)
+    }
+
+    // One per-packet entry point behind the public ones; a struct would add a copy per
+    // packet on the hot path.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        arrival: i64,
+        payload_len: usize,
+        marker: bool,
+        comfort_noise: bool,
+        jitter: bool,
+    ) -> SeqOutcome {
         if let Some(last) = self.last_arrival {
             if !marker && !comfort_noise && !self.after_cn {
                 self.max_delta_ns = self.max_delta_ns.max(arrival.saturating_sub(last));
@@ -162,7 +203,9 @@ impl StreamStats {
         }
         self.packets += 1;
         self.bytes = self.bytes.saturating_add(payload_len as u64);
-        self.jitter_sample(rtp_ts, arrival);
+        if jitter {
+            self.jitter_sample(rtp_ts, arrival);
+        }
         outcome
     }
 
@@ -458,6 +501,36 @@ mod tests {
         }
         assert!(s.jitter_ms().is_finite());
         assert!(s.max_delta_ms() >= 0.0);
+    }
+
+    #[test]
+    fn telephone_events_are_no_jitter_samples() {
+        // Voice every 20 ms on a steady clock; an event train in between repeats its start
+        // timestamp while arrivals advance (RFC 4733 §2.5.1.2).
+        let mut s = StreamStats::new(8000);
+        let mut seq = 0u16;
+        for i in 0..10i64 {
+            s.update(seq, (i * 160) as u32, i * 20 * MS, 160);
+            seq += 1;
+        }
+        for i in 10..16i64 {
+            let o = s.update_event(seq, 1600, i * 20 * MS, 4, i == 10);
+            assert_ne!(o, SeqOutcome::Duplicate);
+            seq += 1;
+        }
+        for i in 16..20i64 {
+            s.update(seq, (i * 160) as u32, i * 20 * MS, 160);
+            seq += 1;
+        }
+        assert_eq!(s.jitter_ms(), 0.0);
+        assert_eq!(s.max_jitter_ms(), 0.0);
+        assert_eq!((s.packets(), s.lost(), s.duplicates()), (20, 0, 0));
+        // The same train fed as voice is what used to inflate the estimate.
+        let mut v = StreamStats::new(8000);
+        for i in 0..6i64 {
+            v.update(i as u16, 1600, i * 20 * MS, 4);
+        }
+        assert!(v.jitter_ms() > 5.0);
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl Call {
             });
             json!({ "sender_reports": r.sender_reports, "reported_by_receiver": reported })
         });
-        json!({
+        let mut v = json!({
             "party": self.side_party[s.sender as usize & 1],
             "media": if s.video { "video" } else { "audio" },
             "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
@@ -289,13 +289,17 @@ impl Call {
             "jitter_ms": round(st.jitter_ms()),
             "max_jitter_ms": round(st.max_jitter_ms()),
             "max_delta_ms": round(st.max_delta_ms()),
-            "ssrc_changes": self.ssrc_changes[s.sender as usize],
+            "ssrc_changes": s.ssrc_changes,
             "decode_errors": s.decode_errors,
             "first": st.first_arrival().map(format_time),
             "last": st.last_arrival().map(format_time),
             "rtcp": rtcp,
             "quality_estimate": quality_estimate(s, loss_pct, st.jitter_ms()),
-        })
+        });
+        if s.stray_pts > 0 {
+            v["stray_payload_type_packets"] = json!(s.stray_pts);
+        }
+        v
     }
 }
 

@@ -185,25 +185,33 @@ impl Call {
                     stats.streams_dropped += 1;
                     return None;
                 }
-                if self
-                    .streams
-                    .iter()
-                    .any(|s| s.sender == sender && s.ssrc != p.ssrc)
-                {
-                    self.ssrc_changes[sender as usize] += 1;
-                }
                 self.streams
                     .push(Stream::new(sender, false, p.ssrc, d.src, d.dst));
                 new_ssrc = Some(p.ssrc);
                 self.streams.len() - 1
             }
         };
+        if idx != last {
+            self.note_ssrc_change(idx, now);
+        }
         self.last_stream[sender as usize] = idx;
         let cached = self.streams[idx]
             .codec
             .as_ref()
             .is_some_and(|c| c.pt == p.pt && c.gen == self.legs_gen);
         if !cached {
+            if self.is_stray(p.pt) {
+                // A payload type inside a known stream that no SDP offered (a sender's
+                // stray packet, a probe): it takes its sequence number, but it is neither
+                // decoded nor a codec change that would cut the recording.
+                stats.rtp_stray_payload_type += 1;
+                let stream = &mut self.streams[idx];
+                stream.stray_pts += 1;
+                stream
+                    .stats
+                    .update_event(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker);
+                return new_ssrc;
+            }
             let c = self.resolve_codec(sender, p.pt, false);
             let stream = &mut self.streams[idx];
             if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
@@ -218,19 +226,24 @@ impl Call {
             None => return new_ssrc,
         };
         if kind == CodecKind::TelephoneEvent {
-            // RFC 4733 events share the stream's sequence space.
-            let outcome = stream.stats.update_marked(
-                p.seq,
-                p.ts,
-                now.nanos(),
-                p.payload.len(),
-                p.marker,
-                false,
-            );
+            let ev = parse_dtmf_event(p.payload);
+            // The final packet of an event is sent three times (RFC 4733 §2.5.1.4); senders
+            // that repeat its sequence number too are retransmitting, not duplicating.
+            if ev.is_some_and(|e| e.end) {
+                if stream.last_event_end == Some((p.seq, p.ts)) {
+                    return new_ssrc;
+                }
+                stream.last_event_end = Some((p.seq, p.ts));
+            }
+            // RFC 4733 events share the stream's sequence space but are no jitter samples.
+            let outcome =
+                stream
+                    .stats
+                    .update_event(p.seq, p.ts, now.nanos(), p.payload.len(), p.marker);
             if outcome == SeqOutcome::Duplicate {
                 return new_ssrc;
             }
-            if let Some(ev) = parse_dtmf_event(p.payload) {
+            if let Some(ev) = ev {
                 let mut edges = std::mem::take(&mut self.edges);
                 edges.clear();
                 self.streams[idx].dtmf.push(p.ts, &ev, &mut edges);
@@ -284,19 +297,21 @@ impl Call {
         // One stream per side feeds the recording: a tap on an SBC/B2BUA sees the same audio
         // on both legs (often with the same SSRC), and mixing both would make the channel
         // jump between two timelines. The primary changes when the sender changes SSRC on
-        // the same addresses, or when it has been silent for PRIMARY_TAKEOVER_MS.
+        // the same addresses, when the new stream fits the latest SDP better (a re-INVITE
+        // moved the media; see `sdp_fit`) or when it has been silent for PRIMARY_TAKEOVER_MS.
         let side = sender as usize;
         match self.primary[side] {
             Some(p) if p == idx => {}
             Some(p) => {
-                let same_leg = self
-                    .streams
-                    .get(p)
-                    .is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let ps = self.streams.get(p);
+                let same_leg = ps.is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
+                let moved = ps.is_some_and(|ps| {
+                    self.sdp_fit(side, d.src, d.dst) > self.sdp_fit(side, ps.src, ps.dst)
+                });
                 let silent = self.primary_last[side].is_none_or(|t| {
                     now.nanos().saturating_sub(t.nanos()) > PRIMARY_TAKEOVER_MS * 1_000_000
                 });
-                if !(same_leg || silent) {
+                if !(same_leg || moved || silent) {
                     return new_ssrc;
                 }
                 self.primary[side] = Some(idx);
@@ -305,13 +320,21 @@ impl Call {
         }
         self.primary_last[side] = Some(now);
         let stream = &mut self.streams[idx];
-        // Decoder (re)selection; a codec change cuts the segment.
+        // Decoder (re)selection; a stream's codec change cuts the segment once this side
+        // has audio in it with another codec (both sides switching cut once, not twice).
         let prev = stream.decoder.as_ref().map(|(k, _)| *k);
         if prev != Some(kind) {
+            let changed = prev.is_some()
+                && self
+                    .segment
+                    .as_ref()
+                    .and_then(|s| s.kinds.get(side).copied().flatten())
+                    .is_some_and(|k| k != kind);
+            let stream = &mut self.streams[idx];
             match new_decoder(kind) {
                 Some(dec) => {
                     stream.decoder = Some((kind, dec));
-                    if prev.is_some() {
+                    if changed {
                         self.cut_segment(now);
                     }
                 }
@@ -320,6 +343,8 @@ impl Call {
                     // segment rather than pad it with silence for this side.
                     if prev.is_some() {
                         stream.decoder = None;
+                    }
+                    if changed {
                         self.cut_segment(now);
                     }
                     let label = self.streams[idx]
@@ -366,6 +391,9 @@ impl Call {
                 }
             }
         }
+        if let Some(k) = seg.kinds.get_mut(side) {
+            *k = Some(kind);
+        }
         let stream = &self.streams[idx];
         seg.mixer.push(
             sender as usize,
@@ -389,7 +417,62 @@ impl Call {
         new_ssrc
     }
 
+    /// How well a stream of `side` fits the latest SDP: +1 when it is sent to the address
+    /// the receiver announced last, +1 when it comes from the one the sender announced last
+    /// (symmetric RTP). Taking over only for a strictly better fit never flip-flops between
+    /// the two legs of a relay, which fit equally (each matches one end).
+    fn sdp_fit(&self, side: usize, src: SocketAddr, dst: SocketAddr) -> u8 {
+        let announced = |s: usize| self.media_to.get(s).copied().flatten();
+        u8::from(announced(1 - side) == Some(dst)) + u8::from(announced(side) == Some(src))
+    }
+
+    /// Whether `pt` is a payload type that no SDP of the call offered, in any of its offers
+    /// and answers so far (a sender still on the previous SDP's codec after a re-INVITE is
+    /// not stray). Without any SDP (media found through the SSRC fallback before an answer)
+    /// nothing is stray: the RFC 3551 static table decides.
+    fn is_stray(&mut self, pt: u8) -> bool {
+        if self.offered_gen != Some(self.legs_gen) {
+            // The legs keep only each side's latest SDP: fold it in whenever it changed.
+            self.offered_gen = Some(self.legs_gen);
+            for (p, ..) in self.legs.iter().flat_map(|l| l.codecs.iter()) {
+                self.offered_pts |= 1u128 << (p & 0x7f);
+            }
+        }
+        self.offered_pts != 0 && self.offered_pts & (1u128 << (pt & 0x7f)) == 0
+    }
+
+    /// Counts an SSRC change on stream `idx`'s address pair: the pair's most recent packet
+    /// before this one came from another SSRC. Per stream, so a relayed second leg or an
+    /// announcement from elsewhere is no change. Only on the slow path (stream switch).
+    fn note_ssrc_change(&mut self, idx: usize, now: Timestamp) {
+        let Some(cur) = self.streams.get(idx) else {
+            return;
+        };
+        let own_last = cur.stats.last_arrival().unwrap_or(i64::MIN);
+        let previous = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != idx && !s.video && s.src == cur.src && s.dst == cur.dst)
+            .filter_map(|(_, s)| s.stats.last_arrival().map(|t| (t, s.ssrc)))
+            .max_by_key(|(t, _)| *t);
+        if let Some((t, ssrc)) = previous {
+            if t > own_last && t <= now.nanos() && ssrc != cur.ssrc {
+                if let Some(s) = self.streams.get_mut(idx) {
+                    s.ssrc_changes += 1;
+                }
+            }
+        }
+    }
+
     pub(super) fn open_segment(&mut self, now: Timestamp, rate: u32) {
+        // The previous segment may hold audio placed a little past its cut (the last
+        // packet's samples, RTP timestamps running ahead of arrival): start after it, on a
+        // whole millisecond, so the written start (truncated to the millisecond) never
+        // reads as earlier than the previous segment's written end either.
+        let now = self
+            .seg_end
+            .map_or(now, |e| Timestamp(ceil_ms(now.max(e).nanos())));
         let id = SegmentId(self.seg_base + self.seg_index as u64);
         let index = self.seg_index;
         self.seg_index += 1;
@@ -413,6 +496,7 @@ impl Call {
             codecs: Vec::new(),
             last_drain: now,
             frames: 0,
+            kinds: [None; 2],
         });
     }
 
@@ -459,6 +543,11 @@ impl Call {
         self.outputs.push(Output::SegmentClosed { segment: seg.id });
         self.closed.push(seg.id);
         let duration = seg.frames as f64 / seg.rate.max(1) as f64;
+        let nanos = (seg.frames as i64)
+            .saturating_mul(1_000_000_000)
+            .checked_div(i64::from(seg.rate))
+            .unwrap_or(0);
+        self.seg_end = Some(Timestamp(seg.start.nanos().saturating_add(nanos)));
         self.pending.push_back(Pending {
             parties: self.side_party,
             closed_at: now,
@@ -563,5 +652,13 @@ impl Call {
             local: a.clone().unwrap_or_else(|| NIL.into()),
             remote: b.clone().unwrap_or_else(|| NIL.into()),
         })
+    }
+}
+
+/// `ns` rounded up to a whole millisecond.
+fn ceil_ms(ns: i64) -> i64 {
+    match ns.rem_euclid(1_000_000) {
+        0 => ns,
+        r => ns.saturating_add(1_000_000 - r),
     }
 }

@@ -146,6 +146,13 @@ struct Stream {
     decode_errors: u64,
     /// Codec of the last payload type seen, so the hot path resolves it once.
     codec: Option<Codec>,
+    /// Times this SSRC took over its address pair from another SSRC (sender restarts).
+    ssrc_changes: u32,
+    /// Packets whose payload type no SDP of the call offered.
+    stray_pts: u64,
+    /// (sequence number, timestamp) of the last RFC 4733 end-of-event packet, so its
+    /// retransmissions on the same sequence number are not counted as duplicates.
+    last_event_end: Option<(u16, u32)>,
 }
 
 impl Stream {
@@ -164,6 +171,9 @@ impl Stream {
             pcm: Vec::new(),
             decode_errors: 0,
             codec: None,
+            ssrc_changes: 0,
+            stray_pts: 0,
+            last_event_end: None,
         }
     }
 }
@@ -201,6 +211,9 @@ struct Segment {
     codecs: Vec<String>,
     last_drain: Timestamp,
     frames: u64,
+    /// The codec each side last fed into this segment: a side's codec change cuts only
+    /// when it already has audio here, so both sides switching cut once, not twice.
+    kinds: [Option<CodecKind>; 2],
 }
 
 struct Pending {
@@ -266,6 +279,13 @@ pub(crate) struct Call {
 
     legs: [Leg; 2],
     legs_gen: u32,
+    /// Every audio payload type any SDP of the call offered (bit per PT), folded in from
+    /// `legs` at `offered_gen`; RTP with any other payload type is stray.
+    offered_pts: u128,
+    offered_gen: Option<u32>,
+    /// The audio RTP address each side announced last: a stream sent there takes over the
+    /// side's recording at once when a re-INVITE moves the media.
+    media_to: [Option<SocketAddr>; 2],
     routes: Vec<SocketAddr>,
     new_routes: Vec<NewRoute>,
     streams: Vec<Stream>,
@@ -274,7 +294,6 @@ pub(crate) struct Call {
     /// The stream that feeds each side's recording channel, and its last packet.
     primary: [Option<usize>; 2],
     primary_last: [Option<Timestamp>; 2],
-    ssrc_changes: [u32; 2],
     /// Per SSRC, bounded by [`MAX_RTCP_SSRCS`].
     rtcp: Vec<RtcpSummary>,
     held: [bool; 2],
@@ -285,6 +304,9 @@ pub(crate) struct Call {
     undecodable: Vec<String>,
 
     segment: Option<Segment>,
+    /// Where the last closed segment's audio ends: the next one starts no earlier, so
+    /// recordings never overlap in time.
+    seg_end: Option<Timestamp>,
     seg_base: u64,
     seg_index: u32,
     pending: VecDeque<Pending>,
@@ -475,13 +497,15 @@ impl Call {
             finish_reason: None,
             legs: [Leg::default(), Leg::default()],
             legs_gen: 0,
+            offered_pts: 0,
+            offered_gen: None,
+            media_to: [None; 2],
             routes: Vec::new(),
             new_routes: Vec::new(),
             streams: Vec::new(),
             last_stream: [0; 2],
             primary: [None; 2],
             primary_last: [None; 2],
-            ssrc_changes: [0; 2],
             rtcp: Vec::new(),
             held: [false; 2],
             history: Vec::new(),
@@ -489,6 +513,7 @@ impl Call {
             history_dropped: 0,
             undecodable: Vec::new(),
             segment: None,
+            seg_end: None,
             seg_base,
             seg_index: 0,
             pending: VecDeque::new(),

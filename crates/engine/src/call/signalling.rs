@@ -428,6 +428,11 @@ impl Call {
     }
 
     pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool, video: bool) {
+        if !rtcp && !video {
+            if let Some(m) = self.media_to.get_mut(side as usize) {
+                *m = Some(addr);
+            }
+        }
         if self.routes.contains(&addr) {
             // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
             return;
