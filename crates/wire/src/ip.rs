@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::decoder::{be16, be32, Ctx, Decoder};
+use crate::bytes::{be16, be32};
+use crate::decoder::{Ctx, Decoder};
 use crate::frag::FragKey;
 use crate::link::{ETH_IPV4, ETH_IPV6, ETH_TEB};
 use crate::stats::SkipReason;

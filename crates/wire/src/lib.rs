@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 
+pub mod bytes;
 mod decoder;
 mod frag;
 mod ip;
@@ -31,7 +32,7 @@ pub use decoder::{
 pub use pcap::{CaptureFormat, PcapError, PcapReader, MAX_RECORD_BYTES};
 pub use stats::{DecodeStats, SkipReason};
 pub use tcp::TCP_GAP_TIMEOUT_NS;
-pub use writer::PcapWriter;
+pub use writer::{PcapWriteError, PcapWriter, Resolution, MAGIC_MICROS, MAGIC_NANOS, SNAPLEN};
 
 /// A capture timestamp: nanoseconds since the Unix epoch.
 ///
