@@ -18,6 +18,16 @@
 //! (tones, G.711), `packet` (Ethernet/VLAN/IP/UDP/TCP frames) and `generate` (the time-ordered merge,
 //! written with [`vcontap_wire::PcapWriter`]).
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -11,6 +11,17 @@
 //! - [`Decoder`]: turns one captured frame into zero or more [`Datagram`]s, keeping the
 //!   (bounded) state for IP fragments and TCP streams.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use std::net::SocketAddr;
 
 pub mod bytes;

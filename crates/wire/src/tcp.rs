@@ -424,10 +424,13 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
                 // framer calls and the flow's budget. The framer cannot always tell a cut
                 // or junk-prefixed start line from an extension method, so the first message
                 // after a resync may carry a few junk bytes; every later one is exact.
-                let next = (1..avail.len())
-                    .filter(|&p| avail[p - 1] == b'\n' || avail[p].is_ascii_uppercase())
+                let next = avail
+                    .windows(2)
+                    .enumerate()
+                    .filter(|(_, w)| matches!(w, [prev, cur] if *prev == b'\n' || cur.is_ascii_uppercase()))
+                    .map(|(i, _)| i + 1)
                     .take(RESYNC_PROBES)
-                    .find(|&p| (sink.framer)(&avail[p..]) != Framing::NotOurs);
+                    .find(|&p| avail.get(p..).is_some_and(|rest| (sink.framer)(rest) != Framing::NotOurs));
                 let dropped = next.unwrap_or(avail.len());
                 start += dropped;
                 flow.resync = flow.resync.saturating_sub(dropped);
