@@ -176,7 +176,7 @@ impl Decoder {
                     Ok(V6Walk::Upper(proto, off)) => {
                         self.l4(ctx, src, dst, proto, whole.get(off..).unwrap_or(&[]), out)
                     }
-                    Ok(V6Walk::Fragment(..)) => self.skip(SkipReason::FragmentInvalid),
+                    Ok(V6Walk::Fragment(..)) => self.skip(SkipReason::FragmentNested),
                     Err(r) => self.skip(r),
                 }
             }

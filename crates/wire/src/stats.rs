@@ -32,12 +32,21 @@ pub enum SkipReason {
     /// SCTP DATA chunk fragment that could not be reassembled (out of order, I-DATA,
     /// table full, timed out).
     SctpFragmented,
-    /// IP fragment inconsistent with its siblings (over the size cap, beyond the end,
-    /// too many holes, nested fragmentation); its whole datagram is dropped.
-    FragmentInvalid,
-    /// A partially reassembled datagram was evicted because the table was full.
+    /// IP fragment reaching past the largest datagram reassembled
+    /// ([`crate::DecoderConfig::max_frag_bytes_per_datagram`]); its datagram is dropped.
+    FragmentTooLarge,
+    /// IP fragment contradicting its siblings (a second last fragment ending elsewhere, or
+    /// data past the end the last fragment set); its datagram is dropped.
+    FragmentInconsistent,
+    /// IP datagram arriving in more disjoint pieces than reassembly tracks (a flood of tiny
+    /// non-adjacent fragments); it is dropped.
+    FragmentTooManyHoles,
+    /// Reassembled IPv6 payload that starts with another fragment header; dropped.
+    FragmentNested,
+    /// A partially reassembled datagram was evicted because the table was full (or
+    /// reassembly is disabled: `max_frag_buffers` is 0).
     FragmentEvicted,
-    /// A partially reassembled datagram timed out.
+    /// A partially reassembled datagram timed out (a fragment never arrived).
     FragmentTimeout,
     /// A TCP direction the framer declared foreign; it is ignored from then on.
     TcpNotOurs,
@@ -57,7 +66,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every reason, in declaration order (the index of a reason in its counter array).
-    pub const ALL: [SkipReason; 22] = [
+    pub const ALL: [SkipReason; 25] = [
         SkipReason::Truncated,
         SkipReason::UnsupportedLinkType,
         SkipReason::BadLinkHeader,
@@ -70,7 +79,10 @@ impl SkipReason {
         SkipReason::BadSctp,
         SkipReason::SctpNonData,
         SkipReason::SctpFragmented,
-        SkipReason::FragmentInvalid,
+        SkipReason::FragmentTooLarge,
+        SkipReason::FragmentInconsistent,
+        SkipReason::FragmentTooManyHoles,
+        SkipReason::FragmentNested,
         SkipReason::FragmentEvicted,
         SkipReason::FragmentTimeout,
         SkipReason::TcpNotOurs,
@@ -97,7 +109,10 @@ impl SkipReason {
             SkipReason::BadSctp => "bad_sctp",
             SkipReason::SctpNonData => "sctp_non_data",
             SkipReason::SctpFragmented => "sctp_fragmented",
-            SkipReason::FragmentInvalid => "fragment_invalid",
+            SkipReason::FragmentTooLarge => "fragment_too_large",
+            SkipReason::FragmentInconsistent => "fragment_inconsistent",
+            SkipReason::FragmentTooManyHoles => "fragment_too_many_holes",
+            SkipReason::FragmentNested => "fragment_nested",
             SkipReason::FragmentEvicted => "fragment_evicted",
             SkipReason::FragmentTimeout => "fragment_timeout",
             SkipReason::TcpNotOurs => "tcp_not_ours",

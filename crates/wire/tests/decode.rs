@@ -561,6 +561,46 @@ fn fragment_table_eviction() {
     assert_eq!(dec.stats().skipped(SkipReason::FragmentEvicted), 6);
 }
 
+#[test]
+fn fragments_never_reassembled_are_counted_by_reason() {
+    let mut dec = decoder();
+    // IPv6: a reassembled payload that starts with another fragment header.
+    let inner_frag = [17u8, 0, 0, 1, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
+    let mut outer = vec![44, 0, 0, 0];
+    outer.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    outer.extend_from_slice(&inner_frag);
+    assert!(run_at(&mut dec, LinkType::IPV6, &ipv6_raw(44, &outer), 0).is_empty());
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentNested), 1);
+    // IPv4: two "last fragments" of one datagram ending at different offsets.
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 9, 1, &[0; 16]),
+        0,
+    );
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 9, 2, &[0; 16]),
+        0,
+    );
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentInconsistent), 1);
+    // The input ends with a datagram still missing its first fragment: a timeout at the
+    // end of the input gives it up as timed out.
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 10, 1, &[0; 16]),
+        0,
+    );
+    assert_eq!(dec.fragment_buffers(), 1);
+    dec.handle_timeout(Timestamp(i64::MAX));
+    assert_eq!(dec.fragment_buffers(), 0);
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentTimeout), 1);
+    assert_eq!(dec.stats().skipped_total(), 3);
+    assert_eq!(dec.stats().datagrams, 0);
+}
+
 // ---------- TCP ----------
 
 fn tcp_frame(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -868,7 +908,7 @@ fn lying_length_fields() {
         run(LinkType::IPV4, &f)
             .1
             .stats()
-            .skipped(SkipReason::FragmentInvalid),
+            .skipped(SkipReason::FragmentTooLarge),
         1
     );
 }
