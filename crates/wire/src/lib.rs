@@ -42,7 +42,7 @@ pub use decoder::{
 };
 pub use pcap::{CaptureFormat, PcapError, PcapReader, MAX_RECORD_BYTES};
 pub use stats::{DecodeStats, SkipReason};
-pub use tcp::TCP_GAP_TIMEOUT_NS;
+pub use tcp::{SIP_TLS_PORT, TCP_GAP_TIMEOUT_NS};
 pub use writer::{PcapWriteError, PcapWriter, Resolution, MAGIC_MICROS, MAGIC_NANOS, SNAPLEN};
 
 /// A capture timestamp: nanoseconds since the Unix epoch.

@@ -62,11 +62,15 @@ pub enum SkipReason {
     TunnelDepthExceeded,
     /// Malformed or unsupported tunnel header (GRE, ERSPAN, VXLAN).
     BadTunnel,
+    /// A TCP connection carrying TLS (SIP over TLS: port 5061, or a stream that starts with
+    /// a TLS record): counted once per connection; its bytes are not decoded (see
+    /// [`DecodeStats::tls_bytes`]).
+    TlsFlow,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order (the index of a reason in its counter array).
-    pub const ALL: [SkipReason; 25] = [
+    pub const ALL: [SkipReason; 26] = [
         SkipReason::Truncated,
         SkipReason::UnsupportedLinkType,
         SkipReason::BadLinkHeader,
@@ -92,6 +96,7 @@ impl SkipReason {
         SkipReason::TcpIdleTimeout,
         SkipReason::TunnelDepthExceeded,
         SkipReason::BadTunnel,
+        SkipReason::TlsFlow,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -122,6 +127,7 @@ impl SkipReason {
             SkipReason::TcpIdleTimeout => "tcp_idle_timeout",
             SkipReason::TunnelDepthExceeded => "tunnel_depth_exceeded",
             SkipReason::BadTunnel => "bad_tunnel",
+            SkipReason::TlsFlow => "tls_flow",
         }
     }
 
@@ -149,6 +155,8 @@ pub struct DecodeStats {
     pub fragments_buffered: u64,
     /// IP datagrams completed by reassembly.
     pub fragments_reassembled: u64,
+    /// TCP payload bytes of TLS connections ([`SkipReason::TlsFlow`]), seen but not decoded.
+    pub tls_bytes: u64,
     skipped: [u64; SkipReason::ALL.len()],
 }
 
@@ -161,6 +169,12 @@ impl DecodeStats {
     /// Sum over all skip reasons.
     pub fn skipped_total(&self) -> u64 {
         self.skipped.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+
+    /// TCP connections carrying TLS (SIP over TLS), seen but not decoded: what a summary
+    /// reports as "N TLS SIP flows seen, not decoded".
+    pub fn tls_flows(&self) -> u64 {
+        self.skipped(SkipReason::TlsFlow)
     }
 
     /// The reasons with a nonzero count, in declaration order.
