@@ -1,6 +1,6 @@
 //! Criterion micro benches of the per-packet work: SIP and SDP parsing, RTP parsing with
-//! RFC 3550 statistics, the wire decoder on an Ethernet/IPv4/UDP/RTP frame, G.711 decoding
-//! and the stereo mixer. Run with `cargo bench --bench parsers`; the figures and what they
+//! RFC 3550 statistics, the wire decoder on an Ethernet/IPv4/UDP/RTP frame, G.711 and G.722
+//! decoding and the stereo mixer. Run with `cargo bench --bench parsers`; the figures and what they
 //! mean for the end-to-end budget are in docs/PERFORMANCE.md.
 
 use std::hint::black_box;
@@ -140,14 +140,16 @@ fn audio(c: &mut Criterion) {
     for (name, kind) in [
         ("g711_pcmu_decode_160", CodecKind::Pcmu),
         ("g711_pcma_decode_160", CodecKind::Pcma),
+        // 160 G.722 bytes are 320 samples at 16 kHz (20 ms).
+        ("g722_decode_160", CodecKind::G722),
     ] {
-        let mut d = new_decoder(kind).expect("G.711 decoder");
+        let mut d = new_decoder(kind).expect("built-in decoder");
         let mut out = Vec::with_capacity(160);
         g.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
                 d.decode(black_box(&payload), &mut out)
-                    .expect("G.711 never fails");
+                    .expect("built-in decoders never fail");
                 black_box(out.len())
             })
         });

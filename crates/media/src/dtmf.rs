@@ -4,6 +4,8 @@
 //! event (many updates sharing one RTP timestamp, usually three end packets) into one
 //! key-down and one key-up edge per digit.
 
+use vcontap_wire::bytes::array_at;
+
 /// A decoded RFC 4733 §2.3 event payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfEvent {
@@ -20,12 +22,12 @@ pub struct DtmfEvent {
 /// Parses a telephone-event payload; `None` when shorter than 4 bytes. Extra bytes
 /// (redundant blocks appended by some senders) are ignored.
 pub fn parse_dtmf_event(payload: &[u8]) -> Option<DtmfEvent> {
-    let p = payload.get(..4)?;
+    let [event, flags, d0, d1] = array_at(payload, 0)?;
     Some(DtmfEvent {
-        event: p[0],
-        end: p[1] & 0x80 != 0,
-        volume: p[1] & 0x3f,
-        duration: u16::from_be_bytes([p[2], p[3]]),
+        event,
+        end: flags & 0x80 != 0,
+        volume: flags & 0x3f,
+        duration: u16::from_be_bytes([d0, d1]),
     })
 }
 

@@ -9,6 +9,17 @@
 //! Unix epoch. All parsers take hostile input without panicking and every buffer is
 //! bounded by a named constant.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod codec;
 pub mod dtmf;
 pub mod mixer;

@@ -323,18 +323,24 @@ impl StereoMixer {
         // chain this replaces was a quarter of all CPU time when recording.
         let start = out.len();
         out.resize(start + n * 2, 0);
-        let dst = &mut out[start..];
+        let dst = out.get_mut(start..).unwrap_or_default();
         for (ch, c) in self.chans.iter_mut().enumerate() {
             let k = c.buf.len().min(n);
             let (a, b) = c.buf.as_slices();
-            let a = &a[..a.len().min(k)];
-            let b = &b[..k - a.len()];
-            let (head, tail) = dst.split_at_mut(a.len() * 2);
+            let a = a.get(..k).unwrap_or(a);
+            let b = b.get(..k - a.len()).unwrap_or(b);
+            let Some((head, tail)) = dst.split_at_mut_checked(a.len() * 2) else {
+                continue;
+            };
             for (frame, s) in head.chunks_exact_mut(2).zip(a) {
-                frame[ch] = *s;
+                if let Some(d) = frame.get_mut(ch) {
+                    *d = *s;
+                }
             }
             for (frame, s) in tail.chunks_exact_mut(2).zip(b) {
-                frame[ch] = *s;
+                if let Some(d) = frame.get_mut(ch) {
+                    *d = *s;
+                }
             }
             c.buf.drain(..k);
         }

@@ -6,6 +6,7 @@
 //! whatever parsed before it is returned.
 
 use thiserror::Error;
+use vcontap_wire::bytes::{be16, be32};
 
 /// At most this many sub-packets are parsed from one datagram. A compound packet in
 /// practice holds 2-4 (SR/RR + SDES [+ BYE]); the cap bounds work per datagram.
@@ -102,12 +103,6 @@ pub enum RtcpPacket {
     Other(u8),
 }
 
-#[inline]
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 fn report_blocks(body: &[u8], count: usize) -> Option<Vec<ReportBlock>> {
     let count = count.min(MAX_REPORT_BLOCKS);
     let mut out = Vec::with_capacity(count);
@@ -185,16 +180,15 @@ pub fn parse_rtcp(buf: &[u8]) -> Result<Vec<RtcpPacket>, RtcpError> {
 
 /// Splits off the first sub-packet by its length field, checking the version.
 fn split_one(buf: &[u8]) -> Result<(&[u8], &[u8]), RtcpError> {
-    let hdr = buf.get(..4).ok_or(RtcpError::Truncated)?;
-    let version = hdr[0] >> 6;
+    let (Some(&first), Some(words)) = (buf.first(), be16(buf, 2)) else {
+        return Err(RtcpError::Truncated);
+    };
+    let version = first >> 6;
     if version != 2 {
         return Err(RtcpError::BadVersion(version));
     }
-    let len = (usize::from(u16::from_be_bytes([hdr[2], hdr[3]])) + 1) * 4;
-    if len > buf.len() {
-        return Err(RtcpError::Truncated);
-    }
-    Ok(buf.split_at(len))
+    let len = (usize::from(words) + 1) * 4;
+    buf.split_at_checked(len).ok_or(RtcpError::Truncated)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! is ~60 lines, allocation-free and panic-free on hostile input.
 
 use thiserror::Error;
+use vcontap_wire::bytes::{be16, be32};
 
 /// Fixed RTP header length in bytes (V/P/X/CC, M/PT, seq, ts, ssrc).
 pub const RTP_HEADER_LEN: usize = 12;
@@ -43,18 +44,6 @@ pub struct RtpPacket<'a> {
     pub has_extension: bool,
     /// Media payload: after CSRCs and the extension, padding removed.
     pub payload: &'a [u8],
-}
-
-#[inline]
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
-}
-
-#[inline]
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Parses an RTP packet. Checks version 2, that CSRCs and the header extension fit,

@@ -25,6 +25,17 @@
 //!
 //! This file also owns [`sdp_body`], the glue that finds the SDP of a message.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod dtmf;
 mod framing;
 mod header;

@@ -131,7 +131,7 @@ pub fn parts<'a>(content_type_header: &str, body: &'a [u8]) -> Vec<Part<'a>> {
 fn split_part(p: &[u8]) -> Part<'_> {
     let (head, body) = if let Some(rest) = p.strip_prefix(b"\r\n").or_else(|| p.strip_prefix(b"\n"))
     {
-        (&p[..0], rest)
+        (&[][..], rest)
     } else {
         let mut split = None;
         let mut from = 0usize;
@@ -154,7 +154,7 @@ fn split_part(p: &[u8]) -> Part<'_> {
                 p.get(..h).unwrap_or_default(),
                 p.get(b..).unwrap_or_default(),
             ),
-            None => (p, &p[..0]),
+            None => (p, &[][..]),
         }
     };
     let headers = std::str::from_utf8(head).unwrap_or("").trim_end();

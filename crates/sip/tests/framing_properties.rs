@@ -686,3 +686,93 @@ fn sip_over_tcp_capture_starting_mid_message() {
         );
     });
 }
+
+/// A run of TLS records (random content type 20..=23, TLS 1.0-1.3 version, random
+/// contents that include line feeds and SIP-looking text) as a TLS peer sends them.
+fn tls_records(rng: &mut Rng) -> Vec<u8> {
+    let mut s = Vec::new();
+    let records = rng.range(1, 6);
+    for i in 0..records {
+        let ctype = if i == 0 { 22 } else { 20 + rng.below(4) as u8 };
+        let len = rng.range(1, 600);
+        let mut body = rng.bytes(len);
+        if rng.pct(50) {
+            body.extend_from_slice(b"INVITE sip:a@b SIP/2.0\r\n\r\n");
+        }
+        s.extend_from_slice(&[ctype, 3, rng.below(5) as u8]);
+        s.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        s.extend_from_slice(&body);
+    }
+    s
+}
+
+/// TLS connections (on the SIP port with a handshake, or any traffic on
+/// 5061, from the SYN or joined mid-stream) interleaved with a SIP-over-TCP connection:
+/// the SIP messages come out exactly, no TLS byte reaches the framer, every TLS
+/// connection is counted once as `tls_flow` with all its bytes, nothing as `tcp_not_ours`.
+#[test]
+fn tls_flows_are_counted_and_never_framed() {
+    check("tls_flows", 0x51F_0005, 100, |rng| {
+        let client = |port: u16| SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), port);
+        let server = |port: u16| SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), port);
+        let mut dec = Decoder::new(DecoderConfig {
+            tcp_framer: Some(frame),
+            ..DecoderConfig::default()
+        });
+        let n_sip = rng.range(1, 5);
+        let (sip, parts) = sip_stream(rng, n_sip);
+        let want: Vec<&[u8]> = parts
+            .iter()
+            .filter(|p| p.2)
+            .map(|&(a, b, _)| &sip[a..b])
+            .collect();
+        // (client, server, client bytes, server bytes, whether the SYN is seen)
+        let n_tls = rng.range(1, 4);
+        let tls: Vec<_> = (0..n_tls)
+            .map(|i| {
+                let sport = if rng.pct(50) { 5060 } else { 5061 };
+                // Mid-stream joins only on 5061: elsewhere a flow is only known to be TLS
+                // by a record header at the start of its first segment.
+                let syn = sport == 5060 || rng.pct(50);
+                let c = tls_records(rng);
+                let s = tls_records(rng);
+                (client(41000 + i as u16), server(sport), c, s, syn)
+            })
+            .collect();
+        let mut ts = 0i64;
+        let mut got = Vec::new();
+        let sip_c = client(40000);
+        let sip_s = server(5060);
+        got.extend(feed(&mut dec, &tcp_frame(sip_c, sip_s, 99, 0x02, b""), ts));
+        for (c, s, cb, sb, syn) in &tls {
+            ts += 1;
+            if *syn {
+                feed(&mut dec, &tcp_frame(*c, *s, 999, 0x02, b""), ts);
+                feed(&mut dec, &tcp_frame(*s, *c, 4999, 0x02, b""), ts);
+            }
+            // Client records, then server records, in segments of up to 500 bytes.
+            for (from, to, bytes, isn) in [(*c, *s, cb, 1000u32), (*s, *c, sb, 5000)] {
+                for (j, seg) in bytes.chunks(500).enumerate() {
+                    let seq = isn + (j * 500) as u32;
+                    ts += 1;
+                    assert!(feed(&mut dec, &tcp_frame(from, to, seq, 0, seg), ts).is_empty());
+                }
+            }
+        }
+        for (j, seg) in sip.chunks(700).enumerate() {
+            ts += 1;
+            got.extend(feed(
+                &mut dec,
+                &tcp_frame(sip_c, sip_s, 100 + (j * 700) as u32, 0, seg),
+                ts,
+            ));
+        }
+        let got: Vec<&[u8]> = got.iter().map(|(_, _, p)| &p[..]).collect();
+        assert_eq!(got, want);
+        let st = dec.stats();
+        assert_eq!(st.tls_flows(), n_tls as u64);
+        let bytes: usize = tls.iter().map(|t| t.2.len() + t.3.len()).sum();
+        assert_eq!(st.tls_bytes, bytes as u64);
+        assert_eq!(st.skipped(SkipReason::TcpNotOurs), 0);
+    });
+}

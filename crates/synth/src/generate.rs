@@ -11,18 +11,18 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 
-use vcontap_wire::{LinkType, Timestamp};
+use vcontap_sip::Method;
+use vcontap_wire::{LinkType, PcapWriteError, PcapWriter, Resolution, Timestamp};
 
 use crate::codec::CodecError;
 use crate::config::{dtmf_event, ConfigError, SipTransport, SynthConfig};
 use crate::packet::{mac_for, tcp_flags, tcp_frame, udp_frame, Link, PacketError, TcpFields};
-use crate::pcap::{PcapError, PcapWriter, Resolution};
 use crate::rng::Rng;
 use crate::rtp::{RtpStream, StreamSpec};
 use crate::scenario::{
     clamp_ptime, plan, CallPlan, DtmfGrid, Outcome, Timeline, RESPONSE_MS, STREAM_WIRE,
 };
-use crate::sip::{Body, Dialog, Direction, Method, SipMsg, ToTag};
+use crate::sip::{Body, Dialog, Direction, SipMsg, ToTag};
 
 /// Largest TCP payload per segment; longer SIP messages are split.
 pub const TCP_MSS: usize = 1400;
@@ -69,7 +69,7 @@ pub enum SynthError {
     Config(#[from] ConfigError),
     /// Writing the capture failed.
     #[error(transparent)]
-    Pcap(#[from] PcapError),
+    Pcap(#[from] PcapWriteError),
     /// A voice encoder failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -719,7 +719,7 @@ pub fn generate<W: Write>(cfg: &SynthConfig, out: W) -> Result<SynthSummary, Syn
             }
         }
     }
-    o.pcap.into_inner()?.flush().map_err(PcapError::from)?;
+    o.pcap.into_inner()?.flush().map_err(PcapWriteError::from)?;
     Ok(SynthSummary {
         packets: o.packets,
         bytes: o.bytes,

@@ -15,9 +15,19 @@
 //!
 //! Modules: [`config`](SynthConfig) (what to produce), `scenario` (per-call plans and
 //! timelines), `sip` (message text), `rtp` (RTP / RFC 4733 packets and streams), `codec`
-//! (tones, G.711), `packet` (Ethernet/VLAN/IP/UDP/TCP frames), `pcap` (file writer) and
-//! `generate` (the time-ordered merge).
+//! (tones, G.711), `packet` (Ethernet/VLAN/IP/UDP/TCP frames) and `generate` (the time-ordered merge,
+//! written with [`vcontap_wire::PcapWriter`]).
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -25,7 +35,6 @@ mod codec;
 mod config;
 mod generate;
 mod packet;
-mod pcap;
 mod rng;
 mod rtp;
 mod scenario;
@@ -42,7 +51,6 @@ pub use packet::{
     internet_checksum, mac_for, tcp_flags, tcp_frame, udp_frame, Link, PacketError, TcpFields,
     MAX_IP_PAYLOAD, TTL,
 };
-pub use pcap::{PcapError, PcapWriter, Resolution, MAGIC_MICROS, MAGIC_NANOS, SNAPLEN};
 pub use rtp::{
     write_dtmf_event, write_rtp_header, RtpHeader, DTMF_VOLUME, MAX_JITTER_US, TELEPHONE_EVENT_PT,
 };

@@ -79,12 +79,22 @@ pub struct TcpFields {
 fn sum16(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        if let [hi, lo] = *c {
+            acc += u64::from(u16::from_be_bytes([hi, lo]));
+        }
     }
     if let [last] = chunks.remainder() {
         acc += u64::from(*last) << 8;
     }
     acc
+}
+
+/// Patches a checksum field of the header just written (always in bounds: `at` points
+/// inside that header).
+fn put_be16(buf: &mut [u8], at: usize, v: u16) {
+    if let Some(field) = buf.get_mut(at..at + 2) {
+        field.copy_from_slice(&v.to_be_bytes());
+    }
 }
 
 fn fold(mut acc: u64) -> u16 {
@@ -149,8 +159,8 @@ fn push_l2_l3(
             buf.extend_from_slice(&[TTL, proto, 0, 0]);
             buf.extend_from_slice(&s.octets());
             buf.extend_from_slice(&d.octets());
-            let sum = internet_checksum(&buf[start..]);
-            buf[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
+            let sum = internet_checksum(buf.get(start..).unwrap_or_default());
+            put_be16(buf, start + 10, sum);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             buf.extend_from_slice(&0x86DDu16.to_be_bytes());
@@ -189,12 +199,12 @@ pub fn udp_frame(
     buf.extend_from_slice(&[0, 0]);
     buf.extend_from_slice(payload);
     let sum = fold(sum16(
-        &buf[start..],
+        buf.get(start..).unwrap_or_default(),
         pseudo_sum(src.ip(), dst.ip(), 17, l4_len),
     ));
     // 0 means "no checksum" in UDP; RFC 768 sends all ones instead.
     let sum = if sum == 0 { 0xFFFF } else { sum };
-    buf[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+    put_be16(buf, start + 6, sum);
     Ok(())
 }
 
@@ -226,10 +236,10 @@ pub fn tcp_frame(
     buf.extend_from_slice(&[0, 0, 0, 0]); // Checksum, urgent pointer.
     buf.extend_from_slice(payload);
     let sum = fold(sum16(
-        &buf[start..],
+        buf.get(start..).unwrap_or_default(),
         pseudo_sum(src.ip(), dst.ip(), 6, l4_len),
     ));
-    buf[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    put_be16(buf, start + 16, sum);
     Ok(())
 }
 

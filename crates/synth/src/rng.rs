@@ -53,8 +53,10 @@ impl Rng {
             }
             let byte = (bits & 0xFF) as usize;
             bits >>= 8;
-            s.push(char::from(DIGITS[byte >> 4]));
-            s.push(char::from(DIGITS[byte & 0xF]));
+            // Nibbles index the 16 digits: `get` never falls back.
+            let digit = |n: usize| char::from(DIGITS.get(n).copied().unwrap_or(b'0'));
+            s.push(digit(byte >> 4));
+            s.push(digit(byte & 0xF));
         }
         s
     }

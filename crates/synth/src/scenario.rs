@@ -360,7 +360,11 @@ pub(crate) fn outcome_for(cfg: &SynthConfig, index: u32) -> Outcome {
     if k.checked_rem(n).is_none_or(|r| r != 0) {
         Outcome::Answered
     } else {
-        CYCLE[((k / n - 1) % 4) as usize]
+        let turn = (k / n - 1) % CYCLE.len() as u32;
+        CYCLE
+            .get(turn as usize)
+            .copied()
+            .unwrap_or(Outcome::Answered)
     }
 }
 
@@ -392,8 +396,14 @@ const LAST_NAMES: [&str; 12] = [
 ];
 
 fn party(rng: &mut Rng, number: String) -> PartyPlan {
-    let first = FIRST_NAMES[(rng.below(FIRST_NAMES.len() as u64)) as usize % FIRST_NAMES.len()];
-    let last = LAST_NAMES[(rng.below(LAST_NAMES.len() as u64)) as usize % LAST_NAMES.len()];
+    let first = FIRST_NAMES
+        .get(rng.below(FIRST_NAMES.len() as u64) as usize)
+        .copied()
+        .unwrap_or_default();
+    let last = LAST_NAMES
+        .get(rng.below(LAST_NAMES.len() as u64) as usize)
+        .copied()
+        .unwrap_or_default();
     let uri = format!("sip:{number}@{DOMAIN};user=phone");
     PartyPlan {
         number,
@@ -477,7 +487,7 @@ pub fn plan(cfg: &SynthConfig) -> Vec<CallPlan> {
                 call_id,
                 caller,
                 callee,
-                codec: codecs[i % codecs.len()],
+                codec: codecs.get(i % codecs.len()).copied().unwrap_or(Codec::Pcmu),
                 outcome,
                 invite_at: tl.invite_at,
                 answer_at: (outcome == Outcome::Answered).then_some(tl.final_at),

@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use vcontap_sip::Method;
+
 use crate::config::{Codec, SipTransport};
 use crate::rng::Rng;
 use crate::rtp::TELEPHONE_EVENT_PT;
@@ -13,28 +15,6 @@ use crate::scenario::{CallPlan, DOMAIN};
 
 /// User-Agent / Server product token.
 pub const USER_AGENT: &str = concat!("vcontap-synth/", env!("CARGO_PKG_VERSION"));
-
-/// SIP method of a request (or of a response's CSeq).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Method {
-    Invite,
-    Ack,
-    Cancel,
-    Bye,
-    Info,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Cancel => "CANCEL",
-            Method::Bye => "BYE",
-            Method::Info => "INFO",
-        }
-    }
-}
 
 /// Which To tag a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +63,7 @@ pub(crate) enum Body {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SipMsg {
     Request {
-        method: Method,
+        method: Method<'static>,
         cseq: u32,
         branch: u64,
         to_tag: ToTag,
@@ -95,7 +75,7 @@ pub(crate) enum SipMsg {
     },
     Response {
         code: u16,
-        method: Method,
+        method: Method<'static>,
         cseq: u32,
         branch: u64,
         to_tag: ToTag,

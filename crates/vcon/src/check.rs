@@ -46,8 +46,8 @@ fn is_uuid_v8(u: &str) -> bool {
             8 | 13 | 18 | 23 => *c == b'-',
             _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
         })
-        && b[14] == b'8'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+        && b.get(14) == Some(&b'8')
+        && matches!(b.get(19), Some(b'8' | b'9' | b'a' | b'b'))
 }
 
 fn is_date(s: &str) -> bool {
@@ -55,12 +55,14 @@ fn is_date(s: &str) -> bool {
     (b.len() == 20 || b.len() == 24)
         && b.last() == Some(&b'Z')
         && b.get(10) == Some(&b'T')
-        && b[..10].iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
+        && b.get(..10).is_some_and(|day| {
+            day.iter().enumerate().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
         })
 }
 

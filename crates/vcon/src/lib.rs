@@ -12,6 +12,17 @@
 //! flat integer `parties` on dialogs, `tel` without the `tel:` prefix, `mediatype` always set,
 //! no `group`/`redacted` placeholders, and `recording` dialogs only with `url` + `content_hash`.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod check;
 mod time;
 mod uuid;

@@ -11,9 +11,8 @@ use sha1::{Digest, Sha1};
 /// The high 62 bits of SHA-1(`fqhn`), the tail of every vCon uuid made on this host.
 pub fn host_hash(fqhn: &str) -> u64 {
     let d = Sha1::digest(fqhn.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    u64::from_be_bytes(b) >> 2
+    // A SHA-1 digest has 20 bytes, so the first 8 are always there.
+    u64::from_be_bytes(d.first_chunk().copied().unwrap_or_default()) >> 2
 }
 
 /// Lays out a UUIDv8 from its fields and formats it canonically (8-4-4-4-12, lowercase).

@@ -172,17 +172,3 @@ impl Decoder {
         })
     }
 }
-
-/// Big-endian u16 at `off`, if in bounds.
-#[inline]
-pub(crate) fn be16(d: &[u8], off: usize) -> Option<u16> {
-    let s = d.get(off..off.checked_add(2)?)?;
-    Some(u16::from_be_bytes([*s.first()?, *s.get(1)?]))
-}
-
-/// Big-endian u32 at `off`, if in bounds.
-#[inline]
-pub(crate) fn be32(d: &[u8], off: usize) -> Option<u32> {
-    let s: [u8; 4] = d.get(off..off.checked_add(4)?)?.try_into().ok()?;
-    Some(u32::from_be_bytes(s))
-}

@@ -5,6 +5,11 @@
 //! table is capped in entries (oldest evicted first) and entries expire after a timeout.
 //! Overlapping and duplicate fragments simply overwrite bytes ("last wins"): captures
 //! are passive, so we only need to be safe, not to match a particular host stack.
+//!
+//! Every datagram that can never be reassembled is counted once with the reason it was
+//! given up: too large, inconsistent, too many holes, evicted (table full) or timed out.
+//! Calling [`crate::Decoder::handle_timeout`] with a time past the last frame at the end
+//! of the input counts the datagrams still incomplete as timed out.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -84,8 +89,12 @@ impl FragTable {
         stats: &mut DecodeStats,
     ) -> Option<Vec<u8>> {
         let end = offset.saturating_add(data.len());
-        if end > self.lim.max_bytes || self.lim.max_buffers == 0 {
-            self.drop_invalid(&key, stats);
+        if self.lim.max_buffers == 0 {
+            stats.skip(SkipReason::FragmentEvicted);
+            return None;
+        }
+        if end > self.lim.max_bytes {
+            self.drop_invalid(&key, SkipReason::FragmentTooLarge, stats);
             return None;
         }
         if !self.map.contains_key(&key) {
@@ -118,7 +127,7 @@ impl FragTable {
             (true, None) => true,
         };
         if !consistent {
-            self.drop_invalid(&key, stats);
+            self.drop_invalid(&key, SkipReason::FragmentInconsistent, stats);
             return None;
         }
         if !more {
@@ -131,7 +140,7 @@ impl FragTable {
             dst.copy_from_slice(data);
         }
         if end > offset && !add_range(&mut buf.ranges, offset, end) {
-            self.drop_invalid(&key, stats);
+            self.drop_invalid(&key, SkipReason::FragmentTooManyHoles, stats);
             return None;
         }
         stats.fragments_buffered += 1;
@@ -166,9 +175,10 @@ impl FragTable {
         self.compact_order();
     }
 
-    fn drop_invalid(&mut self, key: &FragKey, stats: &mut DecodeStats) {
+    /// Gives up on `key`'s datagram (if buffered) because of fragment `why`: counted once.
+    fn drop_invalid(&mut self, key: &FragKey, why: SkipReason, stats: &mut DecodeStats) {
         self.map.remove(key);
-        stats.skip(SkipReason::FragmentInvalid);
+        stats.skip(why);
     }
 
     fn evict_oldest(&mut self) -> bool {
@@ -281,11 +291,49 @@ mod tests {
         assert!(t
             .insert(key(1), 16, false, &[0; 16], Timestamp(0), &mut st)
             .is_none());
-        assert_eq!(st.skipped(SkipReason::FragmentInvalid), 1);
+        assert_eq!(st.skipped(SkipReason::FragmentInconsistent), 1);
         assert!(t
             .insert(key(2), 69_000, true, &[0; 2000], Timestamp(0), &mut st)
             .is_none());
-        assert_eq!(st.skipped(SkipReason::FragmentInvalid), 2);
+        assert_eq!(st.skipped(SkipReason::FragmentTooLarge), 1);
+        // Data past the end the last fragment set.
+        t.insert(key(3), 16, false, &[0; 8], Timestamp(0), &mut st);
+        t.insert(key(3), 16, true, &[0; 16], Timestamp(0), &mut st);
+        assert_eq!(st.skipped(SkipReason::FragmentInconsistent), 2);
+        assert_eq!(st.skipped_total(), 3);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn too_many_holes_is_named() {
+        let mut t = table(8);
+        let mut st = DecodeStats::default();
+        for i in 0..MAX_FRAG_RANGES {
+            t.insert(key(1), i * 16, true, &[0; 8], Timestamp(0), &mut st);
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(st.skipped_total(), 0);
+        t.insert(
+            key(1),
+            MAX_FRAG_RANGES * 16,
+            true,
+            &[0; 8],
+            Timestamp(0),
+            &mut st,
+        );
+        assert_eq!(t.len(), 0);
+        assert_eq!(st.skipped(SkipReason::FragmentTooManyHoles), 1);
+        assert_eq!(st.skipped_total(), 1);
+    }
+
+    #[test]
+    fn disabled_reassembly_counts_every_fragment_as_evicted() {
+        let mut t = table(0);
+        let mut st = DecodeStats::default();
+        assert!(t
+            .insert(key(1), 0, true, &[0; 8], Timestamp(0), &mut st)
+            .is_none());
+        assert_eq!(st.skipped(SkipReason::FragmentEvicted), 1);
         assert_eq!(t.len(), 0);
     }
 

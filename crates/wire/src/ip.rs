@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::decoder::{be16, be32, Ctx, Decoder};
+use crate::bytes::{be16, be32};
+use crate::decoder::{Ctx, Decoder};
 use crate::frag::FragKey;
 use crate::link::{ETH_IPV4, ETH_IPV6, ETH_TEB};
 use crate::stats::SkipReason;
@@ -175,7 +176,7 @@ impl Decoder {
                     Ok(V6Walk::Upper(proto, off)) => {
                         self.l4(ctx, src, dst, proto, whole.get(off..).unwrap_or(&[]), out)
                     }
-                    Ok(V6Walk::Fragment(..)) => self.skip(SkipReason::FragmentInvalid),
+                    Ok(V6Walk::Fragment(..)) => self.skip(SkipReason::FragmentNested),
                     Err(r) => self.skip(r),
                 }
             }

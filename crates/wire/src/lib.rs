@@ -11,8 +11,20 @@
 //! - [`Decoder`]: turns one captured frame into zero or more [`Datagram`]s, keeping the
 //!   (bounded) state for IP fragments and TCP streams.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use std::net::SocketAddr;
 
+pub mod bytes;
 mod decoder;
 mod frag;
 mod ip;
@@ -30,8 +42,8 @@ pub use decoder::{
 };
 pub use pcap::{CaptureFormat, PcapError, PcapReader, MAX_RECORD_BYTES};
 pub use stats::{DecodeStats, SkipReason};
-pub use tcp::TCP_GAP_TIMEOUT_NS;
-pub use writer::PcapWriter;
+pub use tcp::{SIP_TLS_PORT, TCP_GAP_TIMEOUT_NS};
+pub use writer::{PcapWriteError, PcapWriter, Resolution, MAGIC_MICROS, MAGIC_NANOS, SNAPLEN};
 
 /// A capture timestamp: nanoseconds since the Unix epoch.
 ///

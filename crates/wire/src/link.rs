@@ -1,7 +1,8 @@
 //! Link layers: NULL/LOOP, Ethernet, Linux SLL/SLL2, raw IP; 802.1Q/802.1ad VLAN and
 //! QinQ, PPPoE session, MPLS label stacks. Everything here only slices the frame.
 
-use crate::decoder::{be16, be32, Ctx, Decoder};
+use crate::bytes::{be16, be32, le32};
+use crate::decoder::{Ctx, Decoder};
 use crate::stats::SkipReason;
 use crate::{Datagram, LinkType};
 
@@ -31,13 +32,11 @@ impl Decoder {
         match link {
             LinkType::ETHERNET => self.ether(ctx, d, out),
             LinkType::NULL | LinkType::LOOP => {
-                let Some(af) = d.get(..4) else {
+                let (Some(le), Some(be)) = (le32(d, 0), be32(d, 0)) else {
                     return self.skip(SkipReason::Truncated);
                 };
                 // NULL is host byte order of the capturing machine, LOOP network order;
                 // address families are small, so whichever reading is small wins.
-                let le = u32::from_le_bytes([af[0], af[1], af[2], af[3]]);
-                let be = u32::from_be_bytes([af[0], af[1], af[2], af[3]]);
                 let rest = d.get(4..).unwrap_or(&[]);
                 match le.min(be) {
                     2 => self.ipv4(ctx, rest, out),

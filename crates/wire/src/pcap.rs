@@ -9,7 +9,8 @@
 
 use std::io::{self, Read};
 
-use crate::{LinkType, RawPacket, Timestamp};
+use crate::bytes::{i64_at, u16_at, u32_at};
+use crate::{LinkType, RawPacket, Timestamp, MAGIC_MICROS, MAGIC_NANOS};
 
 /// Largest record (classic pcap packet or pcapng packet block) we buffer.
 ///
@@ -106,33 +107,6 @@ pub struct PcapReader<R: Read> {
     skipped: u64,
 }
 
-fn u16_at(b: &[u8], off: usize, be: bool) -> Option<u16> {
-    let s: [u8; 2] = b.get(off..off.checked_add(2)?)?.try_into().ok()?;
-    Some(if be {
-        u16::from_be_bytes(s)
-    } else {
-        u16::from_le_bytes(s)
-    })
-}
-
-fn u32_at(b: &[u8], off: usize, be: bool) -> Option<u32> {
-    let s: [u8; 4] = b.get(off..off.checked_add(4)?)?.try_into().ok()?;
-    Some(if be {
-        u32::from_be_bytes(s)
-    } else {
-        u32::from_le_bytes(s)
-    })
-}
-
-fn i64_at(b: &[u8], off: usize, be: bool) -> Option<i64> {
-    let s: [u8; 8] = b.get(off..off.checked_add(8)?)?.try_into().ok()?;
-    Some(if be {
-        i64::from_be_bytes(s)
-    } else {
-        i64::from_le_bytes(s)
-    })
-}
-
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
 const PCAPNG_IDB: u32 = 1;
 const PCAPNG_OPB: u32 = 2;
@@ -183,8 +157,8 @@ impl<R: Read> PcapReader<R> {
         let head = me.avail();
         let magic_le = u32_at(head, 0, false).ok_or(PcapError::UnknownFormat)?;
         let classic = match magic_le {
-            0xA1B2_C3D4 => Some((false, false, 16)),
-            0xA1B2_3C4D => Some((false, true, 16)),
+            MAGIC_MICROS => Some((false, false, 16)),
+            MAGIC_NANOS => Some((false, true, 16)),
             0xA1B2_CD34 => Some((false, false, 24)),
             0xD4C3_B2A1 => Some((true, false, 16)),
             0x4D3C_B2A1 => Some((true, true, 16)),

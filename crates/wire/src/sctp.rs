@@ -6,7 +6,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::decoder::{be16, be32, Ctx, Decoder};
+use crate::bytes::{be16, be32};
+use crate::decoder::{Ctx, Decoder};
 use crate::frag::SWEEP_INTERVAL_NS;
 use crate::stats::{DecodeStats, SkipReason};
 use crate::{Datagram, Timestamp, Transport};

@@ -32,12 +32,21 @@ pub enum SkipReason {
     /// SCTP DATA chunk fragment that could not be reassembled (out of order, I-DATA,
     /// table full, timed out).
     SctpFragmented,
-    /// IP fragment inconsistent with its siblings (over the size cap, beyond the end,
-    /// too many holes, nested fragmentation); its whole datagram is dropped.
-    FragmentInvalid,
-    /// A partially reassembled datagram was evicted because the table was full.
+    /// IP fragment reaching past the largest datagram reassembled
+    /// ([`crate::DecoderConfig::max_frag_bytes_per_datagram`]); its datagram is dropped.
+    FragmentTooLarge,
+    /// IP fragment contradicting its siblings (a second last fragment ending elsewhere, or
+    /// data past the end the last fragment set); its datagram is dropped.
+    FragmentInconsistent,
+    /// IP datagram arriving in more disjoint pieces than reassembly tracks (a flood of tiny
+    /// non-adjacent fragments); it is dropped.
+    FragmentTooManyHoles,
+    /// Reassembled IPv6 payload that starts with another fragment header; dropped.
+    FragmentNested,
+    /// A partially reassembled datagram was evicted because the table was full (or
+    /// reassembly is disabled: `max_frag_buffers` is 0).
     FragmentEvicted,
-    /// A partially reassembled datagram timed out.
+    /// A partially reassembled datagram timed out (a fragment never arrived).
     FragmentTimeout,
     /// A TCP direction the framer declared foreign; it is ignored from then on.
     TcpNotOurs,
@@ -53,11 +62,15 @@ pub enum SkipReason {
     TunnelDepthExceeded,
     /// Malformed or unsupported tunnel header (GRE, ERSPAN, VXLAN).
     BadTunnel,
+    /// A TCP connection carrying TLS (SIP over TLS: port 5061, or a stream that starts with
+    /// a TLS record): counted once per connection; its bytes are not decoded (see
+    /// [`DecodeStats::tls_bytes`]).
+    TlsFlow,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order (the index of a reason in its counter array).
-    pub const ALL: [SkipReason; 22] = [
+    pub const ALL: [SkipReason; 26] = [
         SkipReason::Truncated,
         SkipReason::UnsupportedLinkType,
         SkipReason::BadLinkHeader,
@@ -70,7 +83,10 @@ impl SkipReason {
         SkipReason::BadSctp,
         SkipReason::SctpNonData,
         SkipReason::SctpFragmented,
-        SkipReason::FragmentInvalid,
+        SkipReason::FragmentTooLarge,
+        SkipReason::FragmentInconsistent,
+        SkipReason::FragmentTooManyHoles,
+        SkipReason::FragmentNested,
         SkipReason::FragmentEvicted,
         SkipReason::FragmentTimeout,
         SkipReason::TcpNotOurs,
@@ -80,6 +96,7 @@ impl SkipReason {
         SkipReason::TcpIdleTimeout,
         SkipReason::TunnelDepthExceeded,
         SkipReason::BadTunnel,
+        SkipReason::TlsFlow,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -97,7 +114,10 @@ impl SkipReason {
             SkipReason::BadSctp => "bad_sctp",
             SkipReason::SctpNonData => "sctp_non_data",
             SkipReason::SctpFragmented => "sctp_fragmented",
-            SkipReason::FragmentInvalid => "fragment_invalid",
+            SkipReason::FragmentTooLarge => "fragment_too_large",
+            SkipReason::FragmentInconsistent => "fragment_inconsistent",
+            SkipReason::FragmentTooManyHoles => "fragment_too_many_holes",
+            SkipReason::FragmentNested => "fragment_nested",
             SkipReason::FragmentEvicted => "fragment_evicted",
             SkipReason::FragmentTimeout => "fragment_timeout",
             SkipReason::TcpNotOurs => "tcp_not_ours",
@@ -107,6 +127,7 @@ impl SkipReason {
             SkipReason::TcpIdleTimeout => "tcp_idle_timeout",
             SkipReason::TunnelDepthExceeded => "tunnel_depth_exceeded",
             SkipReason::BadTunnel => "bad_tunnel",
+            SkipReason::TlsFlow => "tls_flow",
         }
     }
 
@@ -134,6 +155,8 @@ pub struct DecodeStats {
     pub fragments_buffered: u64,
     /// IP datagrams completed by reassembly.
     pub fragments_reassembled: u64,
+    /// TCP payload bytes of TLS connections ([`SkipReason::TlsFlow`]), seen but not decoded.
+    pub tls_bytes: u64,
     skipped: [u64; SkipReason::ALL.len()],
 }
 
@@ -146,6 +169,12 @@ impl DecodeStats {
     /// Sum over all skip reasons.
     pub fn skipped_total(&self) -> u64 {
         self.skipped.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+
+    /// TCP connections carrying TLS (SIP over TLS), seen but not decoded: what a summary
+    /// reports as "N TLS SIP flows seen, not decoded".
+    pub fn tls_flows(&self) -> u64 {
+        self.skipped(SkipReason::TlsFlow)
     }
 
     /// The reasons with a nonzero count, in declaration order.

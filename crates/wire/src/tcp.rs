@@ -7,6 +7,11 @@
 //! numbers compare with serial (wrapping) arithmetic. A hole that never fills (segment
 //! lost by the capture) is skipped when holding more would exceed the bounds or when the
 //! oldest held segment is older than [`TCP_GAP_TIMEOUT_NS`].
+//!
+//! SIP over TLS cannot be decoded by a passive tap. A connection to or from
+//! [`SIP_TLS_PORT`], or whose first payload is a TLS record header, is counted once as
+//! [`SkipReason::TlsFlow`] (its bytes in [`DecodeStats::tls_bytes`]) and never reaches the
+//! framer, so it is neither mistaken for garbage (`TcpNotOurs`) nor resynchronised on.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,6 +28,18 @@ pub const TCP_GAP_TIMEOUT_NS: i64 = 3_000_000_000;
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
+
+/// The registered port of SIP over TLS (RFC 3261 §19.1.2, `sips:`).
+pub const SIP_TLS_PORT: u16 = 5061;
+
+/// Whether `p` starts with a TLS (or SSL 3.0) record header: content type change cipher
+/// spec, alert, handshake or application data (20-23), then version 3.0-3.4. No SIP
+/// message starts with these bytes (a SIP start line is ASCII text), so the check cannot
+/// take a SIP flow for TLS; application data counts too for captures that start after the
+/// handshake.
+pub(crate) fn looks_like_tls(p: &[u8]) -> bool {
+    matches!(p, [20..=23, 3, 0..=4, ..])
+}
 
 /// One direction of a TCP connection.
 pub(crate) type FlowKey = (SocketAddr, SocketAddr);
@@ -72,6 +89,10 @@ struct Flow {
     held_bytes: usize,
     held_since: Timestamp,
     ignored: bool,
+    /// Carries TLS (implies `ignored`): its payload bytes are counted, not framed.
+    tls: bool,
+    /// Whether a payload was seen yet (the first one is checked for a TLS record).
+    seen_payload: bool,
     last_ts: Timestamp,
 }
 
@@ -152,6 +173,9 @@ impl TcpTable {
         };
         match self.map.get_mut(&key) {
             Some(f) if f.ignored => {
+                if f.tls {
+                    stats.tls_bytes = stats.tls_bytes.wrapping_add(seg.payload.len() as u64);
+                }
                 if closing {
                     self.map.remove(&key);
                 } else {
@@ -204,6 +228,8 @@ impl TcpTable {
                         held_bytes: 0,
                         held_since: seg.ts,
                         ignored: false,
+                        tls: false,
+                        seen_payload: false,
                         last_ts: seg.ts,
                     },
                 );
@@ -220,6 +246,26 @@ impl TcpTable {
             return;
         };
         flow.last_ts = seg.ts;
+        let first_payload = !flow.seen_payload && !seg.payload.is_empty();
+        flow.seen_payload |= first_payload;
+        let tls_port = seg.src.port() == SIP_TLS_PORT || seg.dst.port() == SIP_TLS_PORT;
+        if !flow.ignored && (tls_port || (first_payload && looks_like_tls(seg.payload))) {
+            flow.ignored = true;
+            flow.tls = true;
+            flow.buf = Vec::new();
+            flow.held = Vec::new();
+            flow.held_bytes = 0;
+            stats.tls_bytes = stats.tls_bytes.wrapping_add(seg.payload.len() as u64);
+            // One connection, two directions: count it when the first of them is marked.
+            let reverse_tls = self.map.get(&(seg.dst, seg.src)).is_some_and(|r| r.tls);
+            if !reverse_tls {
+                stats.skip(SkipReason::TlsFlow);
+            }
+            if closing {
+                self.map.remove(&key);
+            }
+            return;
+        }
         if !seg.payload.is_empty() {
             let mut sink = Sink {
                 src: seg.src,
@@ -424,10 +470,13 @@ fn run_framer(flow: &mut Flow, sink: &mut Sink<'_, '_>) {
                 // framer calls and the flow's budget. The framer cannot always tell a cut
                 // or junk-prefixed start line from an extension method, so the first message
                 // after a resync may carry a few junk bytes; every later one is exact.
-                let next = (1..avail.len())
-                    .filter(|&p| avail[p - 1] == b'\n' || avail[p].is_ascii_uppercase())
+                let next = avail
+                    .windows(2)
+                    .enumerate()
+                    .filter(|(_, w)| matches!(w, [prev, cur] if *prev == b'\n' || cur.is_ascii_uppercase()))
+                    .map(|(i, _)| i + 1)
                     .take(RESYNC_PROBES)
-                    .find(|&p| (sink.framer)(&avail[p..]) != Framing::NotOurs);
+                    .find(|&p| avail.get(p..).is_some_and(|rest| (sink.framer)(rest) != Framing::NotOurs));
                 let dropped = next.unwrap_or(avail.len());
                 start += dropped;
                 flow.resync = flow.resync.saturating_sub(dropped);

@@ -561,6 +561,46 @@ fn fragment_table_eviction() {
     assert_eq!(dec.stats().skipped(SkipReason::FragmentEvicted), 6);
 }
 
+#[test]
+fn fragments_never_reassembled_are_counted_by_reason() {
+    let mut dec = decoder();
+    // IPv6: a reassembled payload that starts with another fragment header.
+    let inner_frag = [17u8, 0, 0, 1, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
+    let mut outer = vec![44, 0, 0, 0];
+    outer.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    outer.extend_from_slice(&inner_frag);
+    assert!(run_at(&mut dec, LinkType::IPV6, &ipv6_raw(44, &outer), 0).is_empty());
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentNested), 1);
+    // IPv4: two "last fragments" of one datagram ending at different offsets.
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 9, 1, &[0; 16]),
+        0,
+    );
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 9, 2, &[0; 16]),
+        0,
+    );
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentInconsistent), 1);
+    // The input ends with a datagram still missing its first fragment: a timeout at the
+    // end of the input gives it up as timed out.
+    run_at(
+        &mut dec,
+        LinkType::IPV4,
+        &ipv4_frag(A4, B4, 17, 10, 1, &[0; 16]),
+        0,
+    );
+    assert_eq!(dec.fragment_buffers(), 1);
+    dec.handle_timeout(Timestamp(i64::MAX));
+    assert_eq!(dec.fragment_buffers(), 0);
+    assert_eq!(dec.stats().skipped(SkipReason::FragmentTimeout), 1);
+    assert_eq!(dec.stats().skipped_total(), 3);
+    assert_eq!(dec.stats().datagrams, 0);
+}
+
 // ---------- TCP ----------
 
 fn tcp_frame(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -868,7 +908,7 @@ fn lying_length_fields() {
         run(LinkType::IPV4, &f)
             .1
             .stats()
-            .skipped(SkipReason::FragmentInvalid),
+            .skipped(SkipReason::FragmentTooLarge),
         1
     );
 }
@@ -883,4 +923,100 @@ fn stats_count_frames_bytes_datagrams() {
     assert_eq!((s.frames, s.datagrams), (2, 1));
     assert_eq!(s.bytes, (f.len() + 42) as u64);
     assert_eq!(s.skipped(SkipReason::NonIpEthertype), 1);
+}
+
+// ---------- TLS ----------
+
+/// A TLS 1.2 record carrying a ClientHello (no extensions). Its random contains a line
+/// feed, so the `lines` framer would emit a message if these bytes reached it.
+fn client_hello() -> Vec<u8> {
+    let mut hello = vec![3, 3];
+    hello.extend((0..32u8).map(|i| if i == 5 { b'\n' } else { i }));
+    hello.push(0); // session id
+    hello.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2f]); // cipher suites
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    hello.extend_from_slice(&[0, 0]); // extensions
+    let mut hs = vec![1]; // ClientHello
+    hs.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&hello);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// One TCP segment from `src` to `dst` (A4/B4 with the given ports).
+fn tcp_between(client_to_server: bool, cp: u16, sp: u16, seq: u32, flags: u8, p: &[u8]) -> Vec<u8> {
+    let seg = if client_to_server {
+        ipv4_frag(A4, B4, 6, 0, 0, &tcp(cp, sp, seq, flags | ACK, p))
+    } else {
+        ipv4_frag(B4, A4, 6, 0, 0, &tcp(sp, cp, seq, flags | ACK, p))
+    };
+    eth(0x0800, &seg)
+}
+
+#[test]
+fn tls_handshake_on_a_sip_port_is_counted_not_framed() {
+    let mut dec = decoder();
+    let hello = client_hello();
+    let server_hello = [0x16, 3, 3, 0, 4, 2, 0, 0, 0];
+    let app = [0x17, 3, 3, 0, 3, b'a', b'\n', b'b'];
+    let segs: [(bool, u32, u8, &[u8]); 7] = [
+        (true, 100, SYN, b""),
+        (false, 900, SYN, b""),
+        (true, 101, 0, &hello),
+        (false, 901, 0, &server_hello),
+        (true, 101 + hello.len() as u32, 0, &app),
+        (false, 910, 0, &app),
+        (true, 109 + hello.len() as u32, FIN, b""),
+    ];
+    let mut got = Vec::new();
+    for (i, (c2s, seq, flags, p)) in segs.iter().enumerate() {
+        let f = tcp_between(*c2s, 40000, 5060, *seq, *flags, p);
+        got.extend(run_at(&mut dec, LinkType::ETHERNET, &f, i as i64));
+    }
+    assert!(got.is_empty(), "TLS bytes reached the framer: {got:?}");
+    let st = dec.stats();
+    assert_eq!(st.tls_flows(), 1, "one connection, two directions");
+    assert_eq!(st.skipped(SkipReason::TlsFlow), 1);
+    let bytes = hello.len() + server_hello.len() + 2 * app.len();
+    assert_eq!(st.tls_bytes, bytes as u64);
+    assert_eq!(st.skipped(SkipReason::TcpNotOurs), 0);
+    assert!(st
+        .nonzero_skips()
+        .any(|(r, n)| r.as_str() == "tls_flow" && n == 1));
+    // A plain-text connection next to it is still framed.
+    let f = tcp_between(true, 40001, 5060, 7, 0, b"OPTIONS\n");
+    let v = run_at(&mut dec, LinkType::ETHERNET, &f, 9);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].payload, b"OPTIONS\n");
+    assert_eq!(dec.stats().tls_flows(), 1);
+}
+
+#[test]
+fn any_flow_on_port_5061_is_tls_even_mid_stream() {
+    let mut dec = decoder();
+    // The capture starts after the handshake; even bytes that look like text lines are
+    // not decoded on the SIP-over-TLS port.
+    for (i, cp) in [50000u16, 50001].into_iter().enumerate() {
+        for (j, c2s) in [true, false, true].into_iter().enumerate() {
+            let f = tcp_between(
+                c2s,
+                cp,
+                vcontap_wire::SIP_TLS_PORT,
+                1 + j as u32 * 8,
+                0,
+                b"INVITE\n",
+            );
+            assert!(run_at(&mut dec, LinkType::ETHERNET, &f, (i * 3 + j) as i64).is_empty());
+        }
+    }
+    assert_eq!(dec.stats().tls_flows(), 2);
+    assert_eq!(dec.stats().tls_bytes, 6 * 7);
+    assert_eq!(dec.stats().datagrams, 0);
+    // A reset ends the flow's state.
+    let before = dec.tcp_flows();
+    let f = tcp_between(true, 50000, 5061, 30, RST, b"");
+    run_at(&mut dec, LinkType::ETHERNET, &f, 10);
+    assert_eq!(dec.tcp_flows(), before - 1);
 }

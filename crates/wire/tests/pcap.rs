@@ -2,8 +2,8 @@
 //! sections, byte orders), and on truncated, oversized and garbage input.
 
 use vcontap_wire::{
-    CaptureFormat, Decoder, DecoderConfig, LinkType, PcapError, PcapReader, PcapWriter, Timestamp,
-    MAX_RECORD_BYTES,
+    CaptureFormat, Decoder, DecoderConfig, LinkType, PcapError, PcapReader, PcapWriter, Resolution,
+    Timestamp, MAX_RECORD_BYTES,
 };
 
 struct Ng {
@@ -278,9 +278,9 @@ fn garbage_input() {
         Err(PcapError::UnknownFormat)
     ));
     // Classic header followed by noise: ends in an error, never a panic or a huge allocation.
-    let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, false).unwrap();
+    let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, Resolution::Micros).unwrap();
     w.write_packet(Timestamp(0), b"ok").unwrap();
-    let mut file = w.into_inner();
+    let mut file = w.into_inner().unwrap();
     file.extend_from_slice(&noise);
     let mut r = PcapReader::new(&file[..]).unwrap();
     assert_eq!(r.next_packet().unwrap().unwrap().data, b"ok");

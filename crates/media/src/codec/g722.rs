@@ -21,14 +21,25 @@ use super::{AudioDecoder, CodecError};
 /// Output/input sample rate of G.722 audio.
 pub const G722_SAMPLE_RATE: u32 = 16_000;
 
+#[cfg(test)]
 const WL: [i32; 8] = [-60, -30, 58, 172, 334, 538, 1198, 3042];
+#[cfg(test)]
 const RL42: [i32; 16] = [0, 7, 6, 5, 4, 3, 2, 1, 7, 6, 5, 4, 3, 2, 1, 0];
+/// `WL[RL42[i]]`, the low-band log scale factor multiplier for 4-bit code `i`, composed
+/// ahead of time (one lookup instead of two; the tests check the composition).
+const WL_RL42: [i32; 16] = [
+    -60, 3042, 1198, 538, 334, 172, 58, -30, 3042, 1198, 538, 334, 172, 58, -30, -60,
+];
 const ILB: [i32; 32] = [
     2048, 2093, 2139, 2186, 2233, 2282, 2332, 2383, 2435, 2489, 2543, 2599, 2656, 2714, 2774, 2834,
     2896, 2960, 3025, 3091, 3158, 3228, 3298, 3371, 3444, 3520, 3597, 3676, 3756, 3838, 3922, 4008,
 ];
+#[cfg(test)]
 const WH: [i32; 3] = [0, -214, 798];
+#[cfg(test)]
 const RH2: [i32; 4] = [2, 1, 2, 1];
+/// `WH[RH2[i]]` for 2-bit high-band code `i` (see [`WL_RL42`]).
+const WH_RH2: [i32; 4] = [798, -214, 798, -214];
 const QM2: [i32; 4] = [-7408, -1616, 7408, 1616];
 const QM4: [i32; 16] = [
     0, -20456, -12896, -8968, -6288, -4240, -2584, -1200, 20456, 12896, 8968, 6288, 4240, 2584,
@@ -57,6 +68,13 @@ const ILP: [i32; 32] = [
 ];
 const IHN: [i32; 3] = [0, 1, 0];
 const IHP: [i32; 3] = [0, 3, 2];
+
+/// Table lookup. Every index is masked to (or bounded by) the table length, so LLVM drops
+/// both the bounds check and the fallback: this is the panic-free spelling of `t[i]`.
+#[inline(always)]
+fn lut<const N: usize>(t: &[i32; N], i: usize) -> i32 {
+    t.get(i).copied().unwrap_or(0)
+}
 
 #[inline]
 fn sat(v: i32) -> i32 {
@@ -90,9 +108,9 @@ impl Band {
         let wd1 = ((self.nb >> 6) & 31) as usize;
         let wd2 = shift - (self.nb >> 11);
         let wd3 = if wd2 < 0 {
-            ILB[wd1] << -wd2
+            lut(&ILB, wd1) << -wd2
         } else {
-            ILB[wd1] >> wd2
+            lut(&ILB, wd1) >> wd2
         };
         self.det = wd3 << 2;
     }
@@ -104,8 +122,8 @@ impl Band {
         self.p[0] = sat(self.sz + d);
 
         // UPPOL2
-        for i in 0..3 {
-            self.sg[i] = self.p[i] >> 15;
+        for (sg, p) in self.sg.iter_mut().zip(&self.p) {
+            *sg = p >> 15;
         }
         let wd1 = sat(self.a[1] << 2);
         let wd2 = (if self.sg[0] == self.sg[1] { -wd1 } else { wd1 }).min(32767);
@@ -123,24 +141,22 @@ impl Band {
 
         // UPZERO
         let wd1 = if d == 0 { 0 } else { 128 };
-        self.sg[0] = d >> 15;
-        for i in 1..7 {
-            self.sg[i] = self.d[i] >> 15;
-            let wd2 = if self.sg[i] == self.sg[0] { wd1 } else { -wd1 };
-            let wd3 = (self.b[i] * 32640) >> 15;
-            self.bp[i] = sat(wd2 + wd3);
+        let sg0 = d >> 15;
+        self.sg[0] = sg0;
+        let zero = self.sg[1..].iter_mut().zip(&mut self.bp[1..]);
+        for ((sg, bp), (d, b)) in zero.zip(self.d[1..].iter().zip(&self.b[1..])) {
+            *sg = d >> 15;
+            let wd2 = if *sg == sg0 { wd1 } else { -wd1 };
+            let wd3 = (b * 32640) >> 15;
+            *bp = sat(wd2 + wd3);
         }
 
         // DELAYA
-        for i in (1..7).rev() {
-            self.d[i] = self.d[i - 1];
-            self.b[i] = self.bp[i];
-        }
-        for i in (1..3).rev() {
-            self.r[i] = self.r[i - 1];
-            self.p[i] = self.p[i - 1];
-            self.a[i] = self.ap[i];
-        }
+        self.d.copy_within(..6, 1);
+        self.b[1..].copy_from_slice(&self.bp[1..]);
+        self.r.copy_within(..2, 1);
+        self.p.copy_within(..2, 1);
+        self.a[1..].copy_from_slice(&self.ap[1..]);
 
         // FILTEP
         let wd1 = (self.a[1] * sat(self.r[1] + self.r[1])) >> 15;
@@ -148,15 +164,34 @@ impl Band {
         self.sp = sat(wd1 + wd2);
 
         // FILTEZ
-        let mut sz = 0;
-        for i in (1..7).rev() {
-            sz += (self.b[i] * sat(self.d[i] + self.d[i])) >> 15;
-        }
+        let sz: i32 = self.b[1..]
+            .iter()
+            .zip(&self.d[1..])
+            .map(|(b, d)| (b * sat(d + d)) >> 15)
+            .sum();
         self.sz = sat(sz);
 
         // PREDIC
         self.s = sat(self.sp + self.sz);
     }
+}
+
+/// The two QMF filter sums over the 24-sample delay line: (even taps with the coefficients
+/// forward, odd taps with them reversed).
+#[inline]
+fn qmf(x: &[i32; 24]) -> (i32, i32) {
+    let mut even = 0;
+    let mut odd = 0;
+    let taps = x
+        .chunks_exact(2)
+        .zip(QMF_COEFFS.iter().zip(QMF_COEFFS.iter().rev()));
+    for (pair, (cf, cr)) in taps {
+        if let [e, o] = *pair {
+            even += e * cf;
+            odd += o * cr;
+        }
+    }
+    (even, odd)
 }
 
 /// G.722 decoder state: 64 kbit/s code bytes in, 16 kHz samples out (two per byte).
@@ -191,30 +226,25 @@ impl G722Decoder {
         let low = &mut self.band[0];
 
         // Block 5L: inverse quantiser with 6 bits, reconstruct, limit.
-        let wd2 = (low.det * QM6[ilow6]) >> 15;
+        let wd2 = (low.det * lut(&QM6, ilow6)) >> 15;
         let rlow = (low.s + wd2).clamp(-16384, 16383);
         // Block 2L: 4-bit inverse quantiser for the predictor.
         let ilow4 = ilow6 >> 2;
-        let dlowt = (low.det * QM4[ilow4]) >> 15;
-        low.scale(WL[RL42[ilow4] as usize], 18432, 8);
+        let dlowt = (low.det * lut(&QM4, ilow4)) >> 15;
+        low.scale(lut(&WL_RL42, ilow4), 18432, 8);
         low.block4(dlowt);
 
         let high = &mut self.band[1];
-        let dhigh = (high.det * QM2[ihigh]) >> 15;
+        let dhigh = (high.det * lut(&QM2, ihigh)) >> 15;
         let rhigh = (dhigh + high.s).clamp(-16384, 16383);
-        high.scale(WH[RH2[ihigh] as usize], 22528, 10);
+        high.scale(lut(&WH_RH2, ihigh), 22528, 10);
         high.block4(dhigh);
 
         // Receive QMF.
         self.x.copy_within(2.., 0);
         self.x[22] = rlow + rhigh;
         self.x[23] = rlow - rhigh;
-        let mut xout1 = 0;
-        let mut xout2 = 0;
-        for i in 0..12 {
-            xout2 += self.x[2 * i] * QMF_COEFFS[i];
-            xout1 += self.x[2 * i + 1] * QMF_COEFFS[11 - i];
-        }
+        let (xout2, xout1) = qmf(&self.x);
         [sat(xout1 >> 11) as i16, sat(xout2 >> 11) as i16]
     }
 }
@@ -282,7 +312,9 @@ impl G722Encoder {
         }
         let mut pairs = rest.chunks_exact(2);
         for p in &mut pairs {
-            out.push(self.encode_pair(p[0], p[1]));
+            if let [s0, s1] = *p {
+                out.push(self.encode_pair(s0, s1));
+            }
         }
         self.pending = pairs.remainder().first().copied();
     }
@@ -292,12 +324,7 @@ impl G722Encoder {
         self.x.copy_within(2.., 0);
         self.x[22] = i32::from(s0);
         self.x[23] = i32::from(s1);
-        let mut sumeven = 0;
-        let mut sumodd = 0;
-        for i in 0..12 {
-            sumodd += self.x[2 * i] * QMF_COEFFS[i];
-            sumeven += self.x[2 * i + 1] * QMF_COEFFS[11 - i];
-        }
+        let (sumodd, sumeven) = qmf(&self.x);
         let xlow = (sumeven + sumodd) >> 14;
         let xhigh = (sumeven - sumodd) >> 14;
 
@@ -306,13 +333,13 @@ impl G722Encoder {
         let el = sat(xlow - low.s);
         let wd = if el >= 0 { el } else { -(el + 1) };
         let mut i = 1;
-        while i < 30 && wd >= (Q6[i] * low.det) >> 12 {
+        while i < 30 && wd >= (lut(&Q6, i) * low.det) >> 12 {
             i += 1;
         }
-        let ilow = if el < 0 { ILN[i] } else { ILP[i] };
+        let ilow = if el < 0 { lut(&ILN, i) } else { lut(&ILP, i) };
         let ril = (ilow >> 2) as usize & 0xf;
-        let dlow = (low.det * QM4[ril]) >> 15;
-        low.scale(WL[RL42[ril] as usize], 18432, 8);
+        let dlow = (low.det * lut(&QM4, ril)) >> 15;
+        low.scale(lut(&WL_RL42, ril), 18432, 8);
         low.block4(dlow);
 
         // High band: 2-bit quantiser.
@@ -320,10 +347,14 @@ impl G722Encoder {
         let eh = sat(xhigh - high.s);
         let wd = if eh >= 0 { eh } else { -(eh + 1) };
         let mih = if wd >= (564 * high.det) >> 12 { 2 } else { 1 };
-        let ihigh = if eh < 0 { IHN[mih] } else { IHP[mih] };
+        let ihigh = if eh < 0 {
+            lut(&IHN, mih)
+        } else {
+            lut(&IHP, mih)
+        };
         let ihigh_u = ihigh as usize & 0x3;
-        let dhigh = (high.det * QM2[ihigh_u]) >> 15;
-        high.scale(WH[RH2[ihigh_u] as usize], 22528, 10);
+        let dhigh = (high.det * lut(&QM2, ihigh_u)) >> 15;
+        high.scale(lut(&WH_RH2, ihigh_u), 22528, 10);
         high.block4(dhigh);
 
         ((ihigh << 6) | ilow) as u8
@@ -333,6 +364,16 @@ impl G722Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composed_scale_tables_match_the_reference() {
+        for (i, &r) in RL42.iter().enumerate() {
+            assert_eq!(WL_RL42[i], WL[r as usize]);
+        }
+        for (i, &r) in RH2.iter().enumerate() {
+            assert_eq!(WH_RH2[i], WH[r as usize]);
+        }
+    }
     use crate::codec::test_util::{dominant_freq, rms, tone};
 
     #[test]
