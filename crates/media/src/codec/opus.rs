@@ -37,6 +37,8 @@ pub const OPUS_SAMPLE_RATE: u32 = 48_000;
 const MAX_FRAME_SAMPLES: usize = 5760;
 
 /// Pure-Rust Opus decoder (`opus-pure`), 48 kHz mono output. Available in every build.
+/// Holds ~200 KiB of heap state (~280 KiB once stereo; measured with a counting allocator
+/// after 1 s of decoding), plus 23 KiB of output buffer.
 ///
 /// Starts as a mono decoder; the first stereo packet (TOC bit `s`) switches it for good to
 /// a stereo decoder whose output is averaged to mono (see the module doc). A mono stream
