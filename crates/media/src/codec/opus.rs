@@ -5,15 +5,15 @@
 //! decodes Opus without a C toolchain; and, with the `opus` feature, [`LibopusDecoder`]
 //! (the reference decoder) and [`OpusEncoder`] (48 kHz mono VoIP, for the synthesizer).
 //!
-//! Why `opus-pure`: five pure-Rust decoders were decoded against libopus 1.3.1 on the same
+//! Why `opus-pure`: five pure-Rust decoders were run against libopus 1.3.1 on the same
 //! libopus-encoded streams (SILK, hybrid and CELT; 8–128 kbit/s; 2.5–60 ms frames; mono and
 //! stereo; tones, speech-like and noise). `opus-pure` 0.2 agreed on every mono stream at
 //! ≥ 94 dB SNR (bit-exact on most SILK ones) and decodes at about libopus speed;
 //! `opus-rs` 0.1.40 and `rusty-opus` 1.0 drop to 28–45 dB on speech-like SILK/hybrid
 //! streams, `mousiki` 0.2 disagrees almost everywhere and panicked on garbage in a debug
 //! build, and `opus-decoder` 0.1.1 runs CELT two orders of magnitude slower than libopus (a
-//! naive O(n²) DFT) and mis-mixes stereo streams to mono. `tests/opus_cross_check.rs` keeps that comparison running under `--features
-//! opus` and prints the figures. `opus-pure` has no dependencies; its `unsafe` is confined
+//! naive O(n²) DFT) and mis-mixes stereo streams to mono. `tests/opus_cross_check.rs`
+//! keeps that comparison running under `--features opus` and prints the figures. `opus-pure` has no dependencies; its `unsafe` is confined
 //! to SIMD kernels behind runtime CPU detection, and it returned errors (never panicked)
 //! on every garbage, truncated and oversized packet tried (`tests/opus.rs`).
 //!
@@ -24,8 +24,8 @@
 //! switches off CELT intensity-stereo phase inversion, so phase-inverted bands do not
 //! cancel); the cross-check prints that difference. VoIP Opus is nearly always mono.
 //!
-//! Both decoders give the same output in the default and the `opus` build (the engine
-//! always uses [`OpusDecoder`]), so recordings and their hashes do not depend on features.
+//! The engine uses [`OpusDecoder`] in both builds, so recordings and their hashes do not
+//! depend on the `opus` feature.
 
 use super::{AudioDecoder, CodecError};
 
