@@ -1,5 +1,5 @@
 //! Criterion micro benches of the per-packet work: SIP and SDP parsing, RTP parsing with
-//! RFC 3550 statistics, the wire decoder on an Ethernet/IPv4/UDP/RTP frame, G.711 and G.722
+//! RFC 3550 statistics, the wire decoder on an Ethernet/IPv4/UDP/RTP frame, G.711, G.722 and Opus
 //! decoding and the stereo mixer. Run with `cargo bench --bench parsers`; the figures and what they
 //! mean for the end-to-end budget are in docs/PERFORMANCE.md.
 
@@ -10,6 +10,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vcontap_media::{new_decoder, parse_rtp, CodecKind, StereoMixer, StreamStats};
 use vcontap_synth::{mac_for, udp_frame, write_rtp_header, Link, RtpHeader};
 use vcontap_wire::{Decoder, DecoderConfig, LinkType, RawPacket, Timestamp};
+
+/// libopus-made Opus packets, shared with the media crate's tests.
+#[path = "../crates/media/tests/opus_fixture/mod.rs"]
+mod opus_fixture;
 
 /// The INVITE the synthesizer's calls start with, in the shape real UAs send.
 const INVITE: &str = "INVITE sip:+15551230002@example.com SIP/2.0\r\n\
@@ -172,6 +176,37 @@ fn audio(c: &mut Criterion) {
             k = k.wrapping_add(1);
         })
     });
+    g.finish();
+
+    // Opus (the pure-Rust decoder every build uses) on libopus packets of a tone: 20 ms
+    // hybrid frames at 24 kbit/s and 10 ms CELT frames at 64 kbit/s, one decoder per
+    // stream as the engine keeps it. Elements are 48 kHz output samples.
+    let mut g = c.benchmark_group("opus");
+    for (name, packets, samples) in [
+        (
+            "opus_decode_hybrid_24k_20ms",
+            opus_fixture::VOIP_24K_20MS,
+            960,
+        ),
+        (
+            "opus_decode_celt_64k_10ms",
+            opus_fixture::AUDIO_64K_10MS,
+            480,
+        ),
+    ] {
+        g.throughput(Throughput::Elements(samples));
+        let mut d = new_decoder(CodecKind::Opus).expect("Opus decodes in every build");
+        let mut out = Vec::with_capacity(960);
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                let p = packets[i % packets.len()];
+                i += 1;
+                black_box(d.decode(black_box(p), &mut out).expect("libopus packet"))
+            })
+        });
+    }
     g.finish();
 }
 

@@ -90,7 +90,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let mut bursts = 0u64;
     let totals = vcontap_pipeline::run(&mut src, tap, Clock::capture(), &mut |tap| {
         bursts += 1;
-        if bursts % 256 == 0 {
+        if bursts.is_multiple_of(256) {
             let c = tap.counters();
             progress.update(
                 c.packets.load(std::sync::atomic::Ordering::Relaxed),
@@ -134,6 +134,13 @@ fn print_summary(
     eprintln!("  datagrams decoded   {}", t.decode.datagrams);
     for (r, n) in t.decode.nonzero_skips() {
         eprintln!("  skipped {:<20} {}", r.as_str(), n);
+    }
+    if t.decode.tls_flows() > 0 {
+        eprintln!(
+            "  sip over tls        {} TLS SIP flows seen, not decoded ({} bytes)",
+            t.decode.tls_flows(),
+            t.decode.tls_bytes
+        );
     }
     let e = &t.engine;
     eprintln!(

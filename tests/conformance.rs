@@ -546,7 +546,13 @@ fn check_capture(capture: &Path, oracle: &Oracle, out: &Path) -> CaptureReport {
             f.push(e);
             return r;
         }
-        (Ok(_), None) => {}
+        (Ok(stderr), None) => {
+            // SIP over TLS cannot be decoded without keys: the summary must say so.
+            if name == "sngrep_tlssaved.pcap" && !stderr.contains("TLS SIP flows seen, not decoded")
+            {
+                f.push(format!("the summary does not name the TLS flows: {stderr}"));
+            }
+        }
     }
 
     // vCon files.

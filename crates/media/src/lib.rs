@@ -30,10 +30,10 @@ pub mod stats;
 pub use codec::{
     alaw_to_linear, codec_kind, decoder_sample_rate, linear_to_alaw, linear_to_ulaw, new_decoder,
     rtp_clock_rate, ulaw_to_linear, AudioDecoder, CodecError, CodecKind, G722Decoder, G722Encoder,
-    G722_SAMPLE_RATE,
+    OpusDecoder, G722_SAMPLE_RATE, OPUS_SAMPLE_RATE,
 };
 #[cfg(feature = "opus")]
-pub use codec::{OpusEncoder, OPUS_SAMPLE_RATE};
+pub use codec::{LibopusDecoder, OpusEncoder};
 pub use dtmf::{event_char, parse_dtmf_event, DtmfDetector, DtmfEdge, DtmfEvent};
 pub use mixer::{StereoMixer, MAX_AHEAD_MS, MAX_JITTER_WINDOW_MS, MAX_SILENCE_GAP_MS, RESYNC_MS};
 pub use rtcp::{

@@ -103,7 +103,7 @@ fn resample(pcm: &[i16], from: u32, to: u32, out: &mut Vec<i16>) {
     if from == 0 || to == 0 || pcm.is_empty() {
         return;
     }
-    if to % from == 0 {
+    if to.is_multiple_of(from) {
         let k = (to / from) as usize;
         out.reserve(pcm.len() * k);
         let k32 = k as i32;
@@ -112,7 +112,7 @@ fn resample(pcm: &[i16], from: u32, to: u32, out: &mut Vec<i16>) {
             let (a, d) = (i32::from(a), i32::from(b) - i32::from(a));
             out.extend((0..k32).map(|j| (a + d * j / k32) as i16));
         }
-    } else if from % to == 0 {
+    } else if from.is_multiple_of(to) {
         let k = (from / to) as usize;
         out.reserve(pcm.len() / k);
         out.extend(

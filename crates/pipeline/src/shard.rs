@@ -180,7 +180,9 @@ impl ShardCore {
             self.polls = self.polls.wrapping_add(1);
             let next = match self.early.pop_front() {
                 Some(x) => Some(x),
-                None if self.in_flight > 0 && (self.polls % REPLY_POLL == 0 || self.flushing) => {
+                None if self.in_flight > 0
+                    && (self.polls.is_multiple_of(REPLY_POLL) || self.flushing) =>
+                {
                     self.media.as_ref().and_then(|m| m.answers.try_recv().ok())
                 }
                 None => None,

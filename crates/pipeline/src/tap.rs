@@ -434,6 +434,9 @@ impl Tap {
     /// for the media writers, and returns the totals.
     pub fn finish(mut self, now: Timestamp) -> Result<TapTotals, PipelineError> {
         self.handle_timeout(now)?;
+        // No more frames can come: every partial IP datagram is now one that can never be
+        // reassembled (counted by reason) and every TCP flow is over.
+        self.decoder.handle_timeout(Timestamp(i64::MAX));
         let now = self.now;
         let mut totals = TapTotals {
             packets: self.packets,

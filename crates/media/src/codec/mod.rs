@@ -1,8 +1,9 @@
 //! Audio codecs: naming, decoder construction and the [`AudioDecoder`] trait.
 //!
 //! Owns: mapping SDP encoding names to [`CodecKind`], building a decoder per stream, and
-//! the codec implementations (G.711 and G.722 in pure Rust; Opus through libopus behind
-//! the `opus` feature, so the default build needs no C library).
+//! the codec implementations (G.711, G.722 and the Opus decoder in pure Rust, so the
+//! default build needs no C library; libopus — the Opus encoder and a reference decoder —
+//! only with the `opus` feature).
 //!
 //! Clock rates: the RTP clock is not always the audio sample rate. G.722 runs an
 //! 8000 Hz RTP clock but decodes to 16000 Hz samples (RFC 3551 §4.5.2); Opus always uses a
@@ -11,7 +12,6 @@
 
 mod g711;
 mod g722;
-#[cfg(feature = "opus")]
 mod opus;
 
 use thiserror::Error;
@@ -19,7 +19,8 @@ use thiserror::Error;
 pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
 pub use g722::{G722Decoder, G722Encoder, G722_SAMPLE_RATE};
 #[cfg(feature = "opus")]
-pub use opus::{OpusEncoder, OPUS_SAMPLE_RATE};
+pub use opus::{LibopusDecoder, OpusEncoder};
+pub use opus::{OpusDecoder, OPUS_SAMPLE_RATE};
 
 /// Codec families vcontap knows about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +45,8 @@ pub enum CodecKind {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum CodecError {
-    /// libopus rejected the packet or the call.
+    /// The Opus decoder rejected the packet (malformed, truncated, over 120 ms), or
+    /// libopus rejected an encoder call.
     #[error("opus: {0}")]
     Opus(String),
 }
@@ -80,15 +82,14 @@ pub trait AudioDecoder: Send {
 }
 
 /// A fresh decoder for `kind`: PCMU/PCMA at 8000 Hz, G.722 at 16000 Hz, Opus at 48000 Hz
-/// mono (only with the `opus` feature). `None` for codecs that carry no decodable audio
-/// here (telephone-event, CN, unknown) or when libopus is unavailable.
+/// mono (the pure-Rust [`OpusDecoder`], in every build). `None` for codecs that carry no
+/// decodable audio here (telephone-event, CN, unknown).
 pub fn new_decoder(kind: CodecKind) -> Option<Box<dyn AudioDecoder>> {
     match kind {
         CodecKind::Pcmu => Some(Box::new(g711::PcmuDecoder)),
         CodecKind::Pcma => Some(Box::new(g711::PcmaDecoder)),
         CodecKind::G722 => Some(Box::new(G722Decoder::new())),
-        #[cfg(feature = "opus")]
-        CodecKind::Opus => opus::OpusDecoder::new()
+        CodecKind::Opus => OpusDecoder::new()
             .ok()
             .map(|d| Box::new(d) as Box<dyn AudioDecoder>),
         _ => None,
@@ -96,12 +97,11 @@ pub fn new_decoder(kind: CodecKind) -> Option<Box<dyn AudioDecoder>> {
 }
 
 /// Sample rate of the PCM that [`new_decoder`] would produce for `kind`; `None` exactly
-/// when `new_decoder` would return `None` (Opus without the `opus` feature included).
+/// when `new_decoder` would return `None`.
 pub fn decoder_sample_rate(kind: CodecKind) -> Option<u32> {
     match kind {
         CodecKind::Pcmu | CodecKind::Pcma => Some(8000),
         CodecKind::G722 => Some(G722_SAMPLE_RATE),
-        #[cfg(feature = "opus")]
         CodecKind::Opus => Some(OPUS_SAMPLE_RATE),
         _ => None,
     }
@@ -195,10 +195,8 @@ mod tests {
         }
         assert_eq!(decoder_sample_rate(CodecKind::G722), Some(16_000));
         assert_eq!(rtp_clock_rate(CodecKind::G722), Some(8000));
-        assert_eq!(
-            decoder_sample_rate(CodecKind::Opus).is_some(),
-            cfg!(feature = "opus")
-        );
+        // Opus decodes in every build, with or without libopus.
+        assert_eq!(decoder_sample_rate(CodecKind::Opus), Some(48_000));
     }
 
     #[test]
