@@ -173,7 +173,23 @@ pub(crate) fn connected_party(current: &Party, msg: &Message<'_>) -> Option<Part
 }
 
 /// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.
-pub(crate) fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
+/// Renders a kept SIP message as one `sip-message-trace` entry. The message is parsed again
+/// from its bytes: the trace is held as raw bytes until the final snapshot, so memory
+/// accounting counts exactly what is held, and only finished calls pay for the JSON.
+pub(crate) fn render_trace(rec: &crate::call::TraceRecord) -> Option<Value> {
+    let msg = Message::parse(&rec.raw).ok()?;
+    let d = Datagram {
+        ts: rec.ts,
+        src: rec.src,
+        dst: rec.dst,
+        transport: rec.transport,
+        vlan: None,
+        payload: &rec.raw,
+    };
+    Some(trace_entry(&msg, &d, rec.side))
+}
+
+fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
     // `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route) and costs
     // one small array per header instead of a map.
     let headers: Vec<Value> = msg

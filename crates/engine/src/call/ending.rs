@@ -171,14 +171,15 @@ impl Call {
                 .push(("no_recording", json!(self.no_recording_reason())));
         }
         if !self.trace.is_empty() {
-            // Built by hand: `json!` would re-serialize the moved trace into a fresh copy.
+            // Built by hand: `json!` would re-serialize the rendered trace into a fresh copy.
             let mut body = serde_json::Map::new();
             body.insert("version".into(), json!("1.0"));
             body.insert("call_id".into(), json!(self.call_id));
-            body.insert(
-                "messages".into(),
-                Value::Array(std::mem::take(&mut self.trace)),
-            );
+            let messages = std::mem::take(&mut self.trace)
+                .iter()
+                .filter_map(crate::build::render_trace)
+                .collect();
+            body.insert("messages".into(), Value::Array(messages));
             body.insert("messages_dropped".into(), json!(self.trace_dropped));
             let body = Value::Object(body);
             match self.vcon.dialog.iter().position(|d| d.kind != "transfer") {

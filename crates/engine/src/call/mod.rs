@@ -314,7 +314,8 @@ pub(crate) struct Call {
     segments_failed: u32,
     closed: Vec<SegmentId>,
     outputs: Vec<Output>,
-    trace: Vec<Value>,
+    /// Kept SIP messages, raw (rendered into the trace attachment at the end).
+    trace: Vec<TraceRecord>,
     trace_bytes: usize,
     trace_dropped: u64,
     transfers: u32,
@@ -349,6 +350,21 @@ pub(crate) struct Call {
     paused: Option<Timestamp>,
     pauses: Vec<(Timestamp, Timestamp)>,
 }
+
+/// One SIP message kept for the `sip-message-trace` attachment: its bytes as captured and
+/// where it came from. Rendered to JSON only in the final snapshot
+/// ([`crate::build::render_trace`]), so the per-call trace cap counts what is really held.
+pub(crate) struct TraceRecord {
+    pub(crate) ts: Timestamp,
+    pub(crate) side: u8,
+    pub(crate) src: SocketAddr,
+    pub(crate) dst: SocketAddr,
+    pub(crate) transport: vcontap_wire::Transport,
+    pub(crate) raw: Box<[u8]>,
+}
+
+/// Bytes a [`TraceRecord`] costs besides its message.
+pub(crate) const TRACE_RECORD_OVERHEAD: usize = std::mem::size_of::<TraceRecord>();
 
 /// `PCMU/8000`-style label; encoding names are case-insensitive (RFC 4855), so upper-case them
 /// to keep one label per codec whatever each side wrote.

@@ -32,7 +32,7 @@ impl Call {
     pub(crate) fn handle_sip(&mut self, msg: &Message<'_>, d: &Datagram<'_>, now: Timestamp) {
         if self.finish_reason.is_some() {
             // Late retransmissions after the end still belong in the trace if room is left.
-            self.trace_message(msg, d, self.sender_side(msg, d));
+            self.trace_message(d, self.sender_side(msg, d));
             return;
         }
         self.last_sip = now;
@@ -49,7 +49,7 @@ impl Call {
             }
         }
         let side = self.sender_side(msg, d);
-        self.trace_message(msg, d, side);
+        self.trace_message(d, side);
         if self.session_uuids[side as usize].is_none() {
             self.session_uuids[side as usize] =
                 msg.header("Session-ID").and_then(build::session_uuid);
@@ -454,15 +454,25 @@ impl Call {
         });
     }
 
-    pub(super) fn trace_message(&mut self, msg: &Message<'_>, d: &Datagram<'_>, side: u8) {
+    /// Keeps a SIP message for the trace attachment, as raw bytes, within the per-call caps
+    /// (messages and bytes, the record overhead included); beyond them it is counted.
+    pub(super) fn trace_message(&mut self, d: &Datagram<'_>, side: u8) {
+        let cost = d.payload.len() + TRACE_RECORD_OVERHEAD;
         if self.trace.len() >= self.max_trace_messages
-            || self.trace_bytes + d.payload.len() > self.max_trace_bytes
+            || self.trace_bytes + cost > self.max_trace_bytes
         {
             self.trace_dropped += 1;
             return;
         }
-        self.trace_bytes += d.payload.len();
-        self.trace.push(build::trace_entry(msg, d, side));
+        self.trace_bytes += cost;
+        self.trace.push(TraceRecord {
+            ts: d.ts,
+            side,
+            src: d.src,
+            dst: d.dst,
+            transport: d.transport,
+            raw: d.payload.into(),
+        });
     }
 }
 
