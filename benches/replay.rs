@@ -339,9 +339,9 @@ impl MediaStore for HashStore {
 
 impl SegmentWriter for HashWriter {
     fn write(&mut self, samples: &[i16]) -> std::io::Result<()> {
-        for s in samples {
-            self.0.update(s.to_le_bytes());
-        }
+        // As the WAV bytes would be: little-endian 16-bit, hashed in one call per chunk.
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.0.update(&bytes);
         Ok(())
     }
     fn finish(self: Box<Self>) -> std::io::Result<Box<dyn FinishedSegment>> {

@@ -360,6 +360,8 @@ pub struct Engine {
     now: Timestamp,
     /// Timer clock: the latest `handle_timeout` time (monotonic; see the crate docs).
     timer_now: Timestamp,
+    /// [`Engine::poll_timeout`], kept current so the per-packet check is one load.
+    next_timeout: Timestamp,
     stats: EngineStats,
 }
 
@@ -400,6 +402,7 @@ impl Engine {
             next_sweep: Timestamp(i64::MIN),
             now: Timestamp(i64::MIN),
             timer_now: Timestamp(i64::MIN),
+            next_timeout: Timestamp(i64::MIN),
             stats: EngineStats::default(),
             cfg,
         }
@@ -419,6 +422,11 @@ impl Engine {
     /// earliest call deadline (timeout, linger, audio drain), segment store timeout or
     /// table sweep. Never a fixed sweep over every call.
     pub fn poll_timeout(&self) -> Timestamp {
+        self.next_timeout
+    }
+
+    /// Recomputes [`Engine::poll_timeout`] after the heap or the store queue lost entries.
+    fn refresh_timeout(&mut self) {
         let mut t = self.next_sweep;
         if let Some(Reverse((d, _, _))) = self.timers.peek() {
             t = t.min(Timestamp(*d));
@@ -426,7 +434,7 @@ impl Engine {
         if let Some((closed, _)) = self.store_waits.front() {
             t = t.min(closed.add_millis(self.cfg.segment_store_timeout_ms));
         }
-        t
+        self.next_timeout = t;
     }
 
     /// Next output, if any. Drain after every `handle_*` call.
@@ -487,6 +495,7 @@ impl Engine {
                 self.handle_segment_failed(s);
             }
         }
+        self.refresh_timeout();
     }
 
     /// Reports that a closed segment was written to storage.
@@ -539,6 +548,11 @@ impl Engine {
     // ---- internals -------------------------------------------------------------------
 
     fn advance(&mut self, now: Timestamp) {
+        self.advance_inner(now);
+        self.refresh_timeout();
+    }
+
+    fn advance_inner(&mut self, now: Timestamp) {
         if now > self.timer_now {
             self.timer_now = now;
         }
@@ -635,6 +649,7 @@ impl Engine {
         if d < *slot {
             *slot = d;
             self.timers.push(Reverse((d, h.0, gen)));
+            self.next_timeout = self.next_timeout.min(Timestamp(d));
         }
     }
 
@@ -1056,6 +1071,8 @@ impl Engine {
         for seg in call.take_closed_segments() {
             self.segments.insert(seg, h);
             self.store_waits.push_back((self.timer_now, seg));
+            let limit = self.cfg.segment_store_timeout_ms;
+            self.next_timeout = self.next_timeout.min(self.timer_now.add_millis(limit));
         }
         let before = self.outputs.len();
         call.drain_outputs(&mut self.outputs);

@@ -82,6 +82,11 @@ impl<K: Hash + Eq + Copy, V: Copy> Lru<K, V> {
         }
     }
 
+    /// The value of `k`, to change in place (its age is not refreshed).
+    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|(v, _)| v)
+    }
+
     fn remove(&mut self, k: &K) {
         self.map.remove(k);
     }
@@ -101,7 +106,9 @@ struct Dialog {
 /// Decides the shard of each datagram. See the module docs.
 pub struct Router {
     shards: usize,
-    routes: Lru<MediaKey, u16>,
+    /// Media address → (shard, last SSRC learned on it): the SSRC cache keeps the SSRC
+    /// table off the per-packet path (one compare unless the SSRC changes).
+    routes: Lru<MediaKey, (u16, u32)>,
     ssrcs: Lru<u32, u16>,
     dialogs: Lru<u64, Dialog>,
     hasher: foldhash::fast::FixedState,
@@ -134,17 +141,12 @@ impl Router {
             return 0;
         }
         if d.transport == Transport::Udp {
-            let by_addr = self
-                .routes
-                .get(&MediaKey::of(&d.dst))
-                .or_else(|| self.routes.get(&MediaKey::of(&d.src)));
             let ssrc = rtp_ssrc(d.payload);
-            if let Some(s) = by_addr {
-                if let Some(ssrc) = ssrc {
-                    if self.ssrcs.get(&ssrc) != Some(s) {
-                        self.ssrcs.insert(ssrc, s);
-                    }
-                }
+            let (dst, src) = (MediaKey::of(&d.dst), MediaKey::of(&d.src));
+            if let Some(s) = self
+                .via_address(dst, ssrc)
+                .or_else(|| self.via_address(src, ssrc))
+            {
                 return s as usize;
             }
             if let Some(s) = ssrc.and_then(|x| self.ssrcs.get(&x)) {
@@ -166,6 +168,20 @@ impl Router {
             (d.dst, d.src)
         };
         self.hash((a, b))
+    }
+
+    /// The shard of a known media address; remembers the packet's SSRC for that shard when
+    /// it differs from the last one seen on the address.
+    fn via_address(&mut self, key: MediaKey, ssrc: Option<u32>) -> Option<u16> {
+        let (shard, last) = self.routes.get_mut(&key)?;
+        let shard = *shard;
+        if let Some(x) = ssrc.filter(|x| *x != *last) {
+            *last = x;
+            if self.ssrcs.get(&x) != Some(shard) {
+                self.ssrcs.insert(x, shard);
+            }
+        }
+        Some(shard)
     }
 
     fn learn(&mut self, msg: &vcontap_sip::Message<'_>, cid: &str, shard: u16) {
@@ -221,7 +237,8 @@ impl Router {
                 ))),
             };
             for k in std::iter::once(rtp).chain(rtcp) {
-                self.routes.insert(k, shard);
+                // SSRC 0 as "none learned yet": a real SSRC 0 is merely learned once more.
+                self.routes.insert(k, (shard, 0));
                 if !dlg.keys.contains(&Some(k)) {
                     if let Some(slot) = dlg.keys.iter_mut().find(|s| s.is_none()) {
                         *slot = Some(k);

@@ -6,7 +6,6 @@
 //! unit of a ring. [`Poll::Idle`] tells a live driver to run timers and wait.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,7 +61,7 @@ pub struct Unreadable {
 pub struct PcapFiles {
     paths: Vec<PathBuf>,
     next: usize,
-    current: Option<(PathBuf, PcapReader<BufReader<File>>)>,
+    current: Option<(PathBuf, PcapReader<File>)>,
     pace: Pace,
     pace_anchor: Option<(Timestamp, Instant)>,
     unreadable: Vec<Unreadable>,
@@ -103,9 +102,10 @@ impl PcapFiles {
     fn open_next(&mut self) -> bool {
         while let Some(path) = self.paths.get(self.next).cloned() {
             self.next += 1;
-            let reader = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
-                PcapReader::new(BufReader::with_capacity(1 << 20, f)).map_err(|e| e.to_string())
-            });
+            // The reader is its own buffer: a BufReader would copy every byte twice.
+            let reader = File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| PcapReader::new(f).map_err(|e| e.to_string()));
             match reader {
                 Ok(r) => {
                     self.opened += 1;

@@ -54,6 +54,8 @@ pub const SHARD_QUEUE_BATCHES: usize = 64;
 pub const EVENT_QUEUE: usize = 4096;
 /// Most engine shards: beyond the cores of any tap host, and each shard owns 3 threads.
 pub const MAX_SHARDS: usize = 64;
+/// Packets between publications of the packet counter in [`TapCounters`].
+const PUBLISH_EVERY: u64 = 1024;
 /// How often (timer time) the decoder's fragment and TCP tables are swept.
 const DECODER_SWEEP_MS: i64 = 1000;
 
@@ -110,7 +112,7 @@ impl TapConfig {
 /// Live counters for progress lines and metrics, readable from any thread.
 #[derive(Debug, Default)]
 pub struct TapCounters {
-    /// Packets handed to the Tap.
+    /// Packets handed to the Tap (published every 1024 packets and at the end).
     pub packets: AtomicU64,
     /// Calls created (`created` events).
     pub calls_created: AtomicU64,
@@ -316,7 +318,11 @@ impl Tap {
             self.handle_timeout(now)?;
         }
         self.packets += 1;
-        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        // Published in steps: a shared atomic per packet would bounce its cache line
+        // between the reader and the shard threads that count events beside it.
+        if self.packets.is_multiple_of(PUBLISH_EVERY) {
+            self.counters.packets.store(self.packets, Ordering::Relaxed);
+        }
         let mut err = None;
         let now = self.now.max(now);
         let policy = self.policy;
@@ -438,6 +444,7 @@ impl Tap {
         // reassembled (counted by reason) and every TCP flow is over.
         self.decoder.handle_timeout(Timestamp(i64::MAX));
         let now = self.now;
+        self.counters.packets.store(self.packets, Ordering::Relaxed);
         let mut totals = TapTotals {
             packets: self.packets,
             ..TapTotals::default()
