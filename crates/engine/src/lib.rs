@@ -5,9 +5,15 @@
 //!
 //! The engine never reads the clock, opens files or spawns anything. The driver feeds it:
 //!
-//! - [`Engine::handle_datagram`] for every [`Datagram`] the wire decoder produced;
-//! - [`Engine::handle_timeout`] with the current capture time, at least every
-//!   [`Engine::poll_timeout`] (for a file replay: the timestamp of each packet read);
+//! - [`Engine::handle_datagram`] for every [`Datagram`] the wire decoder produced (its
+//!   capture timestamp is what the vCon records; it never fires a timer);
+//! - [`Engine::handle_timeout`] with the **timer clock** whenever it reaches
+//!   [`Engine::poll_timeout`]: a monotonic input separate from capture timestamps (for a
+//!   file replay the highest capture time seen, for a live source a monotonic clock on the
+//!   capture epoch; `vcontap_pipeline::Clock`). Deadlines live in a min-heap of per-call
+//!   entries, so a timeout touches only the calls that are due;
+//! - the session API ([`Engine::open_session`] and friends, see `session.rs`) for calls a
+//!   non-sniffed source (a SIPREC server) opens itself;
 //! - [`Engine::handle_segment_stored`] / [`Engine::handle_segment_failed`] after it wrote a
 //!   closed recording segment to storage (the engine cannot know the bytes' hash otherwise);
 //! - [`Engine::finish_all`] at end of input.
@@ -44,7 +50,9 @@
 //! the call table is full the oldest idle call is finished with reason `evicted`.
 //!
 //! Memory per idle-but-open call is bounded by the SIP trace cap
-//! ([`EngineConfig::max_trace_messages`], [`EngineConfig::max_trace_bytes`]), the stream cap
+//! ([`EngineConfig::max_trace_messages`], [`EngineConfig::max_trace_bytes`]: the trace is
+//! held as raw message bytes and rendered at the end, so the cap counts what is held), the
+//! stream cap
 //! ([`EngineConfig::max_streams_per_call`], ~300 bytes of counters each) and, while
 //! recording, the mixer's jitter window (2 channels × (window + 2 s) × rate × 2 bytes, 128 KiB
 //! at 8 kHz with the default 2 s window): about 20 KiB + trace for a signalling-only call.

@@ -5,7 +5,7 @@
 //!
 //! Tests run this on every vCon they produce, next to `validate-vcon`.
 
-use crate::{Vcon, VCON_VERSION};
+use crate::{DialogType, PartyEvent, Vcon, VCON_VERSION};
 
 /// The first rule a vCon breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,15 +119,15 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
             if h.party >= np {
                 return Err(CheckError::Index(format!("dialog[{i}].party_history[{j}]")));
             }
-            if (h.event == "keydown" || h.event == "keyup") && h.button.is_none() {
+            if matches!(h.event, PartyEvent::Keydown | PartyEvent::Keyup) && h.button.is_none() {
                 return Err(CheckError::Dialog(i, "key event without button"));
             }
         }
         if d.duration.is_some_and(|x| x.is_nan() || x < 0.0) {
             return Err(CheckError::Dialog(i, "negative duration"));
         }
-        match d.kind.as_str() {
-            "recording" => {
+        match d.kind {
+            DialogType::Recording => {
                 let (Some(url), Some(h)) = (&d.url, &d.content_hash) else {
                     return Err(CheckError::Dialog(
                         i,
@@ -147,7 +147,7 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                     return Err(CheckError::Dialog(i, "disposition on a recording"));
                 }
             }
-            "incomplete" => {
+            DialogType::Incomplete => {
                 const OK: [&str; 6] = [
                     "no-answer",
                     "congestion",
@@ -166,7 +166,7 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                     return Err(CheckError::Dialog(i, "incomplete with content"));
                 }
             }
-            "transfer" => {
+            DialogType::Transfer => {
                 if d.parties.is_some() || d.url.is_some() || d.mediatype.is_some() {
                     return Err(CheckError::Dialog(i, "transfer with content or parties"));
                 }
@@ -182,7 +182,7 @@ pub fn check(v: &Vcon) -> Result<(), CheckError> {
                     return Err(CheckError::Index(format!("dialog[{i}].original")));
                 }
             }
-            "text" => {}
+            DialogType::Text => {}
             _ => return Err(CheckError::Dialog(i, "unknown dialog type")),
         }
     }
@@ -224,7 +224,7 @@ mod tests {
     fn accepts_a_good_recording() {
         let mut v = base();
         v.dialog.push(Dialog {
-            kind: "recording".into(),
+            kind: DialogType::Recording,
             start: v.created_at.clone(),
             duration: Some(1.5),
             parties: Some(vec![0, 1]),
@@ -243,14 +243,14 @@ mod tests {
         assert!(matches!(check(&v), Err(CheckError::Tel(0, _))));
         let mut v = base();
         v.dialog.push(Dialog {
-            kind: "incomplete".into(),
+            kind: DialogType::Incomplete,
             start: v.created_at.clone(),
             ..Default::default()
         });
         assert!(matches!(check(&v), Err(CheckError::Dialog(0, _))));
         let mut v = base();
         v.dialog.push(Dialog {
-            kind: "recording".into(),
+            kind: DialogType::Recording,
             start: v.created_at.clone(),
             parties: Some(vec![0, 2]),
             ..Default::default()

@@ -127,18 +127,90 @@ pub struct PartyHistory {
     /// When it happened.
     pub time: String,
     /// `join`, `drop`, `hold`, `unhold`, `mute`, `unmute`, `keydown`, `keyup`.
-    pub event: String,
+    pub event: PartyEvent,
     /// DTMF digit for key events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub button: Option<String>,
 }
+
+/// Declares a string-valued vCon enumeration: known values as variants, anything else kept
+/// verbatim in `Other` (documents from other producers must round-trip).
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+            /// A value this crate does not name.
+            Other(String),
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                $name::Other(String::new())
+            }
+        }
+        impl $name {
+            /// The wire string.
+            pub fn as_str(&self) -> &str {
+                match self { $($name::$v => $s,)* $name::Other(s) => s }
+            }
+        }
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match s.as_str() { $($s => $name::$v,)* _ => $name::Other(s) }
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                match v { $name::Other(s) => s, other => other.as_str().to_string() }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A dialog's `type`.
+    DialogType {
+        /// Recorded media (`url`/`body` + `content_hash`).
+        Recording => "recording",
+        /// A call attempt that never connected (`disposition`).
+        Incomplete => "incomplete",
+        /// A transfer (`transferor`, `transferee`, `transfer_target`).
+        Transfer => "transfer",
+        /// Text (chat, SMS).
+        Text => "text",
+    }
+);
+
+string_enum!(
+    /// A `party_history` event.
+    PartyEvent {
+        /// The party joined.
+        Join => "join",
+        /// The party left.
+        Drop => "drop",
+        /// Put on hold.
+        Hold => "hold",
+        /// Taken off hold.
+        Unhold => "unhold",
+        /// Muted.
+        Mute => "mute",
+        /// Unmuted.
+        Unmute => "unmute",
+        /// A DTMF key went down (`button`).
+        Keydown => "keydown",
+        /// A DTMF key went up (`button`).
+        Keyup => "keyup",
+    }
+);
 
 /// A dialog object.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Dialog {
     /// `recording`, `incomplete`, `transfer`, `text`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: DialogType,
     /// Start of the segment.
     pub start: String,
     /// Seconds.
@@ -281,5 +353,26 @@ impl Vcon {
         if !self.extensions.iter().any(|e| e == name) {
             self.extensions.push(name.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_strings_round_trip_known_and_unknown_values() {
+        let d: Vec<DialogType> =
+            serde_json::from_str(r#"["recording","transfer","video"]"#).unwrap();
+        assert_eq!(d[0], DialogType::Recording);
+        assert_eq!(d[1], DialogType::Transfer);
+        assert_eq!(d[2], DialogType::Other("video".into()));
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"["recording","transfer","video"]"#
+        );
+        let e: PartyEvent = serde_json::from_str(r#""keydown""#).unwrap();
+        assert_eq!(e, PartyEvent::Keydown);
+        assert_eq!(e.as_str(), "keydown");
     }
 }

@@ -70,7 +70,7 @@ impl Call {
         if reason == FinishReason::Bye {
             // Recorded now that the BYE succeeded (or went unanswered past the linger).
             if let Some(b) = self.bye_at {
-                self.add_history(b, self.bye_side, "drop", None);
+                self.add_history(b, self.bye_side, PartyEvent::Drop, None);
             }
         }
         self.finish_reason = Some(reason);
@@ -119,7 +119,11 @@ impl Call {
                 .end_at
                 .is_some_and(|e| e.nanos().saturating_sub(a.nanos()) < 2_000_000_000);
             let bye = self.finish_reason == Some(FinishReason::Bye);
-            let quiet = self.history.iter().all(|(_, h)| h.event == "drop") && self.transfers == 0;
+            let quiet = self
+                .history
+                .iter()
+                .all(|(_, h)| h.event == PartyEvent::Drop)
+                && self.transfers == 0;
             return (bye && quick && quiet && self.streams.is_empty()).then_some("hung-up");
         }
         match (self.final_code, self.finish_reason) {
@@ -139,7 +143,7 @@ impl Call {
         }
         let end = self.end_at.unwrap_or(now);
         if let Some(disp) = self.disposition() {
-            let mut d = self.sip_dialog("incomplete", self.invite_at);
+            let mut d = self.sip_dialog(DialogType::Incomplete, self.invite_at);
             d.duration = Some(
                 (end.nanos().saturating_sub(self.invite_at.nanos()).max(0) as f64 / 1e9 * 1000.0)
                     .round()
@@ -160,7 +164,7 @@ impl Call {
             .dialog
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.kind == "recording")
+            .filter(|(_, d)| d.kind == DialogType::Recording)
             .map(|(i, _)| i as u32)
             .collect();
         if recordings.is_empty() && (self.answer_at.is_some() || self.joined) {
@@ -182,7 +186,12 @@ impl Call {
             body.insert("messages".into(), Value::Array(messages));
             body.insert("messages_dropped".into(), json!(self.trace_dropped));
             let body = Value::Object(body);
-            match self.vcon.dialog.iter().position(|d| d.kind != "transfer") {
+            match self
+                .vcon
+                .dialog
+                .iter()
+                .position(|d| d.kind != DialogType::Transfer)
+            {
                 Some(first) => self.vcon.attachments.push(Attachment {
                     purpose: Some("sip-message-trace".into()),
                     start: format_time(self.invite_at.nanos()),

@@ -251,9 +251,11 @@ impl Call {
                 let mut any = false;
                 for e in &edges {
                     any |= match *e {
-                        DtmfEdge::Down(c) => self.add_history(now, sender, "keydown", Some(c)),
+                        DtmfEdge::Down(c) => {
+                            self.add_history(now, sender, PartyEvent::Keydown, Some(c))
+                        }
                         DtmfEdge::Up { digit, .. } => {
-                            self.add_history(now, sender, "keyup", Some(digit))
+                            self.add_history(now, sender, PartyEvent::Keyup, Some(digit))
                         }
                     };
                 }
@@ -606,7 +608,7 @@ impl Call {
                 hist.push(self.history[self.history_assigned].1.clone());
                 self.history_assigned += 1;
             }
-            let mut dlg = self.sip_dialog("recording", p.start);
+            let mut dlg = self.sip_dialog(DialogType::Recording, p.start);
             dlg.duration = Some((p.duration * 1000.0).round() / 1000.0);
             dlg.parties = Some(p.parties.to_vec());
             dlg.mediatype = Some(st.mediatype);
@@ -622,17 +624,17 @@ impl Call {
         self.try_finalize(now);
     }
 
-    pub(super) fn sip_dialog(&self, kind: &str, start: Timestamp) -> Dialog {
+    pub(super) fn sip_dialog(&self, kind: DialogType, start: Timestamp) -> Dialog {
         if !self.sniffed {
             // A session opened through the API: no sniffed SIP dialog to name.
             return Dialog {
-                kind: kind.to_string(),
+                kind,
                 start: format_time(start.nanos()),
                 ..Default::default()
             };
         }
         Dialog {
-            kind: kind.to_string(),
+            kind,
             start: format_time(start.nanos()),
             application: Some("sip".into()),
             sip_call_id: Some(self.call_id.clone()),

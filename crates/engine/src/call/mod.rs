@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use vcontap_media::{AudioDecoder, CodecKind, DtmfDetector, DtmfEdge, StereoMixer, StreamStats};
 use vcontap_sip::Message;
-use vcontap_vcon::{format_time, PartyHistory, Vcon};
+use vcontap_vcon::{format_time, DialogType, PartyEvent, PartyHistory, Vcon};
 use vcontap_wire::{Datagram, Timestamp};
 
 mod ending;
@@ -776,7 +776,13 @@ impl Call {
 
     /// Records an event of `side`'s current party (see `side_party`). Returns false when
     /// the history is full ([`MAX_HISTORY`]): the entry is counted in `history_dropped`.
-    fn add_history(&mut self, at: Timestamp, side: u8, event: &str, button: Option<char>) -> bool {
+    fn add_history(
+        &mut self,
+        at: Timestamp,
+        side: u8,
+        event: PartyEvent,
+        button: Option<char>,
+    ) -> bool {
         let party = self.side_party[side as usize & 1];
         if self.history.len() >= MAX_HISTORY {
             self.history_dropped += 1;
@@ -787,7 +793,7 @@ impl Call {
             PartyHistory {
                 party,
                 time: format_time(at.nanos()),
-                event: event.to_string(),
+                event,
                 button: button.map(|c| c.to_string()),
             },
         ));

@@ -90,11 +90,11 @@ impl Call {
             if let Some(new) = first {
                 if self.side_party.get(s as usize) != Some(&new) {
                     self.cut_segment(at);
-                    self.add_history(at, s, "drop", None);
+                    self.add_history(at, s, PartyEvent::Drop, None);
                     if let Some(x) = self.side_party.get_mut(s as usize) {
                         *x = new;
                     }
-                    self.add_history(at, s, "join", None);
+                    self.add_history(at, s, PartyEvent::Join, None);
                     changed = true;
                 }
             }

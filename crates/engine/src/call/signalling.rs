@@ -139,9 +139,9 @@ impl Call {
                     .content_type()
                     .and_then(|ct| vcontap_sip::dtmf_from_info(ct, msg.body()))
                 {
-                    let down = self.add_history(now, side, "keydown", Some(info.digit));
+                    let down = self.add_history(now, side, PartyEvent::Keydown, Some(info.digit));
                     let up = now.add_millis(info.duration_ms.unwrap_or(100).min(60_000) as i64);
-                    if self.add_history(up, side, "keyup", Some(info.digit)) || down {
+                    if self.add_history(up, side, PartyEvent::Keyup, Some(info.digit)) || down {
                         self.emit(EventKind::Updated, now);
                     }
                 }
@@ -305,10 +305,10 @@ impl Call {
             return false;
         }
         self.cut_segment(now);
-        self.add_history(now, side, "drop", None);
+        self.add_history(now, side, PartyEvent::Drop, None);
         self.vcon.parties.push(fresh);
         self.side_party[side as usize & 1] = (self.vcon.parties.len() - 1) as u32;
-        self.add_history(now, side, "join", None);
+        self.add_history(now, side, PartyEvent::Join, None);
         true
     }
 
@@ -336,7 +336,7 @@ impl Call {
         self.transfers += 1;
         self.cut_segment(now);
         self.vcon.dialog.push(Dialog {
-            kind: "transfer".into(),
+            kind: DialogType::Transfer,
             start: format_time(now.nanos()),
             transferor: Some(self.side_party[transferor as usize & 1]),
             transferee: Some(self.side_party[1 - (transferor as usize & 1)]),
@@ -400,7 +400,16 @@ impl Call {
             let held = m.is_held(&s);
             if held != self.held[side as usize] {
                 self.held[side as usize] = held;
-                self.add_history(now, side, if held { "hold" } else { "unhold" }, None);
+                self.add_history(
+                    now,
+                    side,
+                    if held {
+                        PartyEvent::Hold
+                    } else {
+                        PartyEvent::Unhold
+                    },
+                    None,
+                );
                 self.cut_segment(now);
                 changed = true;
             }
