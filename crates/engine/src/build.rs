@@ -213,7 +213,7 @@ fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
         })
         .collect();
     let body = msg.body();
-    let body = &body[..body.len().min(MAX_TRACE_BODY)];
+    let body = body.get(..MAX_TRACE_BODY).unwrap_or(body);
     let mut e = json!({
         "timestamp": format_time(d.ts.nanos()),
         "direction": if side == 0 { "sent" } else { "received" },
@@ -225,19 +225,26 @@ fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
     });
     match msg.kind() {
         vcontap_sip::Kind::Request { method, uri } => {
-            e["method"] = json!(method.as_str());
-            e["request_uri"] = json!(uri);
+            set(&mut e, "method", json!(method.as_str()));
+            set(&mut e, "request_uri", json!(uri));
         }
         vcontap_sip::Kind::Response { code, reason } => {
-            e["status_code"] = json!(code);
-            e["status_text"] = json!(reason);
+            set(&mut e, "status_code", json!(code));
+            set(&mut e, "status_text", json!(reason));
         }
     }
     if !body.is_empty() {
-        e["body"] = json!(String::from_utf8_lossy(body));
-        e["body_encoding"] = json!("none");
+        set(&mut e, "body", json!(String::from_utf8_lossy(body)));
+        set(&mut e, "body_encoding", json!("none"));
     }
     e
+}
+
+/// Sets a member of a JSON object (a no-op on anything else).
+pub(crate) fn set(v: &mut Value, k: &str, x: Value) {
+    if let Value::Object(m) = v {
+        m.insert(k.to_string(), x);
+    }
 }
 
 fn cut(s: &str, max: usize) -> &str {
@@ -245,7 +252,7 @@ fn cut(s: &str, max: usize) -> &str {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &s[..end]
+    s.get(..end).unwrap_or(s)
 }
 
 /// The sender's UUID of an RFC 7989 `Session-ID` header value (`<uuid>[;remote=<uuid>]`):

@@ -62,6 +62,17 @@
 //! One `Engine` is one shard. [`Router`] decides which shard a datagram belongs to so that a
 //! call's SIP and its media land on the same shard (see its docs).
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod build;
 mod call;
 mod config;
@@ -852,7 +863,7 @@ impl Engine {
         let busy = call.has_pending() || call.update_deadline().is_some();
         if let Some(ssrc) = new_ssrc {
             if self.by_ssrc.len() < self.cfg.max_calls * 4 {
-                self.by_ssrc.insert(ssrc, (h, self.gens[h.0 as usize]));
+                self.by_ssrc.insert(ssrc, (h, self.gen(h)));
             }
         }
         if busy {

@@ -18,6 +18,17 @@
 //! [`run`] is the loop every driver uses: poll the source, hand frames to the Tap with the
 //! timer clock, run timers when the source is idle, finish at the end.
 
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod clock;
 pub mod media;
 pub mod queue;

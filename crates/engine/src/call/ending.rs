@@ -152,7 +152,10 @@ impl Call {
             d.parties = Some(self.side_party.to_vec());
             d.disposition = Some(disp.to_string());
             // Events not covered by a recording stay on this dialog.
-            d.party_history = self.history[self.history_assigned..]
+            d.party_history = self
+                .history
+                .get(self.history_assigned..)
+                .unwrap_or_default()
                 .iter()
                 .map(|(_, h)| h.clone())
                 .collect();
@@ -281,7 +284,7 @@ impl Call {
             json!({ "sender_reports": r.sender_reports, "reported_by_receiver": reported })
         });
         let mut v = json!({
-            "party": self.side_party[s.sender as usize & 1],
+            "party": *pick(&self.side_party, s.sender),
             "media": if s.video { "video" } else { "audio" },
             "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
             "ssrc": format!("0x{:08X}", s.ssrc),
@@ -307,7 +310,7 @@ impl Call {
             "quality_estimate": quality_estimate(s, loss_pct, st.jitter_ms()),
         });
         if s.stray_pts > 0 {
-            v["stray_payload_type_packets"] = json!(s.stray_pts);
+            crate::build::set(&mut v, "stray_payload_type_packets", json!(s.stray_pts));
         }
         v
     }

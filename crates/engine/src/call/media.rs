@@ -60,8 +60,8 @@ impl Call {
     /// *receiver* announced; fall back to the sender's SDP, then the RFC 3551 static table.
     /// `video` looks the payload type up among the video m-lines' formats instead.
     pub(super) fn resolve_codec(&self, sender: u8, pt: u8, video: bool) -> Codec {
-        let recv = &self.legs[1 - sender as usize];
-        let send = &self.legs[sender as usize];
+        let recv = pick(&self.legs, 1 - (sender & 1));
+        let send = pick(&self.legs, sender);
         fn lookup(leg: &Leg, pt: u8, video: bool) -> Option<(&str, u32)> {
             if video {
                 leg.video_codec(pt)
@@ -89,6 +89,9 @@ impl Call {
 
     /// Handles one RTP packet of a video m-line: statistics and codecs for the RTP report,
     /// nothing decoded or recorded. Returns the SSRC when it is new to the call.
+    // Indexing is in bounds: `idx` comes from `position`/`push` on `streams` in this call
+    // and streams are never removed while the call lives.
+    #[allow(clippy::indexing_slicing)]
     pub(crate) fn handle_video_rtp(
         &mut self,
         sender: u8,
@@ -144,6 +147,10 @@ impl Call {
     ///
     /// This is the hot path (≈95% of all packets): no allocation unless the payload type,
     /// the SDP or the stream changes.
+    // Indexing is in bounds: `idx` comes from `position`/`push` on `streams` in this call
+    // and streams are never removed while the call lives; `sender` is masked to 0/1 before
+    // it indexes the per-side pairs (line 177).
+    #[allow(clippy::indexing_slicing)]
     pub(crate) fn handle_rtp(
         &mut self,
         sender: u8,
@@ -509,7 +516,10 @@ impl Call {
         if self.record == RecordMode::Mono {
             let mono: Vec<i16> = buf
                 .chunks_exact(2)
-                .map(|f| f[0].saturating_add(f[1]))
+                .map(|f| match f {
+                    [l, r] => l.saturating_add(*r),
+                    _ => 0,
+                })
                 .collect();
             buf = mono;
         }
@@ -603,9 +613,14 @@ impl Call {
             // Events up to the cut belong to the closing segment (a hold lands on the one it ends).
             let mut hist = Vec::new();
             while self.history_assigned < self.history.len()
-                && self.history[self.history_assigned].0 <= p.closed_at
+                && self
+                    .history
+                    .get(self.history_assigned)
+                    .is_some_and(|(t, _)| *t <= p.closed_at)
             {
-                hist.push(self.history[self.history_assigned].1.clone());
+                if let Some((_, h)) = self.history.get(self.history_assigned) {
+                    hist.push(h.clone());
+                }
                 self.history_assigned += 1;
             }
             let mut dlg = self.sip_dialog(DialogType::Recording, p.start);

@@ -11,13 +11,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vcontap_media::{AudioDecoder, CodecKind, DtmfDetector, DtmfEdge, StereoMixer, StreamStats};
 use vcontap_sip::Message;
 use vcontap_vcon::{format_time, DialogType, PartyEvent, PartyHistory, Vcon};
 use vcontap_wire::{Datagram, Timestamp};
 
 mod ending;
+mod live;
 mod media;
 mod session;
 mod signalling;
@@ -366,6 +367,26 @@ pub(crate) struct TraceRecord {
 /// Bytes a [`TraceRecord`] costs besides its message.
 pub(crate) const TRACE_RECORD_OVERHEAD: usize = std::mem::size_of::<TraceRecord>();
 
+/// The element of a per-side pair for `side` (0 caller, 1 callee; higher bits ignored).
+fn pick<T>(pair: &[T; 2], side: u8) -> &T {
+    let [a, b] = pair;
+    if side & 1 == 0 {
+        a
+    } else {
+        b
+    }
+}
+
+/// [`pick`], mutable.
+fn pick_mut<T>(pair: &mut [T; 2], side: u8) -> &mut T {
+    let [a, b] = pair;
+    if side & 1 == 0 {
+        a
+    } else {
+        b
+    }
+}
+
 /// `PCMU/8000`-style label; encoding names are case-insensitive (RFC 4855), so upper-case them
 /// to keep one label per codec whatever each side wrote.
 fn codec_label(name: &str, clock: u32) -> String {
@@ -701,77 +722,50 @@ impl Call {
             (State::Answered, _) if self.held.iter().any(|h| *h) => "held",
             (State::Answered, _) | (State::Finishing, _) => "answered",
         };
-        let mut v = json!({
-            "state": state,
-            "sip_call_id": self.call_id,
-        });
-        if self.joined {
+        let time = |t: Timestamp| format_time(t.nanos());
+        let pauses: Vec<live::Pause> = self
+            .pauses
+            .iter()
+            .map(|(a, b)| (*a, Some(*b)))
+            .chain(self.paused.map(|p| (p, None)))
+            .map(|(a, b)| live::Pause {
+                start: time(a),
+                end: b.map(time),
+            })
+            .collect();
+        let live = live::LiveState {
+            answer_inferred: self.answer_inferred.then_some(true),
+            answered_at: self.answer_at.map(time),
+            byes_refused: (self.byes_refused > 0).then_some(self.byes_refused),
+            end_reason: self.finish_reason.map(FinishReason::as_str),
+            ended_at: self.end_at.map(time),
+            history_dropped: (self.history_dropped > 0).then_some(self.history_dropped),
             // No INVITE was seen: the first message of the dialog the tap saw.
-            v["joined_mid_call"] = json!(true);
-            v["joined_at"] = json!(format_time(self.invite_at.nanos()));
-        } else {
-            v["invite_at"] = json!(format_time(self.invite_at.nanos()));
-        }
-        if self.answer_inferred {
-            v["answer_inferred"] = json!(true);
-        }
-        if self.byes_refused > 0 {
-            v["byes_refused"] = json!(self.byes_refused);
-        }
-        if self.history_dropped > 0 {
-            v["history_dropped"] = json!(self.history_dropped);
-        }
-        if let Some(a) = self.answer_at {
-            v["answered_at"] = json!(format_time(a.nanos()));
-        }
-        if let Some(e) = self.end_at {
-            v["ended_at"] = json!(format_time(e.nanos()));
-        }
-        if let Some(r) = self.finish_reason {
-            v["end_reason"] = json!(r.as_str());
-        }
-        if let Some(c) = self.final_code {
-            v["sip_final_status"] = json!(c);
-        }
-        if !self.history.is_empty() {
-            v["party_history"] = Value::Array(
-                self.history
-                    .iter()
-                    .filter_map(|(_, h)| serde_json::to_value(h).ok())
-                    .collect(),
-            );
-        }
-        if !self.undecodable.is_empty() {
-            v["undecodable_codecs"] = json!(self.undecodable);
-        }
-        if !self.pauses.is_empty() || self.paused.is_some() {
-            let open = self.paused.map(|p| (p, None));
-            v["recording_pauses"] = Value::Array(
-                self.pauses
-                    .iter()
-                    .map(|(a, b)| (*a, Some(*b)))
-                    .chain(open)
-                    .map(|(a, b)| {
-                        let mut p = json!({ "start": format_time(a.nanos()) });
-                        if let Some(b) = b {
-                            p["end"] = json!(format_time(b.nanos()));
-                        }
-                        p
-                    })
-                    .collect(),
-            );
-        }
-        if !self.sniffed {
-            v["source"] = json!("session");
-        }
-        if !self.transfer_status.is_empty() {
-            v["transfer_status"] = Value::Array(self.transfer_status.clone());
-        }
+            invite_at: (!self.joined).then(|| time(self.invite_at)),
+            joined_at: self.joined.then(|| time(self.invite_at)),
+            joined_mid_call: self.joined.then_some(true),
+            party_history: (!self.history.is_empty())
+                .then(|| self.history.iter().map(|(_, h)| h).collect()),
+            recording_pauses: (!pauses.is_empty()).then_some(pauses),
+            sip_call_id: &self.call_id,
+            sip_final_status: self.final_code,
+            source: (!self.sniffed).then_some("session"),
+            state,
+            transfer_status: (!self.transfer_status.is_empty())
+                .then_some(self.transfer_status.as_slice()),
+            undecodable_codecs: (!self.undecodable.is_empty())
+                .then_some(self.undecodable.as_slice()),
+        };
+        // A map (sorted keys) so the extra members below sit in order among the typed ones.
+        let mut v = match serde_json::to_value(&live) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
         // Only filled right before the final snapshot, so it can move instead of copy.
         for (k, x) in self.extra.drain(..) {
-            v[k] = x;
+            v.insert(k.to_string(), x);
         }
-        v
+        Value::Object(v)
     }
 
     /// Records an event of `side`'s current party (see `side_party`). Returns false when
@@ -783,7 +777,7 @@ impl Call {
         event: PartyEvent,
         button: Option<char>,
     ) -> bool {
-        let party = self.side_party[side as usize & 1];
+        let party = *pick(&self.side_party, side);
         if self.history.len() >= MAX_HISTORY {
             self.history_dropped += 1;
             return false;

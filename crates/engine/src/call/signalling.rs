@@ -50,8 +50,8 @@ impl Call {
         }
         let side = self.sender_side(msg, d);
         self.trace_message(d, side);
-        if self.session_uuids[side as usize].is_none() {
-            self.session_uuids[side as usize] =
+        if pick(&self.session_uuids, side).is_none() {
+            *pick_mut(&mut self.session_uuids, side) =
                 msg.header("Session-ID").and_then(build::session_uuid);
         }
         match msg.kind() {
@@ -227,7 +227,9 @@ impl Call {
                         self.final_code = None;
                         self.answer_inferred = false;
                         self.apply_sdp(msg, side, now, false);
-                        build::update_callee(&mut self.vcon.parties[1], msg);
+                        if let Some(callee) = self.vcon.parties.get_mut(1) {
+                            build::update_callee(callee, msg);
+                        }
                         self.emit(EventKind::Updated, now);
                     } else if self.state >= State::Answered {
                         // Answer to a re-INVITE: media may move, but hold is decided by offers.
@@ -294,7 +296,7 @@ impl Call {
     /// appended as a party (the old one is kept: parties are append-only), the recording is
     /// cut so every segment names who was on each channel, and `drop`/`join` are recorded.
     fn connected_identity(&mut self, msg: &Message<'_>, side: u8, now: Timestamp) -> bool {
-        let cur = self.side_party[side as usize & 1] as usize;
+        let cur = *pick(&self.side_party, side) as usize;
         let Some(current) = self.vcon.parties.get(cur) else {
             return false;
         };
@@ -307,7 +309,7 @@ impl Call {
         self.cut_segment(now);
         self.add_history(now, side, PartyEvent::Drop, None);
         self.vcon.parties.push(fresh);
-        self.side_party[side as usize & 1] = (self.vcon.parties.len() - 1) as u32;
+        *pick_mut(&mut self.side_party, side) = (self.vcon.parties.len() - 1) as u32;
         self.add_history(now, side, PartyEvent::Join, None);
         true
     }
@@ -338,8 +340,8 @@ impl Call {
         self.vcon.dialog.push(Dialog {
             kind: DialogType::Transfer,
             start: format_time(now.nanos()),
-            transferor: Some(self.side_party[transferor as usize & 1]),
-            transferee: Some(self.side_party[1 - (transferor as usize & 1)]),
+            transferor: Some(*pick(&self.side_party, transferor)),
+            transferee: Some(*pick(&self.side_party, 1 - (transferor & 1))),
             transfer_target: Some(idx),
             sip_call_id: Some(self.call_id.clone()),
             ..Default::default()
@@ -372,8 +374,8 @@ impl Call {
             video_codecs.extend(formats(m));
             self.add_media_routes(m, &s, side, true);
         }
-        if !video_codecs.is_empty() && self.legs[side as usize].video_codecs != video_codecs {
-            self.legs[side as usize].video_codecs = video_codecs;
+        if !video_codecs.is_empty() && pick(&self.legs, side).video_codecs != video_codecs {
+            pick_mut(&mut self.legs, side).video_codecs = video_codecs;
             self.legs_gen = self.legs_gen.wrapping_add(1);
         }
         let Some(m) = s
@@ -390,16 +392,16 @@ impl Call {
         }
         let mut changed = false;
         let codecs = formats(m);
-        if self.legs[side as usize].codecs != codecs {
-            changed = !self.legs[side as usize].codecs.is_empty();
-            self.legs[side as usize].codecs = codecs;
+        if pick(&self.legs, side).codecs != codecs {
+            changed = !pick(&self.legs, side).codecs.is_empty();
+            pick_mut(&mut self.legs, side).codecs = codecs;
             self.legs_gen = self.legs_gen.wrapping_add(1);
         }
         self.add_media_routes(m, &s, side, false);
         if offer && self.state >= State::Answered {
             let held = m.is_held(&s);
-            if held != self.held[side as usize] {
-                self.held[side as usize] = held;
+            if held != *pick(&self.held, side) {
+                *pick_mut(&mut self.held, side) = held;
                 self.add_history(
                     now,
                     side,
