@@ -270,49 +270,50 @@ impl Call {
         };
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         let clock = s.codec.as_ref().map_or(0, |c| c.clock);
-        let rtcp = self.rtcp.iter().find(|r| r.ssrc == s.ssrc).map(|r| {
-            // RFC 3550 §6.4.1: fraction lost is /256, jitter is in timestamp units.
-            let reported = r.reported.map(|b| {
-                json!({
-                    "reports": r.reports,
-                    "fraction_lost_percent": round(f64::from(b.fraction_lost) * 100.0 / 256.0),
-                    "cumulative_lost": b.cumulative_lost,
-                    "highest_seq": b.highest_seq,
-                    "jitter_ms": (clock > 0).then(|| round(f64::from(b.jitter) * 1000.0 / f64::from(clock))),
-                })
+        let rtcp = self
+            .rtcp
+            .iter()
+            .find(|r| r.ssrc == s.ssrc)
+            .map(|r| report::Rtcp {
+                sender_reports: r.sender_reports,
+                // RFC 3550 §6.4.1: fraction lost is /256, jitter is in timestamp units.
+                reported_by_receiver: r.reported.map(|b| report::Reported {
+                    reports: r.reports,
+                    fraction_lost_percent: round(f64::from(b.fraction_lost) * 100.0 / 256.0),
+                    cumulative_lost: b.cumulative_lost,
+                    highest_seq: b.highest_seq,
+                    jitter_ms: (clock > 0)
+                        .then(|| round(f64::from(b.jitter) * 1000.0 / f64::from(clock))),
+                }),
             });
-            json!({ "sender_reports": r.sender_reports, "reported_by_receiver": reported })
-        });
-        let mut v = json!({
-            "party": *pick(&self.side_party, s.sender),
-            "media": if s.video { "video" } else { "audio" },
-            "direction": format!("{}->{}", side_name(s.sender), side_name(1 - s.sender)),
-            "ssrc": format!("0x{:08X}", s.ssrc),
-            "src": s.src.to_string(),
-            "dst": s.dst.to_string(),
-            "codecs": s.codecs,
-            "packets": st.packets(),
-            "bytes": st.bytes(),
-            "expected": expected,
-            "lost": lost,
-            "loss_percent": loss_pct,
-            "duplicates": st.duplicates(),
-            "reordered": st.reordered(),
-            "seq_cycles": st.seq_cycles(),
-            "jitter_ms": round(st.jitter_ms()),
-            "max_jitter_ms": round(st.max_jitter_ms()),
-            "max_delta_ms": round(st.max_delta_ms()),
-            "ssrc_changes": s.ssrc_changes,
-            "decode_errors": s.decode_errors,
-            "first": st.first_arrival().map(format_time),
-            "last": st.last_arrival().map(format_time),
-            "rtcp": rtcp,
-            "quality_estimate": quality_estimate(s, loss_pct, st.jitter_ms()),
-        });
-        if s.stray_pts > 0 {
-            crate::build::set(&mut v, "stray_payload_type_packets", json!(s.stray_pts));
-        }
-        v
+        let r = report::StreamReport {
+            bytes: st.bytes(),
+            codecs: &s.codecs,
+            decode_errors: s.decode_errors,
+            direction: format!("{}->{}", side_name(s.sender), side_name(1 - (s.sender & 1))),
+            dst: s.dst.to_string(),
+            duplicates: st.duplicates(),
+            expected,
+            first: st.first_arrival().map(format_time),
+            jitter_ms: round(st.jitter_ms()),
+            last: st.last_arrival().map(format_time),
+            loss_percent: loss_pct,
+            lost,
+            max_delta_ms: round(st.max_delta_ms()),
+            max_jitter_ms: round(st.max_jitter_ms()),
+            media: if s.video { "video" } else { "audio" },
+            packets: st.packets(),
+            party: *pick(&self.side_party, s.sender),
+            quality_estimate: quality_estimate(s, loss_pct, st.jitter_ms()),
+            reordered: st.reordered(),
+            rtcp,
+            seq_cycles: st.seq_cycles(),
+            src: s.src.to_string(),
+            ssrc: format!("0x{:08X}", s.ssrc),
+            ssrc_changes: s.ssrc_changes,
+            stray_payload_type_packets: (s.stray_pts > 0).then_some(s.stray_pts),
+        };
+        serde_json::to_value(&r).unwrap_or(Value::Null)
     }
 }
 
@@ -321,16 +322,16 @@ impl Call {
 /// concealment). One-way network delay is not observable from one tap, so only the jitter
 /// buffer's share (2 × jitter + 10 ms) enters the delay impairment: the figure is an upper
 /// bound and says so in `method`. Other codecs get none rather than a made-up number.
-fn quality_estimate(s: &Stream, loss_pct: f64, jitter_ms: f64) -> Option<Value> {
+fn quality_estimate(s: &Stream, loss_pct: f64, jitter_ms: f64) -> Option<report::Quality> {
     // Comfort noise and DTMF share the stream; the voice codec decides.
     let g711 = s
-        .codecs
+        .kinds
         .iter()
-        .any(|c| c == "PCMU/8000" || c == "PCMA/8000");
-    let others = s.codecs.iter().any(|c| {
+        .any(|k| matches!(k, CodecKind::Pcmu | CodecKind::Pcma));
+    let others = s.kinds.iter().any(|k| {
         !matches!(
-            c.as_str(),
-            "PCMU/8000" | "PCMA/8000" | "CN/8000" | "TELEPHONE-EVENT/8000"
+            k,
+            CodecKind::Pcmu | CodecKind::Pcma | CodecKind::ComfortNoise | CodecKind::TelephoneEvent
         )
     });
     let (ie, bpl) = match (g711, others) {
@@ -356,9 +357,9 @@ fn quality_estimate(s: &Stream, loss_pct: f64, jitter_ms: f64) -> Option<Value> 
         1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
     };
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
-    Some(json!({
-        "r_factor": round2(r),
-        "mos_cq": round2(mos),
-        "method": "E-model (ITU-T G.107) from tap-measured loss and jitter; network delay unknown (jitter buffer only), so an upper bound",
-    }))
+    Some(report::Quality {
+        method: "E-model (ITU-T G.107) from tap-measured loss and jitter; network delay unknown (jitter buffer only), so an upper bound",
+        mos_cq: round2(mos),
+        r_factor: round2(r),
+    })
 }

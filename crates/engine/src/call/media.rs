@@ -128,6 +128,7 @@ impl Call {
             let stream = &mut self.streams[idx];
             stream.pts.push(p.pt);
             stream.codecs.push(c.label.to_string());
+            stream.kinds.push(c.kind);
             if c.clock != 0 {
                 stream.stats.set_clock_rate(c.clock);
             }
@@ -224,6 +225,7 @@ impl Call {
             if !stream.pts.contains(&p.pt) && stream.pts.len() < 16 {
                 stream.pts.push(p.pt);
                 stream.codecs.push(c.label.to_string());
+                stream.kinds.push(c.kind);
             }
             stream.codec = Some(c);
         }

@@ -20,6 +20,7 @@ use vcontap_wire::{Datagram, Timestamp};
 mod ending;
 mod live;
 mod media;
+mod report;
 mod session;
 mod signalling;
 mod timer;
@@ -140,6 +141,8 @@ struct Stream {
     dst: SocketAddr,
     stats: StreamStats,
     codecs: Vec<String>,
+    /// The kind of each entry of `codecs` (decisions compare kinds, never labels).
+    kinds: Vec<CodecKind>,
     pts: Vec<u8>,
     dtmf: DtmfDetector,
     decoder: Option<(CodecKind, Box<dyn AudioDecoder>)>,
@@ -166,6 +169,7 @@ impl Stream {
             dst,
             stats: StreamStats::new(0),
             codecs: Vec::new(),
+            kinds: Vec::new(),
             pts: Vec::new(),
             dtmf: DtmfDetector::new(),
             decoder: None,
