@@ -27,7 +27,8 @@ impl Call {
                 .map(|(t, code)| (t, cfg.linger_ms, FinishReason::Failure(code))),
             self.cancel_at
                 .map(|c| (c, cfg.linger_ms, FinishReason::Cancel)),
-            self.challenge
+            self.sip
+                .challenge
                 .map(|(t, code)| (t, cfg.auth_wait_ms, FinishReason::Failure(code))),
             Some((self.last_activity(), idle, FinishReason::Timeout)),
         ]
@@ -70,7 +71,7 @@ impl Call {
         if reason == FinishReason::Bye {
             // Recorded now that the BYE succeeded (or went unanswered past the linger).
             if let Some(b) = self.bye_at {
-                self.add_history(b, self.bye_side, PartyEvent::Drop, None);
+                self.add_history(b, self.sip.bye_side, PartyEvent::Drop, None);
             }
         }
         self.finish_reason = Some(reason);
@@ -85,8 +86,8 @@ impl Call {
             // A CANCEL whose 487 was never seen: the call ended with the CANCEL.
             FinishReason::Cancel => self.cancel_at.unwrap_or(now),
             // A challenge nobody answered: the call ended with the 401/407.
-            FinishReason::Failure(_) if self.challenge.is_some() => {
-                self.challenge.map_or(now, |(t, _)| t)
+            FinishReason::Failure(_) if self.sip.challenge.is_some() => {
+                self.sip.challenge.map_or(now, |(t, _)| t)
             }
             FinishReason::Timeout | FinishReason::EndOfInput | FinishReason::Evicted => {
                 self.last_activity()
@@ -170,24 +171,24 @@ impl Call {
             .filter(|(_, d)| d.kind == DialogType::Recording)
             .map(|(i, _)| i as u32)
             .collect();
-        if recordings.is_empty() && (self.answer_at.is_some() || self.joined) {
+        if recordings.is_empty() && (self.answer_at.is_some() || self.sip.joined) {
             // One shape for every answered call without recorded audio: no `recording`
             // dialog (a content-less one fails ingest), the trace and RTP report in this
             // object, and why there is no audio.
             self.extra
                 .push(("no_recording", json!(self.no_recording_reason())));
         }
-        if !self.trace.is_empty() {
+        if !self.sip.trace.is_empty() {
             // Built by hand: `json!` would re-serialize the rendered trace into a fresh copy.
             let mut body = serde_json::Map::new();
             body.insert("version".into(), json!("1.0"));
             body.insert("call_id".into(), json!(self.call_id));
-            let messages = std::mem::take(&mut self.trace)
+            let messages = std::mem::take(&mut self.sip.trace)
                 .iter()
                 .filter_map(crate::build::render_trace)
                 .collect();
             body.insert("messages".into(), Value::Array(messages));
-            body.insert("messages_dropped".into(), json!(self.trace_dropped));
+            body.insert("messages_dropped".into(), json!(self.sip.trace_dropped));
             let body = Value::Object(body);
             match self
                 .vcon

@@ -433,7 +433,7 @@ impl Call {
     /// (symmetric RTP). Taking over only for a strictly better fit never flip-flops between
     /// the two legs of a relay, which fit equally (each matches one end).
     fn sdp_fit(&self, side: usize, src: SocketAddr, dst: SocketAddr) -> u8 {
-        let announced = |s: usize| self.media_to.get(s).copied().flatten();
+        let announced = |s: usize| self.sip.media_to.get(s).copied().flatten();
         u8::from(announced(1 - side) == Some(dst)) + u8::from(announced(side) == Some(src))
     }
 
@@ -655,9 +655,9 @@ impl Call {
             start: format_time(start.nanos()),
             application: Some("sip".into()),
             sip_call_id: Some(self.call_id.clone()),
-            sip_from_tag: self.caller_tag.clone(),
-            sip_to_tag: self.to_tag.clone(),
-            sip_cseq: Some(self.invite_cseq),
+            sip_from_tag: self.sip.caller_tag.clone(),
+            sip_to_tag: self.sip.to_tag.clone(),
+            sip_cseq: Some(self.sip.invite_cseq),
             session_id: self.session_id(),
             ..Default::default()
         }
@@ -666,7 +666,7 @@ impl Call {
     /// The RFC 7989 Session-ID pair, when either side sent one.
     pub(super) fn session_id(&self) -> Option<vcontap_vcon::SessionId> {
         const NIL: &str = "00000000000000000000000000000000";
-        let [a, b] = &self.session_uuids;
+        let [a, b] = &self.sip.session_uuids;
         (a.is_some() || b.is_some()).then(|| vcontap_vcon::SessionId {
             local: a.clone().unwrap_or_else(|| NIL.into()),
             remote: b.clone().unwrap_or_else(|| NIL.into()),

@@ -1,6 +1,7 @@
 //! One call: the SIP dialog state machine (INVITE → early → confirmed → ending → finished),
 //! its SDP history and media routes, its RTP streams and its recording segments, and the vCon
-//! it builds as it goes.
+//! it builds as it goes. The sniffed-SIP front end lives in [`SipDialog`]; calls opened
+//! through the session API (`session.rs`) share everything else.
 //!
 //! The call never touches the call table: it reports new media routes
 //! ([`Call::take_new_routes`]), closed segments ([`Call::take_closed_segments`]) and outputs
@@ -232,24 +233,14 @@ struct Pending {
     codecs: Vec<String>,
 }
 
-/// A call and the vCon it grows.
-pub(crate) struct Call {
-    uuid: Arc<str>,
-    call_id: String,
-    vcon: Vcon,
-    seq: u64,
-    state: State,
-    record: RecordMode,
-    segment_seconds: u32,
-    jitter_window_ms: u32,
-    audio_chunk_ms: u32,
-    max_streams: usize,
+/// The SIP-dialog front end of a sniffed call: what matching messages and media to the call
+/// needs (tags, CSeqs, branches, the caller's address, media routes announced in SDP), the
+/// dialog's in-flight transactions (challenge, BYE, REFERs) and the message trace. A call
+/// opened through the session API has an empty one; the call core (parties, streams,
+/// recorder and segments, report, vCon document) is the rest of [`Call`].
+pub(crate) struct SipDialog {
     max_trace_messages: usize,
     max_trace_bytes: usize,
-
-    invite_at: Timestamp,
-    answer_at: Option<Timestamp>,
-    end_at: Option<Timestamp>,
     caller_tag: Option<String>,
     /// From tags of every initial INVITE seen (one per B2BUA leg sharing the Call-ID).
     caller_tags: Vec<String>,
@@ -266,6 +257,45 @@ pub(crate) struct Call {
     /// The tap started after the INVITE (or lost it): the call was joined on a later
     /// message of its dialog, roles inferred (see `Call::joined`).
     joined: bool,
+    bye_side: u8,
+    bye_cseq: Option<u32>,
+    /// BYEs answered with an error that does not end the dialog (e.g. 500, 491).
+    byes_refused: u32,
+    challenge: Option<(Timestamp, u16)>,
+    last_sip: Timestamp,
+    /// The audio RTP address each side announced last: a stream sent there takes over the
+    /// side's recording at once when a re-INVITE moves the media.
+    media_to: [Option<SocketAddr>; 2],
+    routes: Vec<SocketAddr>,
+    new_routes: Vec<NewRoute>,
+    /// Kept SIP messages, raw (rendered into the trace attachment at the end).
+    trace: Vec<TraceRecord>,
+    trace_bytes: usize,
+    trace_dropped: u64,
+    /// REFERs waiting for their final response: (CSeq, transferor side, target).
+    pending_refers: Vec<(u32, u8, vcontap_vcon::Party)>,
+    /// RFC 7989 Session-ID UUIDs of the caller and callee sides.
+    session_uuids: [Option<String>; 2],
+}
+
+/// A call and the vCon it grows: the call core (state, parties, media streams with their
+/// side and party, recorder and segments, quality report, vCon document) shared by every
+/// source, and the sniffed SIP dialog's front end in [`SipDialog`] (empty for sessions).
+pub(crate) struct Call {
+    uuid: Arc<str>,
+    call_id: String,
+    vcon: Vcon,
+    seq: u64,
+    state: State,
+    record: RecordMode,
+    segment_seconds: u32,
+    jitter_window_ms: u32,
+    audio_chunk_ms: u32,
+    max_streams: usize,
+
+    invite_at: Timestamp,
+    answer_at: Option<Timestamp>,
+    end_at: Option<Timestamp>,
     final_code: Option<u16>,
     /// A final failure response to the INVITE and when: the call lingers (`linger_ms`) to
     /// keep the ACK, retransmissions and stray BYEs in its trace before it finishes.
@@ -273,12 +303,6 @@ pub(crate) struct Call {
     cancel_at: Option<Timestamp>,
     /// The BYE waiting for its final response: when, from which side, its CSeq.
     bye_at: Option<Timestamp>,
-    bye_side: u8,
-    bye_cseq: Option<u32>,
-    /// BYEs answered with an error that does not end the dialog (e.g. 500, 491).
-    byes_refused: u32,
-    challenge: Option<(Timestamp, u16)>,
-    last_sip: Timestamp,
     last_rtp: Option<Timestamp>,
     finish_reason: Option<FinishReason>,
 
@@ -288,11 +312,6 @@ pub(crate) struct Call {
     /// `legs` at `offered_gen`; RTP with any other payload type is stray.
     offered_pts: u128,
     offered_gen: Option<u32>,
-    /// The audio RTP address each side announced last: a stream sent there takes over the
-    /// side's recording at once when a re-INVITE moves the media.
-    media_to: [Option<SocketAddr>; 2],
-    routes: Vec<SocketAddr>,
-    new_routes: Vec<NewRoute>,
     streams: Vec<Stream>,
     /// Index of the stream each side sent on last (hot-path cache).
     last_stream: [usize; 2],
@@ -319,15 +338,9 @@ pub(crate) struct Call {
     segments_failed: u32,
     closed: Vec<SegmentId>,
     outputs: Vec<Output>,
-    /// Kept SIP messages, raw (rendered into the trace attachment at the end).
-    trace: Vec<TraceRecord>,
-    trace_bytes: usize,
-    trace_dropped: u64,
     transfers: u32,
     /// Final NOTIFY results of accepted transfers (RFC 3515 sipfrag), newest last.
     transfer_status: Vec<Value>,
-    /// REFERs waiting for their final response: (CSeq, transferor side, target).
-    pending_refers: Vec<(u32, u8, vcontap_vcon::Party)>,
     /// Media is encrypted (SDP `RTP/SAVP*`, ZRTP): named, never decoded into noise.
     encrypted: Option<&'static str>,
     done: bool,
@@ -342,8 +355,6 @@ pub(crate) struct Call {
     finish_at: Option<Timestamp>,
     /// The party index currently on each side (changes when the connected identity does).
     side_party: [u32; 2],
-    /// RFC 7989 Session-ID UUIDs of the caller and callee sides.
-    session_uuids: [Option<String>; 2],
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
     extra: Vec<(&'static str, Value)>,
     /// Opened from SIP seen on the wire (dialog fields in the vCon), or through the
@@ -354,6 +365,8 @@ pub(crate) struct Call {
     /// Session API: recording paused since, and the closed pause intervals.
     paused: Option<Timestamp>,
     pauses: Vec<(Timestamp, Timestamp)>,
+    /// The sniffed SIP dialog's own state (tags, transactions, routes, trace).
+    sip: SipDialog,
 }
 
 /// One SIP message kept for the `sip-message-trace` attachment: its bytes as captured and
@@ -472,20 +485,20 @@ impl Call {
         if joined {
             call.state = State::Answered;
         }
-        call.caller_tag = msg.from().and_then(|f| f.tag.map(str::to_string));
-        call.caller_tags = call.caller_tag.clone().into_iter().collect();
-        call.to_tag = joined
+        call.sip.caller_tag = msg.from().and_then(|f| f.tag.map(str::to_string));
+        call.sip.caller_tags = call.sip.caller_tag.clone().into_iter().collect();
+        call.sip.to_tag = joined
             .then(|| msg.to().and_then(|t| t.tag.map(str::to_string)))
             .flatten();
-        call.invite_cseq = invite_cseq;
-        call.caller_sip = caller_sip;
-        call.invite_branches = msg
+        call.sip.invite_cseq = invite_cseq;
+        call.sip.caller_sip = caller_sip;
+        call.sip.invite_branches = msg
             .top_via_branch()
             .filter(|_| !joined)
             .map(str::to_string)
             .into_iter()
             .collect();
-        call.joined = joined;
+        call.sip.joined = joined;
         call.emit(EventKind::Created, d.ts);
         call
     }
@@ -511,38 +524,19 @@ impl Call {
             jitter_window_ms: cfg.jitter_window_ms,
             audio_chunk_ms: cfg.audio_chunk_ms,
             max_streams: cfg.max_streams_per_call,
-            max_trace_messages: cfg.max_trace_messages,
-            max_trace_bytes: cfg.max_trace_bytes,
             invite_at: at,
             answer_at: None,
             end_at: None,
-            caller_tag: None,
-            caller_tags: Vec::new(),
-            to_tag: None,
-            early_tags: Vec::new(),
-            invite_cseq: 0,
-            caller_sip: SocketAddr::from(([0, 0, 0, 0], 0)),
-            invite_branches: Vec::new(),
-            answer_inferred: false,
-            joined: false,
             final_code: None,
             failed: None,
             cancel_at: None,
             bye_at: None,
-            bye_side: 0,
-            bye_cseq: None,
-            byes_refused: 0,
-            challenge: None,
-            last_sip: at,
             last_rtp: None,
             finish_reason: None,
             legs: [Leg::default(), Leg::default()],
             legs_gen: 0,
             offered_pts: 0,
             offered_gen: None,
-            media_to: [None; 2],
-            routes: Vec::new(),
-            new_routes: Vec::new(),
             streams: Vec::new(),
             last_stream: [0; 2],
             primary: [None; 2],
@@ -561,17 +555,12 @@ impl Call {
             segments_failed: 0,
             closed: Vec::new(),
             outputs: Vec::new(),
-            trace: Vec::new(),
-            trace_bytes: 0,
-            trace_dropped: 0,
             transfers: 0,
-            pending_refers: Vec::new(),
             transfer_status: Vec::new(),
             encrypted: None,
             done: false,
             edges: Vec::new(),
             extra: Vec::new(),
-            session_uuids: [None, None],
             side_party: [0, 1],
             last_at: at,
             last_update: None,
@@ -581,6 +570,32 @@ impl Call {
             paused: None,
             pauses: Vec::new(),
             finish_at: None,
+            sip: SipDialog {
+                max_trace_messages: cfg.max_trace_messages,
+                max_trace_bytes: cfg.max_trace_bytes,
+                caller_tag: None,
+                caller_tags: Vec::new(),
+                to_tag: None,
+                early_tags: Vec::new(),
+                invite_cseq: 0,
+                caller_sip: SocketAddr::from(([0, 0, 0, 0], 0)),
+                invite_branches: Vec::new(),
+                answer_inferred: false,
+                joined: false,
+                bye_side: 0,
+                bye_cseq: None,
+                byes_refused: 0,
+                challenge: None,
+                last_sip: at,
+                media_to: [None; 2],
+                routes: Vec::new(),
+                new_routes: Vec::new(),
+                trace: Vec::new(),
+                trace_bytes: 0,
+                trace_dropped: 0,
+                pending_refers: Vec::new(),
+                session_uuids: [None, None],
+            },
         }
     }
 
@@ -589,12 +604,12 @@ impl Call {
     }
 
     pub(crate) fn invite_cseq(&self) -> u32 {
-        self.invite_cseq
+        self.sip.invite_cseq
     }
 
     pub(crate) fn last_activity(&self) -> Timestamp {
         self.last_rtp
-            .map_or(self.last_sip, |r| r.max(self.last_sip))
+            .map_or(self.sip.last_sip, |r| r.max(self.sip.last_sip))
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -616,7 +631,7 @@ impl Call {
     }
 
     pub(crate) fn routes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.routes.iter().copied()
+        self.sip.routes.iter().copied()
     }
 
     pub(crate) fn ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
@@ -636,13 +651,13 @@ impl Call {
     pub(crate) fn has_pending(&self) -> bool {
         self.done
             || self.pending_update.is_some()
-            || !self.new_routes.is_empty()
+            || !self.sip.new_routes.is_empty()
             || !self.closed.is_empty()
             || !self.outputs.is_empty()
     }
 
     pub(crate) fn take_new_routes(&mut self) -> Vec<NewRoute> {
-        std::mem::take(&mut self.new_routes)
+        std::mem::take(&mut self.sip.new_routes)
     }
 
     pub(crate) fn take_closed_segments(&mut self) -> Vec<SegmentId> {
@@ -738,16 +753,16 @@ impl Call {
             })
             .collect();
         let live = live::LiveState {
-            answer_inferred: self.answer_inferred.then_some(true),
+            answer_inferred: self.sip.answer_inferred.then_some(true),
             answered_at: self.answer_at.map(time),
-            byes_refused: (self.byes_refused > 0).then_some(self.byes_refused),
+            byes_refused: (self.sip.byes_refused > 0).then_some(self.sip.byes_refused),
             end_reason: self.finish_reason.map(FinishReason::as_str),
             ended_at: self.end_at.map(time),
             history_dropped: (self.history_dropped > 0).then_some(self.history_dropped),
             // No INVITE was seen: the first message of the dialog the tap saw.
-            invite_at: (!self.joined).then(|| time(self.invite_at)),
-            joined_at: self.joined.then(|| time(self.invite_at)),
-            joined_mid_call: self.joined.then_some(true),
+            invite_at: (!self.sip.joined).then(|| time(self.invite_at)),
+            joined_at: self.sip.joined.then(|| time(self.invite_at)),
+            joined_mid_call: self.sip.joined.then_some(true),
             party_history: (!self.history.is_empty())
                 .then(|| self.history.iter().map(|(_, h)| h).collect()),
             recording_pauses: (!pauses.is_empty()).then_some(pauses),

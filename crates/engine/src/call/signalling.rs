@@ -20,8 +20,10 @@ impl Call {
     pub(super) fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> u8 {
         let from_tag = msg.from().and_then(|f| f.tag);
         let from_caller = match from_tag {
-            Some(t) if !self.caller_tags.is_empty() => self.caller_tags.iter().any(|c| c == t),
-            _ => d.src == self.caller_sip,
+            Some(t) if !self.sip.caller_tags.is_empty() => {
+                self.sip.caller_tags.iter().any(|c| c == t)
+            }
+            _ => d.src == self.sip.caller_sip,
         };
         match (msg.is_request(), from_caller) {
             (true, true) | (false, false) => 0,
@@ -35,23 +37,23 @@ impl Call {
             self.trace_message(d, self.sender_side(msg, d));
             return;
         }
-        self.last_sip = now;
+        self.sip.last_sip = now;
         if msg.is_request()
             && msg.method() == Some(Method::Invite)
             && msg.to().is_some_and(|t| t.tag.is_none())
         {
             if let Some(tag) = msg.from().and_then(|f| f.tag) {
-                if self.caller_tags.len() < MAX_EARLY_TAGS
-                    && !self.caller_tags.iter().any(|c| c == tag)
+                if self.sip.caller_tags.len() < MAX_EARLY_TAGS
+                    && !self.sip.caller_tags.iter().any(|c| c == tag)
                 {
-                    self.caller_tags.push(tag.to_string());
+                    self.sip.caller_tags.push(tag.to_string());
                 }
             }
         }
         let side = self.sender_side(msg, d);
         self.trace_message(d, side);
-        if pick(&self.session_uuids, side).is_none() {
-            *pick_mut(&mut self.session_uuids, side) =
+        if pick(&self.sip.session_uuids, side).is_none() {
+            *pick_mut(&mut self.sip.session_uuids, side) =
                 msg.header("Session-ID").and_then(build::session_uuid);
         }
         match msg.kind() {
@@ -72,16 +74,16 @@ impl Call {
         match method {
             Method::Invite if !in_dialog => {
                 let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
-                if seq > self.invite_cseq || self.challenge.is_some() {
+                if seq > self.sip.invite_cseq || self.sip.challenge.is_some() {
                     // The INVITE re-sent after a 401/407 challenge (same Call-ID, CSeq+1).
-                    self.invite_cseq = seq.max(self.invite_cseq);
-                    self.challenge = None;
+                    self.sip.invite_cseq = seq.max(self.sip.invite_cseq);
+                    self.sip.challenge = None;
                 }
                 if let Some(b) = msg.top_via_branch() {
-                    if self.invite_branches.len() < MAX_EARLY_TAGS
-                        && !self.invite_branches.iter().any(|x| x == b)
+                    if self.sip.invite_branches.len() < MAX_EARLY_TAGS
+                        && !self.sip.invite_branches.iter().any(|x| x == b)
                     {
-                        self.invite_branches.push(b.to_string());
+                        self.sip.invite_branches.push(b.to_string());
                     }
                 }
                 self.apply_sdp(msg, 0, now, false);
@@ -100,21 +102,21 @@ impl Call {
                 // The `drop` is recorded when the BYE succeeds (`finish`): a refused BYE
                 // drops nobody.
                 self.bye_at = Some(now);
-                self.bye_side = side;
-                self.bye_cseq = msg.cseq().map(|c| c.seq);
+                self.sip.bye_side = side;
+                self.sip.bye_cseq = msg.cseq().map(|c| c.seq);
             }
             Method::Ack => {
                 // An ACK for the INVITE in a new transaction (another Via branch than the
                 // INVITE's) acknowledges a 2xx (RFC 3261 §13.2.2.4, §17.1.1.3): the call was
                 // answered even when the 2xx was lost on the tap.
-                let for_invite = msg.cseq().is_some_and(|c| c.seq == self.invite_cseq);
+                let for_invite = msg.cseq().is_some_and(|c| c.seq == self.sip.invite_cseq);
                 let new_transaction = msg
                     .top_via_branch()
-                    .is_some_and(|b| !self.invite_branches.iter().any(|x| x == b));
+                    .is_some_and(|b| !self.sip.invite_branches.iter().any(|x| x == b));
                 // A pending 401/407 is acknowledged too (on every hop), never a lost 2xx.
                 if self.state < State::Answered
                     && self.failed.is_none()
-                    && self.challenge.is_none()
+                    && self.sip.challenge.is_none()
                     && in_dialog
                     && for_invite
                     && new_transaction
@@ -152,8 +154,8 @@ impl Call {
                     msg.header("Refer-To").and_then(build::party_from_header),
                     msg.cseq(),
                 ) {
-                    if self.pending_refers.len() < MAX_EARLY_TAGS {
-                        self.pending_refers.push((cseq.seq, side, target));
+                    if self.sip.pending_refers.len() < MAX_EARLY_TAGS {
+                        self.sip.pending_refers.push((cseq.seq, side, target));
                     }
                 }
             }
@@ -192,23 +194,23 @@ impl Call {
         let Some(cseq) = msg.cseq() else { return };
         match cseq.method {
             Method::Refer if code >= 200 => {
-                let Some(pos) = self.pending_refers.iter().position(|r| r.0 == cseq.seq) else {
+                let Some(pos) = self.sip.pending_refers.iter().position(|r| r.0 == cseq.seq) else {
                     return;
                 };
-                let (_, transferor, target) = self.pending_refers.swap_remove(pos);
+                let (_, transferor, target) = self.sip.pending_refers.swap_remove(pos);
                 if (200..300).contains(&code) {
                     self.accept_transfer(transferor, target, now);
                 }
             }
             Method::Invite => {
-                let initial = cseq.seq == self.invite_cseq && self.state < State::Answered;
+                let initial = cseq.seq == self.sip.invite_cseq && self.state < State::Answered;
                 if (100..200).contains(&code) {
                     if let Some(tag) = msg.to().and_then(|t| t.tag) {
                         if code > 100
-                            && self.early_tags.len() < MAX_EARLY_TAGS
-                            && !self.early_tags.iter().any(|t| t == tag)
+                            && self.sip.early_tags.len() < MAX_EARLY_TAGS
+                            && !self.sip.early_tags.iter().any(|t| t == tag)
                         {
-                            self.early_tags.push(tag.to_string());
+                            self.sip.early_tags.push(tag.to_string());
                         }
                     }
                     if code > 100 && self.state == State::Calling {
@@ -219,13 +221,13 @@ impl Call {
                     if initial {
                         self.state = State::Answered;
                         self.answer_at = Some(now);
-                        self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
+                        self.sip.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
                         self.cancel_at = None;
                         // A 2xx after a failure (another fork or B2BUA leg answered): the
                         // call was answered after all.
                         self.failed = None;
                         self.final_code = None;
-                        self.answer_inferred = false;
+                        self.sip.answer_inferred = false;
                         self.apply_sdp(msg, side, now, false);
                         if let Some(callee) = self.vcon.parties.get_mut(1) {
                             build::update_callee(callee, msg);
@@ -237,7 +239,7 @@ impl Call {
                     }
                 } else if code >= 300 && initial {
                     if code == 401 || code == 407 {
-                        self.challenge = Some((now, code));
+                        self.sip.challenge = Some((now, code));
                     } else if self.failed.is_none() {
                         // The outcome is known, but the call lingers (`due`) so the ACK,
                         // retransmissions and any stray BYE stay in its trace.
@@ -258,13 +260,13 @@ impl Call {
                 if (200..300).contains(&code) || code == 408 || code == 481 {
                     if self.bye_at.is_none() && self.failed.is_none() {
                         self.bye_at = Some(now);
-                        self.bye_side = 1 - side;
+                        self.sip.bye_side = 1 - side;
                     }
                     self.finish(FinishReason::Bye, now);
-                } else if self.bye_at.is_some() && self.bye_cseq == Some(cseq.seq) {
+                } else if self.bye_at.is_some() && self.sip.bye_cseq == Some(cseq.seq) {
                     self.bye_at = None;
-                    self.bye_cseq = None;
-                    self.byes_refused = self.byes_refused.saturating_add(1);
+                    self.sip.bye_cseq = None;
+                    self.sip.byes_refused = self.sip.byes_refused.saturating_add(1);
                     self.emit(EventKind::Updated, now);
                 }
             }
@@ -277,8 +279,8 @@ impl Call {
     fn infer_answer(&mut self, msg: &Message<'_>, now: Timestamp) {
         self.state = State::Answered;
         self.answer_at = Some(now);
-        self.answer_inferred = true;
-        self.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
+        self.sip.answer_inferred = true;
+        self.sip.to_tag = msg.to().and_then(|t| t.tag.map(str::to_string));
         self.cancel_at = None;
         self.emit(EventKind::Updated, now);
     }
@@ -440,15 +442,15 @@ impl Call {
 
     pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool, video: bool) {
         if !rtcp && !video {
-            if let Some(m) = self.media_to.get_mut(side as usize) {
+            if let Some(m) = self.sip.media_to.get_mut(side as usize) {
                 *m = Some(addr);
             }
         }
-        if self.routes.contains(&addr) {
+        if self.sip.routes.contains(&addr) {
             // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
             return;
         }
-        if self.routes.len() >= MAX_ROUTES_PER_CALL {
+        if self.sip.routes.len() >= MAX_ROUTES_PER_CALL {
             return;
         }
         if let IpAddr::V4(v4) = addr.ip() {
@@ -456,8 +458,8 @@ impl Call {
                 return;
             }
         }
-        self.routes.push(addr);
-        self.new_routes.push(NewRoute {
+        self.sip.routes.push(addr);
+        self.sip.new_routes.push(NewRoute {
             addr,
             side,
             rtcp,
@@ -469,14 +471,14 @@ impl Call {
     /// (messages and bytes, the record overhead included); beyond them it is counted.
     pub(super) fn trace_message(&mut self, d: &Datagram<'_>, side: u8) {
         let cost = d.payload.len() + TRACE_RECORD_OVERHEAD;
-        if self.trace.len() >= self.max_trace_messages
-            || self.trace_bytes + cost > self.max_trace_bytes
+        if self.sip.trace.len() >= self.sip.max_trace_messages
+            || self.sip.trace_bytes + cost > self.sip.max_trace_bytes
         {
-            self.trace_dropped += 1;
+            self.sip.trace_dropped += 1;
             return;
         }
-        self.trace_bytes += cost;
-        self.trace.push(TraceRecord {
+        self.sip.trace_bytes += cost;
+        self.sip.trace.push(TraceRecord {
             ts: d.ts,
             side,
             src: d.src,
