@@ -189,7 +189,7 @@ pub(crate) fn render_trace(rec: &crate::call::TraceRecord) -> Option<Value> {
     Some(trace_entry(&msg, &d, rec.side))
 }
 
-fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
+fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: crate::Side) -> Value {
     // `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route) and costs
     // one small array per header instead of a map.
     let headers: Vec<Value> = msg
@@ -216,8 +216,8 @@ fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: u8) -> Value {
     let body = body.get(..MAX_TRACE_BODY).unwrap_or(body);
     let mut e = json!({
         "timestamp": format_time(d.ts.nanos()),
-        "direction": if side == 0 { "sent" } else { "received" },
-        "party": side,
+        "direction": if side == crate::Side::Caller { "sent" } else { "received" },
+        "party": side.index(),
         "src": d.src.to_string(),
         "dst": d.dst.to_string(),
         "transport": match d.transport { Transport::Udp => "udp", Transport::Tcp => "tcp", Transport::Sctp => "sctp" },

@@ -218,7 +218,7 @@ pub struct StoredSegment {
 pub(crate) struct MediaRoute {
     pub(crate) call: CallHandle,
     /// Side that *receives* on this address (0 caller, 1 callee).
-    pub(crate) side: u8,
+    pub(crate) side: Side,
     pub(crate) rtcp: bool,
     /// A video m-line's address: statistics only, never decoded.
     pub(crate) video: bool,
@@ -276,7 +276,7 @@ struct Deliveries {
 
 impl Deliveries {
     const UNUSED: MediaDir = MediaDir {
-        sender: 0,
+        sender: Side::Caller,
         rtcp: false,
         video: false,
     };
@@ -690,7 +690,7 @@ impl Engine {
     /// other side), as each leg of a B2BUA with direct media did; failing that, to the call
     /// that announced the address last.
     fn route_media(&self, d: &Datagram<'_>) -> Option<Deliveries> {
-        let dir = |r: &MediaRoute, sender: u8| MediaDir {
+        let dir = |r: &MediaRoute, sender: Side| MediaDir {
             sender,
             rtcp: r.rtcp,
             video: r.video,
@@ -700,7 +700,7 @@ impl Engine {
             if set.more.is_empty() {
                 let r = &set.first;
                 if r.gen == self.gen(r.call) {
-                    out.push(r.call, dir(r, 1 - r.side));
+                    out.push(r.call, dir(r, r.side.other()));
                     return Some(out);
                 }
             } else {
@@ -717,12 +717,12 @@ impl Engine {
                         })
                     });
                     if paired {
-                        out.push(r.call, dir(r, 1 - r.side));
+                        out.push(r.call, dir(r, r.side.other()));
                     }
                 }
                 if out.n == 0 {
                     if let Some(r) = newest {
-                        out.push(r.call, dir(r, 1 - r.side));
+                        out.push(r.call, dir(r, r.side.other()));
                     }
                 }
                 if out.n > 0 {
@@ -1233,7 +1233,7 @@ fn joinable(msg: &vcontap_sip::Message<'_>) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MediaDir {
     /// 0 = from the caller, 1 = from the callee.
-    pub(crate) sender: u8,
+    pub(crate) sender: Side,
     pub(crate) rtcp: bool,
     pub(crate) video: bool,
 }

@@ -291,7 +291,7 @@ impl Call {
             bytes: st.bytes(),
             codecs: &s.codecs,
             decode_errors: s.decode_errors,
-            direction: format!("{}->{}", side_name(s.sender), side_name(1 - (s.sender & 1))),
+            direction: format!("{}->{}", side_name(s.sender), side_name(s.sender.other())),
             dst: s.dst.to_string(),
             duplicates: st.duplicates(),
             expected,

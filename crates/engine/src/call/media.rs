@@ -15,7 +15,7 @@ use super::*;
 impl Call {
     /// RTCP from either side: SR counts per sending SSRC and the latest report block about
     /// each SSRC (what the *receiver* says about a stream, next to what the tap measured).
-    pub(crate) fn handle_rtcp(&mut self, _sender: u8, d: &Datagram<'_>) {
+    pub(crate) fn handle_rtcp(&mut self, _sender: Side, d: &Datagram<'_>) {
         let Ok(pkts) = parse_rtcp(d.payload) else {
             return;
         };
@@ -59,8 +59,8 @@ impl Call {
     /// Resolves a payload type to (kind, clock rate, label). Payload types are those the
     /// *receiver* announced; fall back to the sender's SDP, then the RFC 3551 static table.
     /// `video` looks the payload type up among the video m-lines' formats instead.
-    pub(super) fn resolve_codec(&self, sender: u8, pt: u8, video: bool) -> Codec {
-        let recv = pick(&self.legs, 1 - (sender & 1));
+    pub(super) fn resolve_codec(&self, sender: Side, pt: u8, video: bool) -> Codec {
+        let recv = pick(&self.legs, sender.other());
         let send = pick(&self.legs, sender);
         fn lookup(leg: &Leg, pt: u8, video: bool) -> Option<(&str, u32)> {
             if video {
@@ -94,7 +94,7 @@ impl Call {
     #[allow(clippy::indexing_slicing)]
     pub(crate) fn handle_video_rtp(
         &mut self,
-        sender: u8,
+        sender: Side,
         d: &Datagram<'_>,
         now: Timestamp,
         stats: &mut EngineStats,
@@ -104,7 +104,6 @@ impl Call {
             return None;
         }
         self.last_rtp = Some(now);
-        let sender = sender & 1;
         let idx = match self
             .streams
             .iter()
@@ -149,12 +148,12 @@ impl Call {
     /// This is the hot path (≈95% of all packets): no allocation unless the payload type,
     /// the SDP or the stream changes.
     // Indexing is in bounds: `idx` comes from `position`/`push` on `streams` in this call
-    // and streams are never removed while the call lives; `sender` is masked to 0/1 before
-    // it indexes the per-side pairs (line 177).
+    // and streams are never removed while the call lives; per-side pairs are indexed by
+    // `Side` (discriminant 0 or 1).
     #[allow(clippy::indexing_slicing)]
     pub(crate) fn handle_rtp(
         &mut self,
-        sender: u8,
+        sender: Side,
         d: &Datagram<'_>,
         now: Timestamp,
         stats: &mut EngineStats,
@@ -174,14 +173,13 @@ impl Call {
             return None;
         }
         self.last_rtp = Some(now);
-        let sender = sender & 1;
         let mut new_ssrc = None;
         // A stream is an SSRC on one address pair (as tshark counts them): a relayed call
         // shows the same SSRC on both legs, which must not be merged into one set of counters.
         let hit =
             |s: &Stream| s.ssrc == p.ssrc && s.sender == sender && s.src == d.src && s.dst == d.dst;
         // Most packets belong to the stream this sender used last.
-        let last = self.last_stream[sender as usize];
+        let last = *pick(&self.last_stream, sender);
         let found = match self.streams.get(last) {
             Some(s) if hit(s) => Some(last),
             _ => self.streams.iter().position(hit),
@@ -202,7 +200,7 @@ impl Call {
         if idx != last {
             self.note_ssrc_change(idx, now);
         }
-        self.last_stream[sender as usize] = idx;
+        *pick_mut(&mut self.last_stream, sender) = idx;
         let cached = self.streams[idx]
             .codec
             .as_ref()
@@ -317,7 +315,7 @@ impl Call {
                 let ps = self.streams.get(p);
                 let same_leg = ps.is_some_and(|ps| ps.src == d.src && ps.dst == d.dst);
                 let moved = ps.is_some_and(|ps| {
-                    self.sdp_fit(side, d.src, d.dst) > self.sdp_fit(side, ps.src, ps.dst)
+                    self.sdp_fit(sender, d.src, d.dst) > self.sdp_fit(sender, ps.src, ps.dst)
                 });
                 let silent = self.primary_last[side].is_none_or(|t| {
                     now.nanos().saturating_sub(t.nanos()) > PRIMARY_TAKEOVER_MS * 1_000_000
@@ -432,9 +430,9 @@ impl Call {
     /// the receiver announced last, +1 when it comes from the one the sender announced last
     /// (symmetric RTP). Taking over only for a strictly better fit never flip-flops between
     /// the two legs of a relay, which fit equally (each matches one end).
-    fn sdp_fit(&self, side: usize, src: SocketAddr, dst: SocketAddr) -> u8 {
-        let announced = |s: usize| self.sip.media_to.get(s).copied().flatten();
-        u8::from(announced(1 - side) == Some(dst)) + u8::from(announced(side) == Some(src))
+    fn sdp_fit(&self, side: Side, src: SocketAddr, dst: SocketAddr) -> u8 {
+        let announced = |s: Side| *pick(&self.sip.media_to, s);
+        u8::from(announced(side.other()) == Some(dst)) + u8::from(announced(side) == Some(src))
     }
 
     /// Whether `pt` is a payload type that no SDP of the call offered, in any of its offers

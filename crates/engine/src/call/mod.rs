@@ -28,6 +28,7 @@ mod timer;
 
 use crate::build;
 use crate::config::{EngineConfig, RecordMode};
+pub(crate) use crate::session::Side;
 use crate::stats::EngineStats;
 use crate::{EventKind, Output, SegmentId, StoredSegment, VconEvent};
 
@@ -127,14 +128,14 @@ impl Leg {
 pub(crate) struct NewRoute {
     pub(crate) addr: SocketAddr,
     /// The side that receives on it.
-    pub(crate) side: u8,
+    pub(crate) side: Side,
     pub(crate) rtcp: bool,
     pub(crate) video: bool,
 }
 
 /// One RTP stream: an SSRC in one direction.
 struct Stream {
-    sender: u8,
+    sender: Side,
     /// From a video m-line: statistics only.
     video: bool,
     ssrc: u32,
@@ -161,7 +162,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(sender: u8, video: bool, ssrc: u32, src: SocketAddr, dst: SocketAddr) -> Self {
+    fn new(sender: Side, video: bool, ssrc: u32, src: SocketAddr, dst: SocketAddr) -> Self {
         Stream {
             sender,
             video,
@@ -257,7 +258,7 @@ pub(crate) struct SipDialog {
     /// The tap started after the INVITE (or lost it): the call was joined on a later
     /// message of its dialog, roles inferred (see `Call::joined`).
     joined: bool,
-    bye_side: u8,
+    bye_side: Side,
     bye_cseq: Option<u32>,
     /// BYEs answered with an error that does not end the dialog (e.g. 500, 491).
     byes_refused: u32,
@@ -273,7 +274,7 @@ pub(crate) struct SipDialog {
     trace_bytes: usize,
     trace_dropped: u64,
     /// REFERs waiting for their final response: (CSeq, transferor side, target).
-    pending_refers: Vec<(u32, u8, vcontap_vcon::Party)>,
+    pending_refers: Vec<(u32, Side, vcontap_vcon::Party)>,
     /// RFC 7989 Session-ID UUIDs of the caller and callee sides.
     session_uuids: [Option<String>; 2],
 }
@@ -361,7 +362,7 @@ pub(crate) struct Call {
     /// engine's session API (no sniffed dialog behind it).
     sniffed: bool,
     /// Session API: the side (channel) each declared stream is sent from.
-    session_streams: Vec<u8>,
+    session_streams: Vec<Side>,
     /// Session API: recording paused since, and the closed pause intervals.
     paused: Option<Timestamp>,
     pauses: Vec<(Timestamp, Timestamp)>,
@@ -374,7 +375,7 @@ pub(crate) struct Call {
 /// ([`crate::build::render_trace`]), so the per-call trace cap counts what is really held.
 pub(crate) struct TraceRecord {
     pub(crate) ts: Timestamp,
-    pub(crate) side: u8,
+    pub(crate) side: Side,
     pub(crate) src: SocketAddr,
     pub(crate) dst: SocketAddr,
     pub(crate) transport: vcontap_wire::Transport,
@@ -385,22 +386,20 @@ pub(crate) struct TraceRecord {
 pub(crate) const TRACE_RECORD_OVERHEAD: usize = std::mem::size_of::<TraceRecord>();
 
 /// The element of a per-side pair for `side` (0 caller, 1 callee; higher bits ignored).
-fn pick<T>(pair: &[T; 2], side: u8) -> &T {
+fn pick<T>(pair: &[T; 2], side: Side) -> &T {
     let [a, b] = pair;
-    if side & 1 == 0 {
-        a
-    } else {
-        b
+    match side {
+        Side::Caller => a,
+        Side::Callee => b,
     }
 }
 
 /// [`pick`], mutable.
-fn pick_mut<T>(pair: &mut [T; 2], side: u8) -> &mut T {
+fn pick_mut<T>(pair: &mut [T; 2], side: Side) -> &mut T {
     let [a, b] = pair;
-    if side & 1 == 0 {
-        a
-    } else {
-        b
+    match side {
+        Side::Caller => a,
+        Side::Callee => b,
     }
 }
 
@@ -410,11 +409,10 @@ fn codec_label(name: &str, clock: u32) -> String {
     format!("{}/{clock}", name.to_ascii_uppercase())
 }
 
-fn side_name(side: u8) -> &'static str {
-    if side == 0 {
-        "caller"
-    } else {
-        "callee"
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Caller => "caller",
+        Side::Callee => "callee",
     }
 }
 
@@ -582,7 +580,7 @@ impl Call {
                 invite_branches: Vec::new(),
                 answer_inferred: false,
                 joined: false,
-                bye_side: 0,
+                bye_side: Side::Caller,
                 bye_cseq: None,
                 byes_refused: 0,
                 challenge: None,
@@ -639,7 +637,7 @@ impl Call {
     }
 
     /// The sending side of a known SSRC, and whether it is a video stream.
-    pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<(u8, bool)> {
+    pub(crate) fn side_of_ssrc(&self, ssrc: u32) -> Option<(Side, bool)> {
         self.streams
             .iter()
             .find(|s| s.ssrc == ssrc)
@@ -792,7 +790,7 @@ impl Call {
     fn add_history(
         &mut self,
         at: Timestamp,
-        side: u8,
+        side: Side,
         event: PartyEvent,
         button: Option<char>,
     ) -> bool {

@@ -32,7 +32,7 @@ impl Call {
         // direction it is looked up from.
         let mut codecs: Vec<(u8, String, u32, u8)> = Vec::new();
         for st in &spec.streams {
-            call.session_streams.push(st.side.index());
+            call.session_streams.push(st.side);
             for f in &st.formats {
                 if !codecs.iter().any(|c| c.0 == f.pt) {
                     codecs.push((f.pt, f.encoding.clone(), f.clock_rate, f.channels));
@@ -47,7 +47,7 @@ impl Call {
     }
 
     /// The side a declared stream is sent from.
-    pub(crate) fn session_stream_side(&self, stream: usize) -> Option<u8> {
+    pub(crate) fn session_stream_side(&self, stream: usize) -> Option<Side> {
         self.session_streams.get(stream).copied()
     }
 
@@ -86,15 +86,12 @@ impl Call {
                 .zip(&index_of)
                 .find(|(p, _)| p.side == side)
                 .and_then(|(_, i)| *i);
-            let s = side.index();
             if let Some(new) = first {
-                if self.side_party.get(s as usize) != Some(&new) {
+                if *pick(&self.side_party, side) != new {
                     self.cut_segment(at);
-                    self.add_history(at, s, PartyEvent::Drop, None);
-                    if let Some(x) = self.side_party.get_mut(s as usize) {
-                        *x = new;
-                    }
-                    self.add_history(at, s, PartyEvent::Join, None);
+                    self.add_history(at, side, PartyEvent::Drop, None);
+                    *pick_mut(&mut self.side_party, side) = new;
+                    self.add_history(at, side, PartyEvent::Join, None);
                     changed = true;
                 }
             }

@@ -17,7 +17,7 @@ impl Call {
     /// A B2BUA (SBC) that keeps the Call-ID shows the call as several legs with their own
     /// tags; every From tag seen on an initial INVITE (no To tag) belongs to the caller side,
     /// so requests and responses of all legs are attributed to the same logical side.
-    pub(super) fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> u8 {
+    pub(super) fn sender_side(&self, msg: &Message<'_>, d: &Datagram<'_>) -> Side {
         let from_tag = msg.from().and_then(|f| f.tag);
         let from_caller = match from_tag {
             Some(t) if !self.sip.caller_tags.is_empty() => {
@@ -26,8 +26,8 @@ impl Call {
             _ => d.src == self.sip.caller_sip,
         };
         match (msg.is_request(), from_caller) {
-            (true, true) | (false, false) => 0,
-            _ => 1,
+            (true, true) | (false, false) => Side::Caller,
+            _ => Side::Callee,
         }
     }
 
@@ -67,7 +67,7 @@ impl Call {
         method: Method<'_>,
         msg: &Message<'_>,
         _d: &Datagram<'_>,
-        side: u8,
+        side: Side,
         now: Timestamp,
     ) {
         let in_dialog = msg.to().is_some_and(|t| t.tag.is_some());
@@ -86,7 +86,7 @@ impl Call {
                         self.sip.invite_branches.push(b.to_string());
                     }
                 }
-                self.apply_sdp(msg, 0, now, false);
+                self.apply_sdp(msg, Side::Caller, now, false);
             }
             Method::Invite | Method::Update => {
                 let mut changed = self.apply_sdp(msg, side, now, true);
@@ -188,7 +188,7 @@ impl Call {
         &mut self,
         code: u16,
         msg: &Message<'_>,
-        side: u8,
+        side: Side,
         now: Timestamp,
     ) {
         let Some(cseq) = msg.cseq() else { return };
@@ -260,7 +260,7 @@ impl Call {
                 if (200..300).contains(&code) || code == 408 || code == 481 {
                     if self.bye_at.is_none() && self.failed.is_none() {
                         self.bye_at = Some(now);
-                        self.sip.bye_side = 1 - side;
+                        self.sip.bye_side = side.other();
                     }
                     self.finish(FinishReason::Bye, now);
                 } else if self.bye_at.is_some() && self.sip.bye_cseq == Some(cseq.seq) {
@@ -297,7 +297,7 @@ impl Call {
     /// after an attended transfer): a different person now speaks on `side`. The person is
     /// appended as a party (the old one is kept: parties are append-only), the recording is
     /// cut so every segment names who was on each channel, and `drop`/`join` are recorded.
-    fn connected_identity(&mut self, msg: &Message<'_>, side: u8, now: Timestamp) -> bool {
+    fn connected_identity(&mut self, msg: &Message<'_>, side: Side, now: Timestamp) -> bool {
         let cur = *pick(&self.side_party, side) as usize;
         let Some(current) = self.vcon.parties.get(cur) else {
             return false;
@@ -320,7 +320,7 @@ impl Call {
     /// `transfer` dialog records the roles.
     pub(super) fn accept_transfer(
         &mut self,
-        transferor: u8,
+        transferor: Side,
         target: vcontap_vcon::Party,
         now: Timestamp,
     ) {
@@ -343,7 +343,7 @@ impl Call {
             kind: DialogType::Transfer,
             start: format_time(now.nanos()),
             transferor: Some(*pick(&self.side_party, transferor)),
-            transferee: Some(*pick(&self.side_party, 1 - (transferor & 1))),
+            transferee: Some(*pick(&self.side_party, transferor.other())),
             transfer_target: Some(idx),
             sip_call_id: Some(self.call_id.clone()),
             ..Default::default()
@@ -356,7 +356,7 @@ impl Call {
     pub(super) fn apply_sdp(
         &mut self,
         msg: &Message<'_>,
-        side: u8,
+        side: Side,
         now: Timestamp,
         offer: bool,
     ) -> bool {
@@ -423,7 +423,7 @@ impl Call {
 
     /// Routes an m-line's RTP address and its RTCP address (`a=rtcp`, else port + 1 unless
     /// `a=rtcp-mux`) to `side`; `c=0.0.0.0` (old-style hold) announces nothing.
-    fn add_media_routes(&mut self, m: &sdp::Media<'_>, s: &sdp::Sdp<'_>, side: u8, video: bool) {
+    fn add_media_routes(&mut self, m: &sdp::Media<'_>, s: &sdp::Sdp<'_>, side: Side, video: bool) {
         let Some(ip) = m.connection_or(s).filter(|ip| !ip.is_unspecified()) else {
             return;
         };
@@ -440,11 +440,9 @@ impl Call {
         }
     }
 
-    pub(super) fn add_route(&mut self, addr: SocketAddr, side: u8, rtcp: bool, video: bool) {
+    pub(super) fn add_route(&mut self, addr: SocketAddr, side: Side, rtcp: bool, video: bool) {
         if !rtcp && !video {
-            if let Some(m) = self.sip.media_to.get_mut(side as usize) {
-                *m = Some(addr);
-            }
+            *pick_mut(&mut self.sip.media_to, side) = Some(addr);
         }
         if self.sip.routes.contains(&addr) {
             // Same address re-announced by the other side (e.g. a B2BUA) keeps the first owner.
@@ -469,7 +467,7 @@ impl Call {
 
     /// Keeps a SIP message for the trace attachment, as raw bytes, within the per-call caps
     /// (messages and bytes, the record overhead included); beyond them it is counted.
-    pub(super) fn trace_message(&mut self, d: &Datagram<'_>, side: u8) {
+    pub(super) fn trace_message(&mut self, d: &Datagram<'_>, side: Side) {
         let cost = d.payload.len() + TRACE_RECORD_OVERHEAD;
         if self.sip.trace.len() >= self.sip.max_trace_messages
             || self.sip.trace_bytes + cost > self.sip.max_trace_bytes
