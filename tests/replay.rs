@@ -246,6 +246,40 @@ fn roundtrip_sip_info_dtmf_record_none() {
     run_roundtrip("info", cfg, &["--record", "none"]);
 }
 
+/// The shipped Opus capture (made with libopus by `vcontap synth`, see captures/README.md)
+/// decodes in the default build: the pure-Rust decoder records both tones, no undecodable
+/// codec is named.
+#[test]
+fn opus_capture_records_in_the_default_build() {
+    let cfg = SynthConfig {
+        calls: 2,
+        concurrent: 1,
+        seconds: 3.0,
+        codecs: vec![Codec::Opus],
+        seed: 9,
+        ..SynthConfig::default()
+    };
+    let plans = vcontap_synth::plan(&cfg);
+    let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/opus.pcap");
+    let out = common::tmpdir("opus-default").join("out");
+    common::replay(&[&pcap], &out, &[]);
+    let vcons = common::vcons(&out);
+    assert_eq!(vcons.len(), plans.len(), "one vCon per call");
+    let map = by_call_id(&vcons);
+    for p in &plans {
+        let v = map
+            .get(&p.call_id)
+            .unwrap_or_else(|| panic!("no vCon for {}", p.call_id));
+        assert!(
+            v["vcontap"]["undecodable_codecs"].is_null(),
+            "Opus is decodable in every build: {}",
+            v["vcontap"]
+        );
+        check_call(p, v, true);
+    }
+    common::validate(&[&out]);
+}
+
 #[cfg(feature = "opus")]
 #[test]
 fn roundtrip_opus() {
