@@ -1,159 +1,113 @@
 //! Engine counters: what was seen, what was skipped and why.
+//!
+//! One list of counters (the `counters!` macro) declares the struct, [`EngineStats::merge`],
+//! [`EngineStats::pairs`] and the test setter, so a new counter cannot be counted and never
+//! shown or merged.
 
-/// Counters of one engine shard; add shards together with [`EngineStats::merge`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineStats {
+/// Declares [`EngineStats`] from one list of documented counters.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $f:ident,)*) => {
+        /// Counters of one engine shard; add shards together with [`EngineStats::merge`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct EngineStats {
+            $($(#[$doc])* pub $f: u64,)*
+        }
+
+        impl EngineStats {
+            /// Adds another shard's counters.
+            pub fn merge(&mut self, o: &EngineStats) {
+                $(self.$f += o.$f;)*
+            }
+
+            /// Name/value pairs for summaries and metrics, in declaration order.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($f), self.$f),)*]
+            }
+
+            #[cfg(test)]
+            fn set(&mut self, name: &str, v: u64) {
+                match name {
+                    $(stringify!($f) => self.$f = v,)*
+                    _ => panic!("unknown counter {name}"),
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Datagrams handed in.
-    pub datagrams: u64,
+    datagrams,
     /// SIP messages parsed.
-    pub sip_messages: u64,
+    sip_messages,
     /// Payloads that looked like SIP but did not parse.
-    pub sip_parse_errors: u64,
+    sip_parse_errors,
     /// SIP messages without Call-ID.
-    pub sip_without_call_id: u64,
+    sip_without_call_id,
     /// SIP messages outside any INVITE dialog (REGISTER, OPTIONS, SUBSCRIBE…).
-    pub sip_non_call: u64,
+    sip_non_call,
     /// INVITEs retransmitted after their call had finished (ignored).
-    pub sip_retransmissions: u64,
+    sip_retransmissions,
     /// RTP packets matched to a call (once per datagram, however many calls share it).
-    pub rtp_packets: u64,
+    rtp_packets,
     /// RTP packets matched through the SSRC fallback index.
-    pub rtp_by_ssrc: u64,
+    rtp_by_ssrc,
     /// RTCP packets matched to a call, including RTCP multiplexed on the RTP port without
     /// `a=rtcp-mux` (told apart by packet type, RFC 5761).
-    pub rtcp_packets: u64,
+    rtcp_packets,
     /// RTCP packets of no known call.
-    pub rtcp_unmatched: u64,
+    rtcp_unmatched,
     /// RTP packets of no known call in orphan flows: packets that parse as RTP with a payload
     /// type RTP uses, off well-known non-media ports, whose flow was confirmed by a second
     /// packet of the same SSRC.
-    pub rtp_orphan_packets: u64,
+    rtp_orphan_packets,
     /// Orphan RTP flows (source, destination) confirmed.
-    pub orphan_flows: u64,
+    orphan_flows,
     /// Orphan flows not tracked because the table was full.
-    pub orphan_flows_dropped: u64,
+    orphan_flows_dropped,
     /// Orphan flows forgotten after silence.
-    pub orphan_flows_expired: u64,
+    orphan_flows_expired,
     /// UDP payloads that are neither SIP nor RTP/RTCP: well-known non-media ports (DNS,
     /// NetBIOS, mDNS, SSDP, NTP…), payload types RTP never uses, and one-off RTP-looking
     /// datagrams that no second packet of the same SSRC followed.
-    pub udp_other: u64,
+    udp_other,
     /// STUN messages (RFC 8489 magic cookie) on media ports or elsewhere: ICE checks and
     /// keepalives, never RTP.
-    pub stun_packets: u64,
+    stun_packets,
     /// RTP packets of a known stream whose payload type no SDP of the call offered: counted
     /// in the stream's sequence space, never decoded, never a codec change.
-    pub rtp_stray_payload_type: u64,
+    rtp_stray_payload_type,
     /// Calls created (sniffed and sessions).
-    pub calls: u64,
+    calls,
     /// Of those, sessions opened through the session API.
-    pub sessions: u64,
+    sessions,
     /// Session packets ignored while the session's recording was paused.
-    pub session_packets_paused: u64,
+    session_packets_paused,
     /// Of those, calls joined mid-way (no INVITE seen; counted in `calls` too).
-    pub calls_joined: u64,
+    calls_joined,
     /// Calls finished (all reasons).
-    pub calls_finished: u64,
+    calls_finished,
     /// Calls finished early because the table was full.
-    pub calls_evicted: u64,
+    calls_evicted,
     /// INVITEs not tracked because the table was full of calls still finishing.
-    pub calls_rejected: u64,
+    calls_rejected,
     /// RTP streams of finished calls.
-    pub streams: u64,
+    streams,
     /// Streams not tracked because a call hit its stream limit.
-    pub streams_dropped: u64,
+    streams_dropped,
     /// Media routes not added because the table was full.
-    pub media_routes_dropped: u64,
+    media_routes_dropped,
     /// Recording segments the driver reported stored.
-    pub segments: u64,
+    segments,
     /// Recording segments the driver failed to store.
-    pub segments_failed: u64,
+    segments_failed,
     /// Of those, segments whose store never answered within
     /// [`EngineConfig::segment_store_timeout_ms`](crate::EngineConfig::segment_store_timeout_ms).
-    pub segments_timed_out: u64,
+    segments_timed_out,
     /// RTP packets whose payload could not be decoded.
-    pub decode_errors: u64,
+    decode_errors,
     /// vCon events emitted.
-    pub events: u64,
-}
-
-impl EngineStats {
-    /// Adds another shard's counters.
-    pub fn merge(&mut self, o: &EngineStats) {
-        macro_rules! add { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
-        add!(
-            datagrams,
-            sip_messages,
-            sip_parse_errors,
-            sip_without_call_id,
-            sip_non_call,
-            sip_retransmissions,
-            rtp_packets,
-            rtp_by_ssrc,
-            rtcp_packets,
-            rtcp_unmatched,
-            rtp_orphan_packets,
-            orphan_flows,
-            orphan_flows_dropped,
-            orphan_flows_expired,
-            udp_other,
-            stun_packets,
-            rtp_stray_payload_type,
-            calls,
-            sessions,
-            session_packets_paused,
-            calls_joined,
-            calls_finished,
-            calls_evicted,
-            calls_rejected,
-            streams,
-            streams_dropped,
-            media_routes_dropped,
-            segments,
-            segments_failed,
-            segments_timed_out,
-            decode_errors,
-            events
-        );
-    }
-
-    /// Name/value pairs for summaries.
-    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("datagrams", self.datagrams),
-            ("sip_messages", self.sip_messages),
-            ("sip_parse_errors", self.sip_parse_errors),
-            ("sip_without_call_id", self.sip_without_call_id),
-            ("sip_non_call", self.sip_non_call),
-            ("sip_retransmissions", self.sip_retransmissions),
-            ("rtp_packets", self.rtp_packets),
-            ("rtp_by_ssrc", self.rtp_by_ssrc),
-            ("rtcp_packets", self.rtcp_packets),
-            ("rtcp_unmatched", self.rtcp_unmatched),
-            ("rtp_orphan_packets", self.rtp_orphan_packets),
-            ("orphan_flows", self.orphan_flows),
-            ("orphan_flows_dropped", self.orphan_flows_dropped),
-            ("orphan_flows_expired", self.orphan_flows_expired),
-            ("udp_other", self.udp_other),
-            ("stun_packets", self.stun_packets),
-            ("rtp_stray_payload_type", self.rtp_stray_payload_type),
-            ("calls", self.calls),
-            ("sessions", self.sessions),
-            ("session_packets_paused", self.session_packets_paused),
-            ("calls_joined", self.calls_joined),
-            ("calls_finished", self.calls_finished),
-            ("calls_evicted", self.calls_evicted),
-            ("calls_rejected", self.calls_rejected),
-            ("streams", self.streams),
-            ("streams_dropped", self.streams_dropped),
-            ("media_routes_dropped", self.media_routes_dropped),
-            ("segments", self.segments),
-            ("segments_failed", self.segments_failed),
-            ("segments_timed_out", self.segments_timed_out),
-            ("decode_errors", self.decode_errors),
-            ("events", self.events),
-        ]
-    }
+    events,
 }
 
 #[cfg(test)]
@@ -173,51 +127,11 @@ mod tests {
         let mut all = EngineStats::default();
         for (i, (name, _)) in pairs.iter().enumerate() {
             let mut s = EngineStats::default();
-            set(&mut s, name, i as u64 + 1);
+            s.set(name, i as u64 + 1);
             all.merge(&s);
         }
         for (i, (name, v)) in all.pairs().into_iter().enumerate() {
             assert_eq!(v, i as u64 + 1, "{name} is merged");
         }
-    }
-
-    fn set(s: &mut EngineStats, name: &str, v: u64) {
-        // The pairs' names are the field names; the Debug output checked below proves it.
-        macro_rules! by_name { ($($f:ident),*) => { match name { $( stringify!($f) => s.$f = v, )* _ => panic!("unknown counter {name}") } } }
-        by_name!(
-            datagrams,
-            sip_messages,
-            sip_parse_errors,
-            sip_without_call_id,
-            sip_non_call,
-            sip_retransmissions,
-            rtp_packets,
-            rtp_by_ssrc,
-            rtcp_packets,
-            rtcp_unmatched,
-            rtp_orphan_packets,
-            orphan_flows,
-            orphan_flows_dropped,
-            orphan_flows_expired,
-            udp_other,
-            stun_packets,
-            rtp_stray_payload_type,
-            calls,
-            sessions,
-            session_packets_paused,
-            calls_joined,
-            calls_finished,
-            calls_evicted,
-            calls_rejected,
-            streams,
-            streams_dropped,
-            media_routes_dropped,
-            segments,
-            segments_failed,
-            segments_timed_out,
-            decode_errors,
-            events
-        );
-        assert!(format!("{s:?}").contains(&format!("{name}: {v}")));
     }
 }

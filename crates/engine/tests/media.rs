@@ -2,6 +2,8 @@
 //! STUN and non-RTP UDP datagrams go in; the RTP report, the recording dialogs and the
 //! engine counters are checked. No sockets, no clock, no files (the test plays the driver).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -113,7 +115,7 @@ impl Harness {
                 v
             })
             .collect();
-        validate_vcon(&all);
+        common::validate_vcon(&all);
         all
     }
 
@@ -123,49 +125,6 @@ impl Harness {
             .find(|v| v["vcontap"]["sip_call_id"] == call_id)
             .unwrap_or_else(|| panic!("no finished vCon for {call_id}"))
     }
-}
-
-/// Runs `../shared/tools/validate-vcon` (or `$VCONTAP_SHARED/tools/…`) over `vcons`, written
-/// to a fresh temporary folder; skipped with a message when the shared folder is absent.
-fn validate_vcon(vcons: &[Value]) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static RUN: AtomicUsize = AtomicUsize::new(0);
-    let shared = std::env::var_os("VCONTAP_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-        });
-    let tool = shared.join("tools/validate-vcon");
-    if vcons.is_empty() {
-        return;
-    }
-    if !tool.exists() {
-        eprintln!("skipped: validate-vcon not found in {}", shared.display());
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!(
-        "vcontap-engine-media-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    for v in vcons {
-        let path = dir.join(format!("{}.vcon.json", v["uuid"].as_str().unwrap()));
-        std::fs::write(path, serde_json::to_vec(v).unwrap()).unwrap();
-    }
-    let o = std::process::Command::new(&tool)
-        .arg("--quiet")
-        .arg(&dir)
-        .output()
-        .expect("run validate-vcon");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        o.status.success(),
-        "validate-vcon failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// Milliseconds since the epoch of a vCon time (`…T00:00:01.234Z`).

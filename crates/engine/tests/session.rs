@@ -3,6 +3,8 @@
 //! `open_session` must give the same events, segments and vCon shape; participant changes
 //! and pause/resume behave as documented.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -476,37 +478,9 @@ fn check(events: &[Arc<VconEvent>]) {
 }
 
 fn validate(events: &[Arc<VconEvent>]) {
-    let shared = std::env::var_os("VCONTAP_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-        });
-    let tool = shared.join("tools/validate-vcon");
-    if !tool.exists() {
-        eprintln!("skipped: validate-vcon not found (set VCONTAP_SHARED)");
-        return;
-    }
-    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("vcontap-session-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in events {
-        std::fs::write(
-            dir.join(format!("{:03}.vcon.json", e.seq)),
-            e.vcon_json.as_bytes(),
-        )
-        .unwrap();
-    }
-    let o = std::process::Command::new(&tool)
-        .arg("--quiet")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "validate-vcon: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let vcons: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.vcon_json).unwrap())
+        .collect();
+    common::validate_vcon(&vcons);
 }

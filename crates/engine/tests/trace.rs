@@ -2,6 +2,8 @@
 //! exactly the bytes kept (message + fixed record overhead), and the rendered trace names
 //! what was dropped.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use serde_json::Value;
@@ -53,7 +55,7 @@ fn trace_cap_counts_the_bytes_really_held() {
     let v = finished.expect("finished");
     let parsed: vcontap_vcon::Vcon = serde_json::from_value(v.clone()).unwrap();
     vcontap_vcon::check(&parsed).unwrap();
-    validate(&v);
+    common::validate_vcon(std::slice::from_ref(&v));
     let trace = &v["vcontap"]["sip_message_trace"];
     let kept = trace["messages"].as_array().unwrap();
     let dropped = trace["messages_dropped"].as_u64().unwrap();
@@ -84,33 +86,4 @@ fn trace_cap_counts_the_bytes_really_held() {
     }
     assert_eq!(kept[0]["method"], "INVITE");
     assert_eq!(kept[1]["status_code"], 200);
-}
-
-/// Runs `validate-vcon` from `$VCONTAP_SHARED` or `../shared` when present.
-fn validate(v: &Value) {
-    let shared = std::env::var_os("VCONTAP_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-        });
-    let tool = shared.join("tools/validate-vcon");
-    if !tool.exists() {
-        eprintln!("skipped: validate-vcon not found (set VCONTAP_SHARED)");
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("vcontap-trace-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("t.vcon.json"), serde_json::to_vec(v).unwrap()).unwrap();
-    let o = std::process::Command::new(&tool)
-        .arg("--quiet")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "validate-vcon: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
