@@ -82,7 +82,7 @@ mod stats;
 
 pub use call::FinishReason;
 pub use config::{EngineConfig, RecordMode};
-pub use router::Router;
+pub use router::{Router, Shards};
 pub use session::{
     Participant, PayloadFormat, SessionError, SessionId, SessionSpec, Side, StreamSpec,
 };

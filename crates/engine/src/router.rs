@@ -13,6 +13,11 @@
 //! - Everything else (orphan RTP, non-SIP TCP) is routed by a symmetric hash of the address
 //!   pair, so both directions of a flow meet on one shard.
 //!
+//! - A media address announced by dialogs on several shards within [`SHARE_WINDOW_S`] of
+//!   each other (the legs of a B2BUA re-INVITEd onto direct media carry different Call-IDs)
+//!   is delivered to each of those shards, as the engine delivers it to each call sharing it;
+//!   an older announcement is taken over instead (a later call reusing the port).
+//!
 //! Both tables are bounded; when full the oldest entry is evicted (never a global clear,
 //! which would scatter every live call's media). A call's media routes are removed when
 //! the router sees its dialog end (2xx to BYE, CANCEL, or a failure final response to an
@@ -36,6 +41,109 @@ pub const MAX_ROUTER_SSRCS: usize = 500_000;
 pub const MAX_ROUTER_DIALOGS: usize = 250_000;
 /// Media keys remembered per dialog (re-INVITE churn guard).
 const MAX_KEYS_PER_DIALOG: usize = 16;
+/// Shards one media address is delivered to at most: the legs of a B2BUA moved onto direct
+/// media announce the same address pair in different dialogs, which may hash to different
+/// shards; each leg's call must see the packets (as the engine's shared routes do).
+pub const MAX_SHARDS_PER_ROUTE: usize = 4;
+/// Another dialog announcing an address shares it when the previous announcement is at most
+/// this old (capture seconds); older ones are taken over (port reuse by a later call).
+const SHARE_WINDOW_S: u32 = 10;
+
+/// The shards a datagram goes to: usually one, more for a shared media address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shards {
+    n: u8,
+    list: [u16; MAX_SHARDS_PER_ROUTE],
+}
+
+impl Shards {
+    fn one(s: u16) -> Self {
+        Shards {
+            n: 1,
+            list: [s, 0, 0, 0],
+        }
+    }
+
+    /// The shard indices.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.list
+            .iter()
+            .take(usize::from(self.n))
+            .map(|s| usize::from(*s))
+    }
+
+    /// The first (or only) shard.
+    pub fn first(&self) -> usize {
+        self.iter().next().unwrap_or(0)
+    }
+}
+
+/// A media address's route: the shards whose dialogs announced it (with the capture second
+/// of their latest announcement, most recent last) and the last SSRC seen on it.
+#[derive(Debug, Clone, Copy)]
+struct MediaRoute {
+    shards: [(u16, u32); MAX_SHARDS_PER_ROUTE],
+    n: u8,
+    last_ssrc: u32,
+}
+
+impl MediaRoute {
+    fn new(shard: u16, at: u32) -> Self {
+        MediaRoute {
+            shards: [(shard, at); MAX_SHARDS_PER_ROUTE],
+            n: 1,
+            last_ssrc: 0,
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &(u16, u32)> {
+        self.shards.iter().take(usize::from(self.n))
+    }
+
+    /// `shard` announced the address at `at`: refreshed if present; else added beside the
+    /// announcements of the last [`SHARE_WINDOW_S`] (older ones are dropped), the oldest
+    /// leaving when full.
+    fn announce(mut self, shard: u16, at: u32) -> Self {
+        let mut kept: Vec<(u16, u32)> = self
+            .live()
+            .copied()
+            .filter(|(s, t)| *s != shard && at.saturating_sub(*t) <= SHARE_WINDOW_S)
+            .collect();
+        if kept.len() >= MAX_SHARDS_PER_ROUTE {
+            kept.remove(0);
+        }
+        kept.push((shard, at));
+        for (slot, v) in self.shards.iter_mut().zip(kept.iter()) {
+            *slot = *v;
+        }
+        self.n = kept.len() as u8;
+        self
+    }
+
+    /// Without `shard`; `None` when nobody is left.
+    fn without(mut self, shard: u16) -> Option<Self> {
+        let kept: Vec<(u16, u32)> = self.live().copied().filter(|(s, _)| *s != shard).collect();
+        if kept.is_empty() {
+            return None;
+        }
+        for (slot, v) in self.shards.iter_mut().zip(kept.iter()) {
+            *slot = *v;
+        }
+        self.n = kept.len() as u8;
+        Some(self)
+    }
+
+    fn targets(&self) -> Shards {
+        let mut out = Shards::default();
+        for (i, (s, _)) in self.live().enumerate() {
+            if let Some(slot) = out.list.get_mut(i) {
+                *slot = *s;
+                out.n += 1;
+            }
+        }
+        out
+    }
+}
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -101,14 +209,15 @@ impl<K: Hash + Eq + Copy, V: Copy> Lru<K, V> {
 struct Dialog {
     keys: [Option<MediaKey>; MAX_KEYS_PER_DIALOG],
     answered: bool,
+    shard: u16,
 }
 
 /// Decides the shard of each datagram. See the module docs.
 pub struct Router {
     shards: usize,
-    /// Media address → (shard, last SSRC learned on it): the SSRC cache keeps the SSRC
-    /// table off the per-packet path (one compare unless the SSRC changes).
-    routes: Lru<MediaKey, (u16, u32)>,
+    /// Media address → shards and the last SSRC learned on it (the SSRC cache keeps the
+    /// SSRC table off the per-packet path: one compare unless the SSRC changes).
+    routes: Lru<MediaKey, MediaRoute>,
     ssrcs: Lru<u32, u16>,
     dialogs: Lru<u64, Dialog>,
     hasher: foldhash::fast::FixedState,
@@ -135,10 +244,16 @@ impl Router {
         self.routes.len()
     }
 
-    /// The shard for `d`.
+    /// The shard for `d` (the first one when a shared media address goes to several).
     pub fn route(&mut self, d: &Datagram<'_>) -> usize {
+        self.route_all(d).first()
+    }
+
+    /// Every shard `d` must go to: one, or each shard whose dialogs share its media
+    /// address (a datagram is then handed to each of them).
+    pub fn route_all(&mut self, d: &Datagram<'_>) -> Shards {
         if self.shards == 1 {
-            return 0;
+            return Shards::one(0);
         }
         if d.transport == Transport::Udp {
             let ssrc = rtp_ssrc(d.payload);
@@ -147,18 +262,19 @@ impl Router {
                 .via_address(dst, ssrc)
                 .or_else(|| self.via_address(src, ssrc))
             {
-                return s as usize;
+                return s;
             }
             if let Some(s) = ssrc.and_then(|x| self.ssrcs.get(&x)) {
-                return s as usize;
+                return Shards::one(s);
             }
         }
         if d.transport != Transport::Udp || vcontap_sip::looks_like_sip(d.payload) {
             if let Ok(msg) = vcontap_sip::Message::parse(d.payload) {
                 if let Some(cid) = msg.call_id() {
                     let shard = self.hash(cid);
-                    self.learn(&msg, cid, shard as u16);
-                    return shard;
+                    let at = u32::try_from(d.ts.secs().max(0)).unwrap_or(u32::MAX);
+                    self.learn(&msg, cid, shard as u16, at);
+                    return Shards::one(shard as u16);
                 }
             }
         }
@@ -167,24 +283,25 @@ impl Router {
         } else {
             (d.dst, d.src)
         };
-        self.hash((a, b))
+        Shards::one(self.hash((a, b)) as u16)
     }
 
-    /// The shard of a known media address; remembers the packet's SSRC for that shard when
-    /// it differs from the last one seen on the address.
-    fn via_address(&mut self, key: MediaKey, ssrc: Option<u32>) -> Option<u16> {
-        let (shard, last) = self.routes.get_mut(&key)?;
-        let shard = *shard;
-        if let Some(x) = ssrc.filter(|x| *x != *last) {
-            *last = x;
+    /// The shards of a known media address; remembers the packet's SSRC for the (first)
+    /// shard when it differs from the last one seen on the address.
+    fn via_address(&mut self, key: MediaKey, ssrc: Option<u32>) -> Option<Shards> {
+        let r = self.routes.get_mut(&key)?;
+        let targets = r.targets();
+        if let Some(x) = ssrc.filter(|x| *x != r.last_ssrc) {
+            r.last_ssrc = x;
+            let shard = targets.first() as u16;
             if self.ssrcs.get(&x) != Some(shard) {
                 self.ssrcs.insert(x, shard);
             }
         }
-        Some(shard)
+        Some(targets)
     }
 
-    fn learn(&mut self, msg: &vcontap_sip::Message<'_>, cid: &str, shard: u16) {
+    fn learn(&mut self, msg: &vcontap_sip::Message<'_>, cid: &str, shard: u16, at: u32) {
         use vcontap_sip::Method;
         let key = self.hasher.hash_one(cid);
         let method = msg.method();
@@ -219,6 +336,7 @@ impl Router {
         let mut dlg = self.dialogs.get(&key).unwrap_or(Dialog {
             keys: [None; MAX_KEYS_PER_DIALOG],
             answered: false,
+            shard,
         });
         for m in &s.media {
             let Some(ip) = m.connection_or(&s) else {
@@ -237,8 +355,12 @@ impl Router {
                 ))),
             };
             for k in std::iter::once(rtp).chain(rtcp) {
-                // SSRC 0 as "none learned yet": a real SSRC 0 is merely learned once more.
-                self.routes.insert(k, (shard, 0));
+                let route = match self.routes.get(&k) {
+                    Some(r) => r.announce(shard, at),
+                    // SSRC 0 as "none learned yet": a real SSRC 0 is merely learned again.
+                    None => MediaRoute::new(shard, at),
+                };
+                self.routes.insert(k, route);
                 if !dlg.keys.contains(&Some(k)) {
                     if let Some(slot) = dlg.keys.iter_mut().find(|s| s.is_none()) {
                         *slot = Some(k);
@@ -249,11 +371,19 @@ impl Router {
         self.dialogs.insert(key, dlg);
     }
 
-    /// Removes a finished dialog's media routes.
+    /// Removes a finished dialog's shard from its media routes (a route nobody else
+    /// shares leaves).
     fn forget(&mut self, key: u64) {
         if let Some(d) = self.dialogs.get(&key) {
             for k in d.keys.iter().flatten() {
-                self.routes.remove(k);
+                match self.routes.get(k).and_then(|r| r.without(d.shard)) {
+                    Some(r) => {
+                        if let Some(x) = self.routes.get_mut(k) {
+                            *x = r;
+                        }
+                    }
+                    None => self.routes.remove(k),
+                }
             }
             self.dialogs.remove(&key);
         }
@@ -345,6 +475,68 @@ mod tests {
         assert_eq!(l.get(&9), Some(9));
         assert_eq!(l.get(&6), None, "oldest evicted first");
         assert!(l.order.len() <= 6);
+    }
+
+    #[test]
+    fn an_address_announced_by_dialogs_on_two_shards_goes_to_both() {
+        let mut r = Router::new(8);
+        // Two Call-IDs on different shards (the hash decides; find two that differ).
+        let mut cids = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100 {
+            let cid = format!("leg-{i}");
+            let s = r.route(&dg(
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite(&cid, "", 9000 + i),
+            ));
+            if seen.insert(s) {
+                cids.push((cid, s));
+            }
+            if cids.len() == 2 {
+                break;
+            }
+        }
+        let [(a, sa), (b, sb)] = [cids[0].clone(), cids[1].clone()];
+        // Both dialogs now announce the same media address (direct media).
+        r.route(&dg("10.0.0.1:5060", "10.0.0.2:5060", &invite(&a, "", 4000)));
+        r.route(&dg("10.0.0.1:5060", "10.0.0.2:5060", &invite(&b, "", 4000)));
+        let to: Vec<usize> = r
+            .route_all(&dg("10.0.0.9:7000", "10.0.0.1:4000", &rtp(5)))
+            .iter()
+            .collect();
+        assert_eq!(to, vec![sa, sb], "both legs' shards get the packet");
+        assert_eq!(r.route(&dg("10.0.0.9:7000", "10.0.0.1:4000", &rtp(5))), sa);
+        // One leg ends: the other keeps the address alone.
+        let ok = format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: {a}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+        r.route(&dg("10.0.0.2:5060", "10.0.0.1:5060", ok.as_bytes()));
+        let to: Vec<usize> = r
+            .route_all(&dg("10.0.0.9:7000", "10.0.0.1:4000", &rtp(5)))
+            .iter()
+            .collect();
+        assert_eq!(to, vec![sb]);
+    }
+
+    #[test]
+    fn a_stale_announcement_is_taken_over_not_shared() {
+        let mut r = Router::new(8);
+        let mut t = Timestamp(0);
+        let mut shards = std::collections::BTreeSet::new();
+        for i in 0..40 {
+            let mut d = dg("10.0.0.1:5060", "10.0.0.2:5060", &[]);
+            let inv = invite(&format!("reuse-{i}"), "", 4000);
+            d.payload = &inv;
+            d.ts = t;
+            shards.insert(r.route(&d));
+            // Each later call reuses the port a minute after the previous one.
+            t = Timestamp(t.0 + 60_000_000_000);
+            let n = r
+                .route_all(&dg("10.0.0.9:7000", "10.0.0.1:4000", &rtp(5)))
+                .iter()
+                .count();
+            assert_eq!(n, 1, "port reuse after the share window is not sharing");
+        }
+        assert!(shards.len() > 1);
     }
 
     #[test]

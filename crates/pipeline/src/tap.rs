@@ -344,16 +344,19 @@ impl Tap {
                     if err.is_some() {
                         return;
                     }
-                    let i = router.route(&d);
-                    let Some(s) = shards.get_mut(i) else { return };
-                    let b = &mut s.batch;
-                    let start = b.buf.len();
-                    b.buf.extend_from_slice(d.payload);
-                    b.items
-                        .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
-                    s.batch_since.get_or_insert(now);
-                    if b.items.len() >= BATCH_DATAGRAMS {
-                        err = send_batch(s, now, policy, counters).err();
+                    // Usually one shard; each shard sharing a media address (B2BUA legs on
+                    // direct media in different shards) gets its own copy.
+                    for i in router.route_all(&d).iter() {
+                        let Some(s) = shards.get_mut(i) else { continue };
+                        let b = &mut s.batch;
+                        let start = b.buf.len();
+                        b.buf.extend_from_slice(d.payload);
+                        b.items
+                            .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+                        s.batch_since.get_or_insert(now);
+                        if b.items.len() >= BATCH_DATAGRAMS && err.is_none() {
+                            err = send_batch(s, now, policy, counters).err();
+                        }
                     }
                 });
             }

@@ -221,6 +221,13 @@ fn digest(vcons: &[Value]) -> BTreeMap<String, Value> {
                 .iter()
                 .filter(|a| a["schema"] == "vcontap-rtp-quality")
                 .flat_map(|a| a["body"]["streams"].as_array().cloned().unwrap_or_default())
+                // Calls without a recording keep the report in the `vcontap` object.
+                .chain(
+                    v["vcontap"]["rtp_quality"]["streams"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                )
                 .map(|s| {
                     (
                         s["ssrc"].as_str().unwrap_or("").to_string(),
@@ -257,9 +264,12 @@ fn shards_agree_with_one_engine_on_nated_media() {
     assert_eq!(t4.engine.rtp_packets, 40 * 4 * 25);
     for (_, d) in d1 {
         let streams = d["streams"].as_array().unwrap();
+        // A stream is an SSRC on one address pair: each direction once on the SDP
+        // addresses and once on the NAT addresses, 25 packets each.
+        assert_eq!(streams.len(), 4, "both phases of both directions: {d}");
         assert!(
-            streams.iter().all(|s| s[1].as_u64() == Some(50)),
-            "both phases of every stream counted: {d}"
+            streams.iter().all(|s| s[1].as_u64() == Some(25)),
+            "every packet counted: {d}"
         );
     }
     validate(&four);
@@ -267,6 +277,215 @@ fn shards_agree_with_one_engine_on_nated_media() {
         assert_eq!(t.engine.calls, t.engine.calls_finished);
         assert_eq!(t.engine.events, t.events, "engine and tap agree on events");
     }
+}
+
+/// The two legs of a B2BUA (different Call-IDs, on different shards) re-INVITEd onto
+/// direct media announce the same address pair: with 4 shards each leg's call still gets
+/// both streams, exactly as with one engine.
+#[test]
+fn direct_media_legs_on_different_shards_both_get_the_streams() {
+    let ip = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+    let (a_sip, sbc_sip, b_sip) = (
+        (ip(10, 1, 0, 1), 5060),
+        (ip(10, 9, 0, 1), 5060),
+        (ip(10, 2, 0, 1), 5060),
+    );
+    let (a_media, b_media) = ((ip(10, 1, 1, 1), 20000), (ip(10, 2, 1, 1), 40000));
+    let (sbc_a, sbc_b) = ((ip(10, 9, 1, 1), 30000), (ip(10, 9, 1, 1), 30002));
+    // Call-IDs the 4-shard router puts on different shards.
+    let mut router = vcontap_engine::Router::new(4);
+    let shard_of = |r: &mut vcontap_engine::Router, cid: &str| {
+        let f = frame(
+            a_sip,
+            sbc_sip,
+            &sip("INVITE sip:x SIP/2.0", cid, false, "1 INVITE", None),
+        );
+        let d = vcontap_wire::Datagram {
+            ts: Timestamp(T0),
+            src: "10.1.0.1:5060".parse().unwrap(),
+            dst: "10.9.0.1:5060".parse().unwrap(),
+            transport: vcontap_wire::Transport::Udp,
+            vlan: None,
+            payload: f.get(28..).unwrap(),
+        };
+        r.route(&d)
+    };
+    let leg2 = "leg2@b2bua.test".to_string();
+    let s2 = shard_of(&mut router, &leg2);
+    let leg1 = (0..100)
+        .map(|i| format!("leg1-{i}@b2bua.test"))
+        .find(|c| shard_of(&mut router, c) != s2)
+        .unwrap();
+    let t = |ms: i64| Timestamp(T0 + ms * 1_000_000);
+    let mut frames = vec![
+        (
+            t(0),
+            frame(
+                a_sip,
+                sbc_sip,
+                &sip(
+                    "INVITE sip:b SIP/2.0",
+                    &leg1,
+                    false,
+                    "1 INVITE",
+                    Some(a_media),
+                ),
+            ),
+        ),
+        (
+            t(10),
+            frame(
+                sbc_sip,
+                b_sip,
+                &sip(
+                    "INVITE sip:b SIP/2.0",
+                    &leg2,
+                    false,
+                    "1 INVITE",
+                    Some(sbc_b),
+                ),
+            ),
+        ),
+        (
+            t(100),
+            frame(
+                b_sip,
+                sbc_sip,
+                &sip("SIP/2.0 200 OK", &leg2, true, "1 INVITE", Some(b_media)),
+            ),
+        ),
+        (
+            t(110),
+            frame(
+                sbc_sip,
+                a_sip,
+                &sip("SIP/2.0 200 OK", &leg1, true, "1 INVITE", Some(sbc_a)),
+            ),
+        ),
+        (
+            t(120),
+            frame(
+                a_sip,
+                sbc_sip,
+                &sip("ACK sip:b SIP/2.0", &leg1, true, "1 ACK", None),
+            ),
+        ),
+        (
+            t(121),
+            frame(
+                sbc_sip,
+                b_sip,
+                &sip("ACK sip:b SIP/2.0", &leg2, true, "1 ACK", None),
+            ),
+        ),
+        // Direct media: each leg is re-INVITEd so A and B send to each other.
+        (
+            t(500),
+            frame(
+                a_sip,
+                sbc_sip,
+                &sip(
+                    "INVITE sip:b SIP/2.0",
+                    &leg1,
+                    true,
+                    "2 INVITE",
+                    Some(a_media),
+                ),
+            ),
+        ),
+        (
+            t(510),
+            frame(
+                sbc_sip,
+                a_sip,
+                &sip("SIP/2.0 200 OK", &leg1, true, "2 INVITE", Some(b_media)),
+            ),
+        ),
+        (
+            t(520),
+            frame(
+                sbc_sip,
+                b_sip,
+                &sip(
+                    "INVITE sip:b SIP/2.0",
+                    &leg2,
+                    true,
+                    "2 INVITE",
+                    Some(a_media),
+                ),
+            ),
+        ),
+        (
+            t(530),
+            frame(
+                b_sip,
+                sbc_sip,
+                &sip("SIP/2.0 200 OK", &leg2, true, "2 INVITE", Some(b_media)),
+            ),
+        ),
+    ];
+    for i in 0..100u16 {
+        let ms = 600 + i64::from(i) * 20;
+        frames.push((
+            t(ms),
+            frame(a_media, b_media, &rtp(i, u32::from(i) * 160, 0xA)),
+        ));
+        frames.push((
+            t(ms + 1),
+            frame(b_media, a_media, &rtp(i, u32::from(i) * 160, 0xB)),
+        ));
+    }
+    frames.push((
+        t(3000),
+        frame(
+            a_sip,
+            sbc_sip,
+            &sip("BYE sip:b SIP/2.0", &leg1, true, "3 BYE", None),
+        ),
+    ));
+    frames.push((
+        t(3005),
+        frame(
+            sbc_sip,
+            a_sip,
+            &sip("SIP/2.0 200 OK", &leg1, true, "3 BYE", None),
+        ),
+    ));
+    frames.push((
+        t(3010),
+        frame(
+            sbc_sip,
+            b_sip,
+            &sip("BYE sip:b SIP/2.0", &leg2, true, "3 BYE", None),
+        ),
+    ));
+    frames.push((
+        t(3015),
+        frame(
+            b_sip,
+            sbc_sip,
+            &sip("SIP/2.0 200 OK", &leg2, true, "3 BYE", None),
+        ),
+    ));
+    let (one, _) = run(TapConfig::replay(engine(RecordMode::None)), &frames);
+    let mut cfg = TapConfig::replay(engine(RecordMode::None));
+    cfg.shards = 4;
+    let (four, _) = run(cfg, &frames);
+    assert_eq!(one.len(), 2);
+    assert_eq!(digest(&one), digest(&four), "4 shards differ from 1");
+    for (_, d) in digest(&four) {
+        let ssrcs: Vec<&str> = d["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[0].as_str().unwrap())
+            .collect();
+        assert!(
+            ssrcs.contains(&"0x0000000A") && ssrcs.contains(&"0x0000000B"),
+            "each leg gets both direct streams: {d}"
+        );
+    }
+    validate(&four);
 }
 
 /// A store whose `complete` never returns until released: a hung object store.
