@@ -456,6 +456,11 @@ impl Engine {
         self.next_timeout = t;
     }
 
+    /// Whether [`Engine::poll_output`] has anything (cheap: drivers skip their drain loop).
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// Next output, if any. Drain after every `handle_*` call.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -70,14 +70,14 @@ const IDLE_SLEEP: Duration = Duration::from_millis(10);
 
 /// Runs `source` through `tap` until the source ends, then finishes every call. `tick` is
 /// called after every burst (progress lines, shutdown checks: return `false` to stop).
-pub fn run(
-    source: &mut dyn PacketSource,
+pub fn run<S: PacketSource>(
+    source: &mut S,
     mut tap: Tap,
     mut clock: Clock,
     tick: &mut dyn FnMut(&Tap) -> bool,
 ) -> Result<TapTotals, PipelineError> {
     loop {
-        let poll = source.poll(source::BURST, &mut |p| {
+        let poll = source.poll(source::BURST, |p| {
             let now = clock.on_packet(p.ts);
             tap.handle_packet(p, now)
         })?;

@@ -151,6 +151,10 @@ impl ShardCore {
 
     /// Drains the engine: media to the writer, events on, answers back in.
     pub(crate) fn drain(&mut self, emit: &mut EmitFn<'_>) -> Result<(), PipelineError> {
+        // The common case after an RTP packet: nothing came out, nothing is in flight.
+        if !self.engine.has_output() && self.in_flight == 0 && self.early.is_empty() {
+            return Ok(());
+        }
         loop {
             while let Some(o) = self.engine.poll_output() {
                 match o {

@@ -30,11 +30,11 @@ pub enum Poll {
 /// A source of captured frames.
 pub trait PacketSource {
     /// Hands up to `max` frames to `f`. An error from `f` stops the burst and is returned.
-    fn poll(
-        &mut self,
-        max: usize,
-        f: &mut dyn FnMut(&RawPacket<'_>) -> Result<(), PipelineError>,
-    ) -> Result<Poll, PipelineError>;
+    /// Generic over `f` so the per-frame call inlines into the source's loop (the hottest
+    /// loop of a replay).
+    fn poll<F>(&mut self, max: usize, f: F) -> Result<Poll, PipelineError>
+    where
+        F: FnMut(&RawPacket<'_>) -> Result<(), PipelineError>;
 }
 
 /// Replay pacing of a file source.
@@ -136,11 +136,10 @@ fn pace_wait(anchor: &mut Option<(Timestamp, Instant)>, ts: Timestamp) {
 }
 
 impl PacketSource for PcapFiles {
-    fn poll(
-        &mut self,
-        max: usize,
-        f: &mut dyn FnMut(&RawPacket<'_>) -> Result<(), PipelineError>,
-    ) -> Result<Poll, PipelineError> {
+    fn poll<F>(&mut self, max: usize, mut f: F) -> Result<Poll, PipelineError>
+    where
+        F: FnMut(&RawPacket<'_>) -> Result<(), PipelineError>,
+    {
         if self.current.is_none() && !self.open_next() {
             return Ok(Poll::End);
         }
