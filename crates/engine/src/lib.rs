@@ -863,9 +863,9 @@ impl Engine {
             };
         }
         // The common RTP packet changes nothing outside its call: skip the bookkeeping.
-        // A held-back `updated` event moves the call's deadline earlier without output:
-        // the call must be rescheduled too.
-        let busy = call.has_pending() || call.update_deadline().is_some();
+        // `has_pending` includes a held-back `updated` event, which moves the call's
+        // deadline earlier without output: the call is rescheduled then too.
+        let busy = call.has_pending();
         if let Some(ssrc) = new_ssrc {
             if self.by_ssrc.len() < self.cfg.max_calls * 4 {
                 self.by_ssrc.insert(ssrc, (h, self.gen(h)));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use vcontap_engine::{
     Engine, EngineConfig, EventKind, FinishReason, Output, Participant, PayloadFormat, RecordMode,
-    SessionError, SessionSpec, Side, StoredSegment, StreamSpec, VconEvent,
+    SessionError, SessionId, SessionSpec, Side, StoredSegment, StreamSpec, VconEvent,
 };
 use vcontap_wire::{Datagram, Timestamp, Transport};
 
@@ -81,6 +81,20 @@ impl Driver {
         self.tick((d.ts.nanos() - T0) / 1_000_000);
         self.engine.handle_datagram(d);
         self.drain();
+    }
+
+    /// Packet `i` of both declared streams (caller then callee, 1 ms apart) at `ms`.
+    fn talk(&mut self, id: SessionId, i: u16, ms: i64) {
+        let caller = rtp(i, 0xA, 0x10);
+        let callee = rtp(i, 0xB, 0x30);
+        let packets = [
+            (0, dg(ms, "10.9.0.1:4000", "10.9.0.9:40000", &caller)),
+            (1, dg(ms + 1, "10.9.0.1:4002", "10.9.0.9:40002", &callee)),
+        ];
+        for (stream, d) in &packets {
+            self.engine.session_media(id, *stream, d).unwrap();
+            self.drain();
+        }
     }
 
     fn kinds(&self) -> Vec<EventKind> {
@@ -266,27 +280,7 @@ fn a_session_gives_the_same_vcon_shape_as_a_sniffed_call() {
     for i in 0..PACKETS {
         let ms = 120 + i64::from(i) * 20;
         d.tick(ms);
-        d.engine
-            .session_media(
-                id,
-                0,
-                &dg(ms, "10.9.0.1:4000", "10.9.0.9:40000", &rtp(i, 0xA, 0x10)),
-            )
-            .unwrap();
-        d.drain();
-        d.engine
-            .session_media(
-                id,
-                1,
-                &dg(
-                    ms + 1,
-                    "10.9.0.1:4002",
-                    "10.9.0.9:40002",
-                    &rtp(i, 0xB, 0x30),
-                ),
-            )
-            .unwrap();
-        d.drain();
+        d.talk(id, i, ms);
     }
     let end = 120 + i64::from(PACKETS) * 20;
     d.engine
@@ -388,26 +382,7 @@ fn participants_change_and_pause_resume() {
             _ => {}
         }
         d.drain();
-        d.engine
-            .session_media(
-                id,
-                0,
-                &dg(ms, "10.9.0.1:4000", "10.9.0.9:40000", &rtp(i, 0xA, 0x10)),
-            )
-            .unwrap();
-        d.engine
-            .session_media(
-                id,
-                1,
-                &dg(
-                    ms + 1,
-                    "10.9.0.1:4002",
-                    "10.9.0.9:40002",
-                    &rtp(i, 0xB, 0x30),
-                ),
-            )
-            .unwrap();
-        d.drain();
+        d.talk(id, i, ms);
     }
     assert_eq!(
         d.engine

@@ -165,13 +165,11 @@ fn traffic(calls: u32, packets_per_phase: u16) -> Vec<(Timestamp, Vec<u8>)> {
 
 type Finished = Arc<Mutex<Vec<Value>>>;
 
-fn run(
-    cfg: TapConfig,
-    frames: &[(Timestamp, Vec<u8>)],
-) -> (Vec<Value>, vcontap_pipeline::TapTotals) {
+/// A Tap whose handler keeps every finished vCon.
+fn collecting_tap(cfg: TapConfig) -> (Tap, Finished) {
     let done: Finished = Arc::new(Mutex::new(Vec::new()));
     let d = done.clone();
-    let mut tap = Tap::new(
+    let tap = Tap::new(
         cfg,
         Box::new(move |e| {
             if e.kind == EventKind::Finished {
@@ -183,6 +181,11 @@ fn run(
         }),
     )
     .unwrap();
+    (tap, done)
+}
+
+/// Feeds raw-IP frames with the capture clock as timer clock; returns the last time.
+fn feed(tap: &mut Tap, frames: &[(Timestamp, Vec<u8>)]) -> Timestamp {
     let mut last = Timestamp(0);
     for (ts, f) in frames {
         let pkt = RawPacket {
@@ -194,6 +197,15 @@ fn run(
         last = last.max(*ts);
         tap.handle_packet(&pkt, last).unwrap();
     }
+    last
+}
+
+fn run(
+    cfg: TapConfig,
+    frames: &[(Timestamp, Vec<u8>)],
+) -> (Vec<Value>, vcontap_pipeline::TapTotals) {
+    let (mut tap, done) = collecting_tap(cfg);
+    let last = feed(&mut tap, frames);
     let totals = tap.finish(last).unwrap();
     let v = done.lock().unwrap().clone();
     (v, totals)
@@ -592,31 +604,8 @@ fn live_policy_drops_and_counts_instead_of_stalling() {
         r.store(true, Ordering::Relaxed);
     });
     let started = std::time::Instant::now();
-    let done: Finished = Arc::new(Mutex::new(Vec::new()));
-    let d = done.clone();
-    let mut tap = Tap::new(
-        cfg,
-        Box::new(move |e| {
-            if e.kind == EventKind::Finished {
-                d.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&e.vcon_json).unwrap());
-            }
-            Ok(())
-        }),
-    )
-    .unwrap();
-    let mut last = Timestamp(0);
-    for (ts, f) in &frames {
-        let pkt = RawPacket {
-            ts: *ts,
-            link: LinkType::RAW,
-            data: f,
-            orig_len: f.len() as u32,
-        };
-        last = last.max(*ts);
-        tap.handle_packet(&pkt, last).unwrap();
-    }
+    let (mut tap, done) = collecting_tap(cfg);
+    let last = feed(&mut tap, &frames);
     let fed = started.elapsed();
     let totals = tap.finish(last).unwrap();
     releaser.join().unwrap();
