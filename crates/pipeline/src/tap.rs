@@ -329,10 +329,7 @@ impl Tap {
         let counters = &self.counters;
         match &mut self.mode {
             Mode::Inline { core, handler } => {
-                let mut emit = |e: Arc<VconEvent>| {
-                    counters.count(&e);
-                    handler(&e)
-                };
+                let mut emit = counting(counters, handler);
                 self.decoder.decode(pkt, &mut |d| {
                     if err.is_none() {
                         err = core.handle_datagram(&d, &mut emit).err();
@@ -401,10 +398,7 @@ impl Tap {
         let counters = &self.counters;
         match &mut self.mode {
             Mode::Inline { core, handler } => {
-                let mut emit = |e: Arc<VconEvent>| {
-                    counters.count(&e);
-                    handler(&e)
-                };
+                let mut emit = counting(counters, handler);
                 core.handle_timeout(now, &mut emit)?;
             }
             Mode::Threads { shards, .. } => {
@@ -458,10 +452,7 @@ impl Tap {
                 mut core,
                 mut handler,
             } => {
-                let mut emit = |e: Arc<VconEvent>| {
-                    counters.count(&e);
-                    handler(&e)
-                };
+                let mut emit = counting(&counters, &mut handler);
                 core.finish(now, &mut emit)?;
                 let t = core.close();
                 totals.engine = t.engine;
@@ -516,6 +507,17 @@ impl Tap {
         totals.events = counters.events.load(Ordering::Relaxed);
         totals.shard_queue = counters.shard_queue.snapshot();
         Ok(totals)
+    }
+}
+
+/// The inline shard's event path: count the event, then hand it to the handler.
+fn counting<'a>(
+    counters: &'a TapCounters,
+    handler: &'a mut EventHandler,
+) -> impl FnMut(Arc<VconEvent>) -> Result<(), PipelineError> + 'a {
+    move |e| {
+        counters.count(&e);
+        handler(&e)
     }
 }
 
