@@ -307,18 +307,44 @@ impl Options {
 
 /// The schemes this build can deliver to (depends on cargo features).
 pub fn known_schemes() -> Vec<&'static str> {
+    #[allow(unused_mut)]
     let mut v = vec!["file"];
-    v.extend(EXTRA_SCHEMES.iter().copied());
+    #[cfg(feature = "http")]
+    v.extend([
+        "conserver+http",
+        "conserver+https",
+        "webhook+http",
+        "webhook+https",
+    ]);
+    #[cfg(feature = "redis")]
+    v.extend(["redis", "rediss"]);
+    #[cfg(feature = "postgres")]
+    v.extend(["postgres", "postgresql"]);
+    #[cfg(feature = "nats")]
+    v.extend(["nats", "nats+tls"]);
+    #[cfg(feature = "s3")]
+    v.extend(["s3"]);
     v
 }
 
-/// Schemes added by feature-gated sinks (one line per sink).
-const EXTRA_SCHEMES: &[&str] = &[];
-
-/// Builds the sink a spec names.
+/// Builds the sink a spec names. Builders check options and may prepare clients, but do no
+/// network I/O: sinks connect on their first delivery and reconnect after errors, so
+/// vcontap starts (and spools) while a store is down.
 pub fn build(spec: SinkSpec) -> Result<Built, ConfigError> {
     match spec.scheme() {
         "file" => crate::file::build(spec),
+        #[cfg(feature = "http")]
+        "conserver+http" | "conserver+https" => crate::http::build_conserver(spec),
+        #[cfg(feature = "http")]
+        "webhook+http" | "webhook+https" => crate::http::build_webhook(spec),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => crate::redis::build(spec),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => crate::postgres::build(spec),
+        #[cfg(feature = "nats")]
+        "nats" | "nats+tls" => crate::nats::build(spec),
+        #[cfg(feature = "s3")]
+        "s3" => crate::s3::build(spec),
         other => Err(ConfigError::Scheme {
             url: spec.name.clone(),
             scheme: other.to_string(),
