@@ -38,20 +38,18 @@ pub struct FileConfig {
 
 /// Builds a file sink from `file:///DIR?gzip=..&fsync=..`.
 pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
-    let dir = spec
-        .url
-        .to_file_path()
-        .map_err(|()| ConfigError::Invalid {
-            sink: spec.name.clone(),
-            why: "a file sink needs an absolute local path (file:///dir)".into(),
-        })?;
+    let dir = spec.url.to_file_path().map_err(|()| ConfigError::Invalid {
+        sink: spec.name.clone(),
+        why: "a file sink needs an absolute local path (file:///dir)".into(),
+    })?;
     let gzip = spec.options.take_bool("gzip", false)?;
     let fsync = spec.options.take_bool("fsync", true)?;
     spec.options.finish(&["gzip", "fsync"])?;
-    let sink = FileSink::new(FileConfig { dir, gzip, fsync }).map_err(|e| ConfigError::Invalid {
-        sink: spec.name.clone(),
-        why: e.to_string(),
-    })?;
+    let sink =
+        FileSink::new(FileConfig { dir, gzip, fsync }).map_err(|e| ConfigError::Invalid {
+            sink: spec.name.clone(),
+            why: e.to_string(),
+        })?;
     Ok(Built::durable(sink))
 }
 
@@ -81,7 +79,9 @@ impl FileSink {
                 rec.uuid.escape_debug()
             ));
         }
-        let head = rec.head().map_err(|e| format!("not a vCon JSON object: {e}"))?;
+        let head = rec
+            .head()
+            .map_err(|e| format!("not a vCon JSON object: {e}"))?;
         let (y, m, d) = head
             .created_ymd()
             .ok_or_else(|| format!("created_at `{}` is not RFC 3339", head.created_at))?;

@@ -31,6 +31,7 @@
 )]
 
 pub mod file;
+pub mod metrics;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "nats")]
@@ -38,12 +39,15 @@ pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod record;
+pub mod retry;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod sink;
 pub mod spec;
+pub mod spool;
+pub mod transform;
 
 pub use record::{Record, RecordId, VconHead};
 pub use sink::{BoxFuture, Built, EventSink, Outcome, Sink, SinkError};

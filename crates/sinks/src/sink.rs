@@ -80,7 +80,10 @@ pub trait EventSink: Send + 'static {
     }
 
     /// Publishes events in emission order (per uuid, `seq` increases).
-    fn publish<'a>(&'a mut self, batch: &'a [Arc<VconEvent>]) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn publish<'a>(
+        &'a mut self,
+        batch: &'a [Arc<VconEvent>],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// What building a sink from its spec produced: a durable sink, an event sink, or both.

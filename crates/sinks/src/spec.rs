@@ -250,9 +250,9 @@ impl Options {
             1 => {
                 let v = found.pop().unwrap_or_default();
                 match v.strip_prefix("env:") {
-                    Some(var) => std::env::var(var)
-                        .map(Some)
-                        .map_err(|_| self.bad(key, format!("environment variable {var} is not set"))),
+                    Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                        self.bad(key, format!("environment variable {var} is not set"))
+                    }),
                     None => Ok(Some(v)),
                 }
             }
@@ -386,21 +386,26 @@ mod tests {
 
     #[test]
     fn env_values() {
-        let mut s = SinkSpec::parse("webhook+http://h/x?secret=env:VCONTAP_TEST_UNSET_SECRET")
-            .unwrap();
+        let mut s =
+            SinkSpec::parse("webhook+http://h/x?secret=env:VCONTAP_TEST_UNSET_SECRET").unwrap();
         let e = s.options.take("secret").unwrap_err().to_string();
         assert!(e.contains("VCONTAP_TEST_UNSET_SECRET"), "{e}");
     }
 
     #[test]
     fn bad_urls_mask_credentials() {
-        let e = SinkSpec::parse("redis://user:secret@[bad/0").unwrap_err().to_string();
+        let e = SinkSpec::parse("redis://user:secret@[bad/0")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
         let e = build(SinkSpec::parse("gopher://h/x").unwrap())
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("unknown scheme `gopher`") && e.contains("file"), "{e}");
+        assert!(
+            e.contains("unknown scheme `gopher`") && e.contains("file"),
+            "{e}"
+        );
     }
 
     #[test]
