@@ -364,6 +364,7 @@ impl FinishedSegment for HashFinished {
 fn cli(dir: &Path, c: &Corpus, record: &str, shards: u32) -> Row {
     let out = dir.join(format!("out-{record}-{shards}"));
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(out.with_extension("spool"));
     let err_path = dir.join(format!("stderr-{record}-{shards}.txt"));
     let err_file = File::create(&err_path).expect("creating the stderr file");
     let t = Instant::now();
@@ -372,6 +373,8 @@ fn cli(dir: &Path, c: &Corpus, record: &str, shards: u32) -> Row {
         .arg(&c.path)
         .arg("--out")
         .arg(&out)
+        .arg("--spool")
+        .arg(out.with_extension("spool"))
         .args([
             "--record",
             record,

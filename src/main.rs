@@ -7,9 +7,11 @@
 //! with bounded crossbeam channels; the async runtime arrives with the live API and the
 //! network sinks.
 
+mod outputs;
 mod progress;
 mod replay;
 mod sink;
+mod spool_cmd;
 
 use std::path::PathBuf;
 
@@ -33,6 +35,8 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Write a pcap of synthetic SIP/RTP calls.
     Synth(SynthArgs),
+    /// Inspect and repair the delivery spool: list, retry dead letters, drop records.
+    Spool(spool_cmd::SpoolArgs),
 }
 
 /// Recording mode.
@@ -60,7 +64,8 @@ pub struct ReplayArgs {
     /// Capture files (pcap or pcapng).
     #[arg(required = true)]
     pub captures: Vec<PathBuf>,
-    /// Output directory for `<uuid>.vcon.json` files and `media/`.
+    /// Output directory: the file sink writes `YYYY/MM/DD/<uuid>.vcon.json` here (dated by
+    /// `created_at`, the conserver's layout) and recordings go to `media/`.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Write the real-time event stream (JSON lines) here.
@@ -87,6 +92,8 @@ pub struct ReplayArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub outputs: outputs::OutputArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,6 +154,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Replay(a) => replay::run(a),
         Cmd::Synth(a) => synth(a),
+        Cmd::Spool(a) => spool_cmd::run(a),
     }
 }
 

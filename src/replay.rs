@@ -1,6 +1,8 @@
 //! `vcontap replay`: wiring only. Capture files ([`PcapFiles`]) run through the shared
 //! pipeline ([`vcontap_pipeline::run`]: decoder → router → engine shards → media writers),
-//! events go to the [`FileSink`](crate::sink::FileSink), and a summary is printed.
+//! finished vCons go to the delivery core ([`crate::outputs`]: spool, transforms, the
+//! `--out` file sink and every `--sink`), the `--events` stream to a file, and a summary
+//! is printed.
 //!
 //! Replay uses the capture clock as the timer clock and blocking queues (nothing is lost;
 //! the reader slows down instead), see `vcontap_pipeline::tap`.
@@ -13,9 +15,11 @@ use vcontap_engine::{EngineConfig, RecordMode};
 use vcontap_pipeline::{
     source, Clock, LocalFiles, Pace, PcapFiles, PipelineError, Tap, TapConfig, TapTotals,
 };
+use vcontap_sinks::WhenFull;
 
+use crate::outputs::Outputs;
 use crate::progress::Progress;
-use crate::sink::FileSink;
+use crate::sink::EventsFile;
 use crate::{RecordArg, ReplayArgs};
 
 fn engine_config(a: &ReplayArgs) -> EngineConfig {
@@ -56,10 +60,19 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         source::check_file(c)?;
     }
     let started = Instant::now();
-    let mut sink = FileSink::new(&a.out, a.events.as_deref())?;
-    sink.flush_each = a.pace == crate::Pace::Realtime;
-    let sink = Arc::new(Mutex::new(sink));
-    let handler_sink = sink.clone();
+    // Sinks and spool first: a bad --sink is a start-up error, before any packet is read.
+    let outputs = Outputs::start(Some(&a.out), &a.outputs, WhenFull::Block)?;
+    let events = match &a.events {
+        Some(p) => {
+            let mut f = EventsFile::create(p)?;
+            f.flush_each = a.pace == crate::Pace::Realtime;
+            Some(f)
+        }
+        None => None,
+    };
+    let events = Arc::new(Mutex::new(events));
+    let handler_events = events.clone();
+    let delivery = outputs.delivery.handle();
     let mut cfg = TapConfig::replay(engine_config(&a));
     cfg.shards = a.shards;
     if a.record != RecordArg::None {
@@ -74,11 +87,17 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         cfg,
         Box::new(move |e| {
             // Uncontended: only the pipeline's one event thread (or the driver) calls it.
-            let mut s = handler_sink
+            if let Some(f) = handler_events
                 .lock()
-                .map_err(|_| PipelineError::Handler("event sink poisoned".into()))?;
-            s.handle(e)
-                .map_err(|err| PipelineError::Handler(format!("{err:#}")))
+                .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
+                .as_mut()
+            {
+                f.write(e)
+                    .map_err(|err| PipelineError::Handler(format!("{err:#}")))?;
+            }
+            delivery
+                .submit(e)
+                .map_err(|err| PipelineError::Handler(err.to_string()))
         }),
     )?;
     let pace = match a.pace {
@@ -101,10 +120,20 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         true
     })?;
     progress.finish();
-    let mut sink = sink
+    let events_written = match events
         .lock()
-        .map_err(|_| anyhow::anyhow!("event sink poisoned"))?;
-    sink.flush()?;
+        .map_err(|_| anyhow::anyhow!("events file poisoned"))?
+        .as_mut()
+    {
+        Some(f) => {
+            f.flush()?;
+            f.written
+        }
+        None => 0,
+    };
+    let spool_dir = outputs.spool_dir.clone();
+    let file_sink = outputs.file_sink.clone();
+    let report = outputs.finish();
     if src.opened() == 0 {
         let why: Vec<String> = src
             .unreadable()
@@ -113,17 +142,17 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             .collect();
         bail!("no input could be read as a capture ({})", why.join("; "));
     }
-    print_summary(&a, &src, &totals, &sink, started.elapsed());
+    print_summary(&a, &src, &totals, started.elapsed());
+    eprintln!("  events written      {events_written}");
+    let vcons = file_sink
+        .and_then(|n| report.sinks.iter().find(|s| s.name == n))
+        .map_or(0, |s| s.delivered);
+    eprintln!("  vcons written       {vcons}");
+    crate::outputs::print_report(&report, &spool_dir);
     Ok(())
 }
 
-fn print_summary(
-    a: &ReplayArgs,
-    src: &PcapFiles,
-    t: &TapTotals,
-    sink: &FileSink,
-    elapsed: Duration,
-) {
+fn print_summary(a: &ReplayArgs, src: &PcapFiles, t: &TapTotals, elapsed: Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     eprintln!("replay summary");
     eprintln!("  files               {}", a.captures.len());
@@ -157,8 +186,6 @@ fn print_summary(
         e.calls, e.calls_evicted
     );
     eprintln!("  streams             {}", e.streams);
-    eprintln!("  vcons written       {}", sink.vcons_written);
-    eprintln!("  events written      {}", sink.events_written);
     eprintln!(
         "  recording segments  {} ({:.1} MB{})",
         t.media.segments,

@@ -1,72 +1,49 @@
-//! Where events go in `replay`: finished vCons become `<out>/<uuid>.vcon.json` (written to a
-//! temporary name and renamed, so a reader never sees half a file), and with `--events` every
-//! event is appended as one JSON line in emission order.
+//! The `--events FILE` stream: every engine event appended as one JSON line in emission
+//! order (flushed after each event with `--pace realtime`, so `tail -f` follows calls).
+//! Finished vCons go through the delivery core (`crate::outputs`), not here.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use vcontap_engine::{EventKind, VconEvent};
+use vcontap_engine::VconEvent;
 
-/// Writes vCon files and the optional events stream.
-pub struct FileSink {
-    dir: PathBuf,
-    events: Option<BufWriter<File>>,
-    /// vCon files written.
-    pub vcons_written: u64,
-    /// Events written to the stream.
-    pub events_written: u64,
-    /// Flush every event (live following with `tail -f` during `--pace realtime`).
+/// Writes the events stream.
+pub struct EventsFile {
+    w: BufWriter<File>,
+    /// Events written.
+    pub written: u64,
+    /// Flush every event.
     pub flush_each: bool,
 }
 
-impl FileSink {
-    /// A sink writing into `dir` (created if missing) and, optionally, an events file.
-    pub fn new(dir: &Path, events: Option<&Path>) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let events = match events {
-            Some(p) => Some(BufWriter::new(
+impl EventsFile {
+    /// Creates (truncates) the file.
+    pub fn create(p: &Path) -> Result<Self> {
+        Ok(EventsFile {
+            w: BufWriter::new(
                 File::create(p).with_context(|| format!("creating {}", p.display()))?,
-            )),
-            None => None,
-        };
-        Ok(FileSink {
-            dir: dir.to_path_buf(),
-            events,
-            vcons_written: 0,
-            events_written: 0,
+            ),
+            written: 0,
             flush_each: false,
         })
     }
 
-    /// Handles one event.
-    pub fn handle(&mut self, ev: &Arc<VconEvent>) -> Result<()> {
-        if let Some(w) = self.events.as_mut() {
-            w.write_all(ev.to_json_line().as_bytes())?;
-            w.write_all(b"\n")?;
-            if self.flush_each {
-                w.flush()?;
-            }
-            self.events_written += 1;
+    /// Appends one event.
+    pub fn write(&mut self, ev: &Arc<VconEvent>) -> Result<()> {
+        self.w.write_all(ev.to_json_line().as_bytes())?;
+        self.w.write_all(b"\n")?;
+        if self.flush_each {
+            self.w.flush()?;
         }
-        if ev.kind == EventKind::Finished {
-            let name = format!("{}.vcon.json", ev.uuid);
-            let tmp = self.dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, ev.vcon_json.as_bytes())
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, self.dir.join(&name))?;
-            self.vcons_written += 1;
-        }
+        self.written += 1;
         Ok(())
     }
 
-    /// Flushes the events stream.
+    /// Flushes.
     pub fn flush(&mut self) -> Result<()> {
-        if let Some(w) = self.events.as_mut() {
-            w.flush()?;
-        }
-        Ok(())
+        Ok(self.w.flush()?)
     }
 }

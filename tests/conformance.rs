@@ -481,6 +481,8 @@ fn run_replay(capture: &Path, out: &Path) -> Result<String, String> {
         .arg(out)
         .arg("--events")
         .arg(&events)
+        .arg("--spool")
+        .arg(common::spool_for(out))
         .arg("--quiet")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -557,11 +559,7 @@ fn check_capture(capture: &Path, oracle: &Oracle, out: &Path) -> CaptureReport {
 
     // vCon files.
     let mut vcons: BTreeMap<String, Value> = BTreeMap::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(out)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    entries.sort();
-    for p in entries {
+    for p in common::vcon_files(out) {
         let Some(file) = p.file_name().and_then(|n| n.to_str()) else {
             continue;
         };

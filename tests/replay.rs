@@ -451,6 +451,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["replay", "--quiet", "--out"])
         .arg(dir.join("out"))
+        .arg("--spool")
+        .arg(dir.join("out.spool"))
         .arg(&junk)
         .output()
         .unwrap();
@@ -477,6 +479,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["replay", "/nonexistent.pcap", "--out"])
         .arg(dir.join("o2"))
+        .arg("--spool")
+        .arg(dir.join("o2.spool"))
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -484,6 +488,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["replay", "--shards", "0", "--out"])
         .arg(dir.join("o3"))
+        .arg("--spool")
+        .arg(dir.join("o3.spool"))
         .arg(&junk)
         .output()
         .unwrap();

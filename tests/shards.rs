@@ -60,6 +60,8 @@ fn replay(capture: &Path, out: &Path, shards: &str) -> bool {
         .arg(capture)
         .arg("--out")
         .arg(out)
+        .arg("--spool")
+        .arg(out.with_extension("spool"))
         .args([
             "--quiet",
             "--host",

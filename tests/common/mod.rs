@@ -43,6 +43,7 @@ pub fn replay(captures: &[&Path], out: &Path, extra: &[&str]) -> String {
         .arg("--events")
         .arg(out.join("events.jsonl"));
     cmd.args(["--quiet", "--host", "test.vcontap.example"]);
+    cmd.arg("--spool").arg(spool_for(out));
     cmd.args(extra);
     let o = cmd.output().expect("run vcontap");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
@@ -51,13 +52,40 @@ pub fn replay(captures: &[&Path], out: &Path, extra: &[&str]) -> String {
     stderr
 }
 
+/// The spool a test's replay into `out` uses: beside it, never shared between tests.
+pub fn spool_for(out: &Path) -> PathBuf {
+    out.with_extension("spool")
+}
+
+/// Every `*.vcon.json` the file sink wrote under `out` (`YYYY/MM/DD/<uuid>.vcon.json`),
+/// sorted; `media/` and `snapshots/` are not vCon output.
+pub fn vcon_files(out: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, acc: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if name != "media" && name != "snapshots" {
+                    walk(&p, acc);
+                }
+            } else if name.ends_with(".vcon.json") {
+                acc.push(p);
+            }
+        }
+    }
+    let mut acc = Vec::new();
+    walk(out, &mut acc);
+    acc.sort();
+    acc
+}
+
 /// All finished vCons in `out`, parsed.
 pub fn vcons(out: &Path) -> Vec<Value> {
-    let mut v: Vec<(String, Value)> = std::fs::read_dir(out)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".vcon.json"))
+    let mut v: Vec<(String, Value)> = vcon_files(out)
+        .into_iter()
         .map(|p| {
             (
                 p.to_string_lossy().to_string(),

@@ -167,11 +167,47 @@ pub struct DeliveryReport {
 
 enum Msg {
     Vcon(Arc<str>, Arc<str>),
+    /// Commit what came before, then stop (sent by [`Delivery::finish`]).
+    Close,
+}
+
+/// A cheap, cloneable handle that hands engine events to a running [`Delivery`] (what an
+/// event handler owns).
+#[derive(Clone)]
+pub struct Submitter {
+    tx: Sender<Msg>,
+    events: Vec<Arc<EventQueue>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Submitter {
+    /// Hands one engine event over: every event to the event sinks (drop-oldest queues),
+    /// finished vCons to the spool writer (blocking while its queue is full).
+    pub fn submit(&self, ev: &Arc<VconEvent>) -> Result<(), DeliveryError> {
+        for q in &self.events {
+            let mut g = q.q.lock().map_err(|_| DeliveryError::WriterGone)?;
+            if g.len() >= q.cap {
+                g.pop_front();
+                q.metrics.dropped.fetch_add(1, Relaxed);
+            }
+            g.push_back(ev.clone());
+            q.metrics.queued.store(g.len() as u64, Relaxed);
+            drop(g);
+            q.notify.notify_one();
+        }
+        if ev.kind == EventKind::Finished {
+            self.metrics.spool.queued.fetch_add(1, Relaxed);
+            self.tx
+                .send(Msg::Vcon(ev.uuid.clone(), ev.vcon_json.clone()))
+                .map_err(|_| DeliveryError::WriterGone)?;
+        }
+        Ok(())
+    }
 }
 
 /// The running delivery (see the module docs).
 pub struct Delivery {
-    tx: Option<Sender<Msg>>,
+    submitter: Submitter,
     writer: Option<JoinHandle<()>>,
     events: Vec<Arc<EventQueue>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -286,7 +322,11 @@ impl Delivery {
             .spawn(move || spool_writer(rx, w_shared, w_metrics, cfg))
             .map_err(DeliveryError::Thread)?;
         Ok(Delivery {
-            tx: Some(tx),
+            submitter: Submitter {
+                tx,
+                events: events.clone(),
+                metrics: metrics.clone(),
+            },
             writer: Some(writer),
             events,
             tasks,
@@ -301,34 +341,23 @@ impl Delivery {
         &self.metrics
     }
 
-    /// Hands one engine event over: every event to the event sinks (drop-oldest queues),
-    /// finished vCons to the spool writer (blocking while its queue is full).
+    /// A handle for event handlers.
+    pub fn handle(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    /// Hands one engine event over (see [`Submitter::submit`]).
     pub fn submit(&self, ev: &Arc<VconEvent>) -> Result<(), DeliveryError> {
-        for q in &self.events {
-            let mut g = q.q.lock().map_err(|_| DeliveryError::WriterGone)?;
-            if g.len() >= q.cap {
-                g.pop_front();
-                q.metrics.dropped.fetch_add(1, Relaxed);
-            }
-            g.push_back(ev.clone());
-            q.metrics.queued.store(g.len() as u64, Relaxed);
-            drop(g);
-            q.notify.notify_one();
-        }
-        if ev.kind == EventKind::Finished {
-            let tx = self.tx.as_ref().ok_or(DeliveryError::WriterGone)?;
-            self.metrics.spool.queued.fetch_add(1, Relaxed);
-            tx.send(Msg::Vcon(ev.uuid.clone(), ev.vcon_json.clone()))
-                .map_err(|_| DeliveryError::WriterGone)?;
-        }
-        Ok(())
+        self.submitter.submit(ev)
     }
 
     /// Stops: commits what is queued, lets every sink drain for at most `drain`, stops the
     /// rest (left in the spool for the next start) and reports. Call from outside the
     /// runtime (it blocks).
     pub fn finish(mut self, drain: Duration) -> DeliveryReport {
-        self.tx = None;
+        // A close message rather than dropping the sender: a handle still held elsewhere
+        // must not keep the writer (and this call) waiting forever.
+        let _ = self.submitter.tx.send(Msg::Close);
         if let Some(w) = self.writer.take() {
             if w.join().is_err() {
                 tracing::error!("spool writer panicked");
@@ -393,22 +422,36 @@ fn spool_writer(
 ) {
     let mut warned_full = false;
     let max_batch = cfg.commit_batch.max(1);
-    while let Ok(first) = rx.recv() {
-        let mut msgs = vec![first];
+    let mut closing = false;
+    while !closing {
+        let Ok(first) = rx.recv() else { break };
+        let mut msgs = Vec::new();
         let mut bytes = 0usize;
-        while msgs.len() < max_batch && bytes < (8 << 20) {
-            match rx.try_recv() {
-                Ok(m) => {
-                    let Msg::Vcon(_, j) = &m;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Vcon(u, j) => {
                     bytes += j.len();
-                    msgs.push(m);
+                    msgs.push((u, j));
                 }
-                Err(_) => break,
+                Msg::Close => {
+                    closing = true;
+                    break;
+                }
             }
+            if msgs.len() < max_batch && bytes < (8 << 20) {
+                next = rx.try_recv().ok();
+            }
+        }
+        if closing && !rx.is_empty() {
+            tracing::error!(
+                queued = rx.len(),
+                "vCons submitted after the delivery was closed"
+            );
         }
         metrics.spool.queued.fetch_sub(msgs.len() as u64, Relaxed);
         let mut batch: Vec<(Arc<str>, Bytes)> = Vec::with_capacity(msgs.len());
-        for Msg::Vcon(uuid, json) in msgs {
+        for (uuid, json) in msgs {
             match transform::apply_all(&cfg.transforms, json.as_bytes()) {
                 Ok(None) => batch.push((uuid, Bytes::from(json.as_bytes().to_vec()))),
                 Ok(Some(v)) => batch.push((uuid, Bytes::from(v))),
@@ -604,6 +647,9 @@ async fn sink_loop(
                 break;
             }
             if cursor.0 < head {
+                // More was committed meanwhile; yield so a tight loop can never starve the
+                // runtime.
+                tokio::task::yield_now().await;
                 continue;
             }
             tokio::select! {

@@ -155,7 +155,7 @@ fn write_batch(
             .map_err(|e| SinkError::new(format!("writing {}: {e}", path.display())))?;
         out.push(Outcome::Delivered);
     }
-    if cfg.fsync && out.iter().any(|o| *o == Outcome::Delivered) {
+    if cfg.fsync && out.contains(&Outcome::Delivered) {
         let dir = std::fs::File::open(&cfg.dir)
             .map_err(|e| SinkError::new(format!("opening {}: {e}", cfg.dir.display())))?;
         rustix::fs::syncfs(&dir)

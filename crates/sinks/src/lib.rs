@@ -50,7 +50,7 @@ pub mod spec;
 pub mod spool;
 pub mod transform;
 
-pub use delivery::{Delivery, DeliveryConfig, DeliveryReport, NamedSink, WhenFull};
+pub use delivery::{Delivery, DeliveryConfig, DeliveryReport, NamedSink, Submitter, WhenFull};
 pub use record::{Record, RecordId, VconHead};
 pub use sink::{BoxFuture, Built, EventSink, Outcome, Sink, SinkError};
 pub use spec::{ConfigError, Options, SinkSpec, SinkTable};

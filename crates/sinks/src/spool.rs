@@ -124,7 +124,8 @@ pub struct PendingRecord {
 #[derive(Debug)]
 pub struct Spool {
     cfg: SpoolConfig,
-    _lock: File,
+    _lock: Option<File>,
+    readonly: bool,
     segments: Vec<Segment>,
     /// The segment appends go to (opened lazily so a run without vCons adds no file).
     active: Option<usize>,
@@ -225,10 +226,17 @@ fn decode_vcon(id: u64, payload: Vec<u8>) -> Option<Record> {
 
 /// Reads frames of a segment file; stops at the first torn or corrupt frame and returns its
 /// offset (where the file must be cut).
-fn scan(
-    file: &File,
-    path: &Path,
-) -> Result<(Vec<String>, Vec<(u64, u64, u32)>, u64, u64), SpoolError> {
+/// What [`scan`] found in a segment file.
+struct Scanned {
+    sinks: Vec<String>,
+    records: Vec<(u64, u64, u32)>,
+    /// Length of the intact prefix.
+    good_len: u64,
+    /// Torn or corrupt frames found (0 or 1: scanning stops at the first).
+    bad: u64,
+}
+
+fn scan(file: &File, path: &Path) -> Result<Scanned, SpoolError> {
     let mut sinks = Vec::new();
     let mut records = Vec::new();
     let mut data = Vec::new();
@@ -258,14 +266,42 @@ fn scan(
     if off < data.len() && bad == 0 {
         bad = 1; // a partial header
     }
-    Ok((sinks, records, off as u64, bad))
+    Ok(Scanned {
+        sinks,
+        records,
+        good_len: off as u64,
+        bad,
+    })
 }
 
 impl Spool {
     /// Opens (or creates) the spool for a process whose durable sinks are `sinks`: takes the
     /// lock, scans the segments (cutting torn tails), loads cursors and drops.
     pub fn open(cfg: SpoolConfig, sinks: Vec<String>) -> Result<Self, SpoolError> {
+        Self::open_inner(cfg, sinks, false)
+    }
+
+    /// Reads a spool without taking its lock or changing anything (for `vcontap spool
+    /// list` while a daemon owns it). Torn tails are skipped, not cut.
+    pub fn inspect(dir: &Path) -> Result<Self, SpoolError> {
+        if !dir.is_dir() {
+            return Err(SpoolError::Io(
+                dir.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here"),
+            ));
+        }
+        Self::open_inner(SpoolConfig::new(dir), Vec::new(), true)
+    }
+
+    fn open_inner(
+        cfg: SpoolConfig,
+        sinks: Vec<String>,
+        readonly: bool,
+    ) -> Result<Self, SpoolError> {
         let dir = cfg.dir.clone();
+        if readonly {
+            return Self::load(cfg, sinks, None);
+        }
         std::fs::create_dir_all(dir.join("cursors")).map_err(io(&dir))?;
         let lock_path = dir.join("LOCK");
         let mut lock = OpenOptions::new()
@@ -285,6 +321,12 @@ impl Spool {
         }
         lock.set_len(0).map_err(io(&lock_path))?;
         let _ = lock.write_all(std::process::id().to_string().as_bytes());
+        Self::load(cfg, sinks, Some(lock))
+    }
+
+    fn load(cfg: SpoolConfig, sinks: Vec<String>, lock: Option<File>) -> Result<Self, SpoolError> {
+        let dir = cfg.dir.clone();
+        let readonly = lock.is_none();
 
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
             .map_err(io(&dir))?
@@ -303,11 +345,16 @@ impl Spool {
         for (first, path) in names {
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(!readonly)
                 .open(&path)
                 .map_err(io(&path))?;
-            let (seg_sinks, records, good_len, bad) = scan(&file, &path)?;
-            if bad > 0 {
+            let Scanned {
+                sinks: seg_sinks,
+                records,
+                good_len,
+                bad,
+            } = scan(&file, &path)?;
+            if bad > 0 && !readonly {
                 tracing::warn!(segment = %path.display(), at = good_len, "spool: cutting a torn or corrupt tail (never acknowledged)");
                 file.set_len(good_len).map_err(io(&path))?;
                 file.sync_all().map_err(io(&path))?;
@@ -353,6 +400,7 @@ impl Spool {
         let mut spool = Spool {
             cfg,
             _lock: lock,
+            readonly,
             segments,
             active: None,
             sinks,
@@ -362,7 +410,9 @@ impl Spool {
             total_bytes: total,
             truncated_frames: truncated,
         };
-        spool.collect_garbage();
+        if !readonly {
+            spool.collect_garbage();
+        }
         Ok(spool)
     }
 
@@ -392,6 +442,12 @@ impl Spool {
     }
 
     fn open_segment(&mut self) -> Result<usize, SpoolError> {
+        if self.readonly {
+            return Err(SpoolError::Io(
+                self.cfg.dir.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, "opened read-only"),
+            ));
+        }
         let first = self.next_id;
         let path = self.cfg.dir.join(format!("seg-{first:020}.log"));
         let file = OpenOptions::new()
@@ -492,9 +548,11 @@ impl Spool {
         max: usize,
     ) -> Result<(Vec<Arc<Record>>, RecordId), SpoolError> {
         let mut out = Vec::new();
+        // Records below the oldest segment are gone (delivered everywhere); with no segment
+        // at all, everything below the head is.
         let mut next = from
             .0
-            .max(self.segments.first().map_or(from.0, |s| s.first));
+            .max(self.segments.first().map_or(self.next_id, |s| s.first));
         for (i, seg) in self.segments.iter().enumerate() {
             let end = self.segments.get(i + 1).map_or(self.next_id, |s| s.first);
             if end <= next {
@@ -619,6 +677,28 @@ impl Spool {
             }
         }
         Ok(out)
+    }
+
+    /// Every sink any segment on disk owes records to, with its cursor.
+    pub fn sinks_on_disk(&self) -> Vec<(String, RecordId)> {
+        let mut v: Vec<String> = self
+            .segments
+            .iter()
+            .flat_map(|s| s.sinks.iter().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v.into_iter()
+            .map(|n| {
+                let c = self.cursor(&n);
+                (n, c)
+            })
+            .collect()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
     /// Sinks named by segments on disk that are not among this process's sinks (records
@@ -768,6 +848,19 @@ mod tests {
         assert!(s.read_for("new", RecordId(0), 10).unwrap().0.is_empty());
         s.forget_sink("old").unwrap();
         assert!(s.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_empty_spool_reads_up_to_its_head() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(cfg(d.path()), vec!["a".into()]).unwrap();
+        let (got, next) = s.read_for("a", RecordId(0), 10).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(
+            next,
+            s.head(),
+            "a reader must be able to catch up with nothing spooled"
+        );
     }
 
     #[test]
