@@ -30,9 +30,9 @@
 //! process-wide (no aws-lc, no C toolchain beyond ring's, no global state other sinks could
 //! fight over) and `rustls-platform-verifier` for the system's CA roots; `hmac` + `sha2` +
 //! `hex` for the GitHub-style signature. A batch is sent as POSTs on up to `concurrency`
-//! connections, in waves that never hold two records of one uuid, so per-uuid order holds.
+//! connections, never two of one uuid at once nor out of order, so per-uuid order holds.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -176,9 +176,11 @@ pub fn build_conserver(mut spec: SinkSpec) -> Result<Built, ConfigError> {
         why,
     };
     let (mut base, https) = inner_url(&spec.url, "conserver+").map_err(&invalid)?;
-    if !base.path().trim_end_matches('/').ends_with("/vcon") {
-        let path = format!("{}/vcon", base.path().trim_end_matches('/'));
-        base.set_path(&path);
+    let trimmed = base.path().trim_end_matches('/').to_string();
+    if trimmed.ends_with("/vcon") {
+        base.set_path(&trimmed);
+    } else {
+        base.set_path(&format!("{trimmed}/vcon"));
     }
     let ingress = spec.options.take_all("ingress");
     let token = spec.options.take("token")?;
@@ -191,11 +193,12 @@ pub fn build_conserver(mut spec: SinkSpec) -> Result<Built, ConfigError> {
     spec.options.finish(CONSERVER_OPTIONS)?;
 
     let mut headers = HeaderMap::new();
-    let name = HeaderName::from_bytes(token_header.as_bytes()).map_err(|_| ConfigError::Option {
-        sink: sink.clone(),
-        option: "token_header".into(),
-        why: format!("`{token_header}` is not a valid HTTP header name"),
-    })?;
+    let name =
+        HeaderName::from_bytes(token_header.as_bytes()).map_err(|_| ConfigError::Option {
+            sink: sink.clone(),
+            option: "token_header".into(),
+            why: format!("`{token_header}` is not a valid HTTP header name"),
+        })?;
     if let Some(token) = token {
         let mut v = HeaderValue::from_str(&token).map_err(|_| ConfigError::Option {
             sink: sink.clone(),
@@ -350,7 +353,9 @@ fn parse_header_option(h: &str) -> Result<(HeaderName, HeaderValue), String> {
     let hn = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
     if RESERVED_HEADERS.contains(&hn.as_str()) {
-        return Err(format!("`{name}` is set by the sink itself and cannot be overridden"));
+        return Err(format!(
+            "`{name}` is set by the sink itself and cannot be overridden"
+        ));
     }
     let value = match value.strip_prefix("env:") {
         Some(var) => std::env::var(var)
@@ -646,54 +651,59 @@ fn clip(s: &str) -> String {
     out.trim_end().to_string()
 }
 
-/// Sends `posts` in order with up to `ep.concurrency` in flight, in waves that never hold
-/// two posts of one key. Stops at the first wave with a transient failure and returns it.
-async fn post_all(ep: &Arc<Endpoint>, url: &Url, posts: Vec<Post>) -> Result<Vec<Verdict>, SinkError> {
+/// Sends `posts` with up to `ep.concurrency` in flight, in order, never two posts of one key
+/// at once (and never a post before an earlier one of its key has been answered), so
+/// per-uuid order holds. After a transient failure nothing new is started; the requests in
+/// flight finish and the first failure (in batch order) is returned.
+async fn post_all(
+    ep: &Arc<Endpoint>,
+    url: &Url,
+    posts: Vec<Post>,
+) -> Result<Vec<Verdict>, SinkError> {
     let n = posts.len();
     let mut out: Vec<Option<Verdict>> = std::iter::repeat_with(|| None).take(n).collect();
-    let mut it = posts.into_iter().enumerate().peekable();
-    while it.peek().is_some() {
-        let mut keys: HashSet<Arc<str>> = HashSet::new();
-        let mut wave: Vec<(usize, Post)> = Vec::new();
-        while let Some((_, p)) = it.peek() {
-            if wave.len() >= ep.concurrency || keys.contains(&p.key) {
-                break;
-            }
-            keys.insert(p.key.clone());
-            if let Some(next) = it.next() {
-                wave.push(next);
-            }
-        }
-        if wave.len() == 1 {
-            // No task for a lone request (concurrency 1, or a run of one uuid).
-            for (i, p) in wave {
-                let v = ep.send(url.clone(), p).await;
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(v);
+    let mut pending: VecDeque<(usize, Post)> = posts.into_iter().enumerate().collect();
+    let mut busy: HashSet<Arc<str>> = HashSet::new();
+    let mut set = tokio::task::JoinSet::new();
+    let mut failed: Option<(usize, String)> = None;
+    loop {
+        if failed.is_none() && !pending.is_empty() {
+            // Start every post whose key is neither in flight nor behind an earlier post.
+            let mut blocked = busy.clone();
+            let mut rest = VecDeque::with_capacity(pending.len());
+            while let Some((i, p)) = pending.pop_front() {
+                if set.len() < ep.concurrency && !blocked.contains(&p.key) {
+                    busy.insert(p.key.clone());
+                    blocked.insert(p.key.clone());
+                    let (ep, url) = (ep.clone(), url.clone());
+                    set.spawn(async move {
+                        let key = p.key.clone();
+                        (i, key, ep.send(url, p).await)
+                    });
+                } else {
+                    blocked.insert(p.key.clone());
+                    rest.push_back((i, p));
                 }
             }
-        } else {
-            let mut set = tokio::task::JoinSet::new();
-            for (i, p) in wave {
-                let ep = ep.clone();
-                let url = url.clone();
-                set.spawn(async move { (i, ep.send(url, p).await) });
-            }
-            while let Some(r) = set.join_next().await {
-                let (i, v) = r.map_err(|e| SinkError::new(format!("{}: HTTP task: {e}", ep.label)))?;
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(v);
-                }
+            pending = rest;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        let (i, key, v) =
+            done.map_err(|e| SinkError::new(format!("{}: HTTP task: {e}", ep.label)))?;
+        busy.remove(&key);
+        if let Verdict::Transient(why) = &v {
+            if failed.as_ref().is_none_or(|(j, _)| i < *j) {
+                failed = Some((i, why.clone()));
             }
         }
-        // The first (in spool order) transient failure fails the batch; it is retried whole.
-        if let Some(Verdict::Transient(why)) = out
-            .iter()
-            .flatten()
-            .find(|v| matches!(v, Verdict::Transient(_)))
-        {
-            return Err(SinkError::new(why));
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(v);
         }
+    }
+    if let Some((_, why)) = failed {
+        return Err(SinkError::new(why));
     }
     Ok(out
         .into_iter()
@@ -761,7 +771,10 @@ impl Sink for HttpSink {
 }
 
 impl EventSink for HttpEventSink {
-    fn publish<'a>(&'a mut self, batch: &'a [Arc<VconEvent>]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(
+        &'a mut self,
+        batch: &'a [Arc<VconEvent>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let mut posts = Vec::new();
             for ev in batch {
@@ -813,7 +826,11 @@ impl EventSink for HttpEventSink {
 /// Reads a vCon back from a conserver (`GET {base}/vcon/{uuid}`): "the store's view" for
 /// end-to-end tests and `vcontap` diagnostics. `base` is the API root
 /// (`http://127.0.0.1:8000/api`); `None` when the conserver has no such vCon (404).
-pub async fn fetch_vcon(base: &str, token: Option<&str>, uuid: &str) -> Result<Option<Bytes>, SinkError> {
+pub async fn fetch_vcon(
+    base: &str,
+    token: Option<&str>,
+    uuid: &str,
+) -> Result<Option<Bytes>, SinkError> {
     let mut url = Url::parse(base).map_err(|e| SinkError::new(format!("{base}: {e}")))?;
     let https = url.scheme() == "https";
     let path = format!("{}/vcon/{uuid}", url.path().trim_end_matches('/'));
@@ -877,15 +894,26 @@ mod tests {
             assert!(matches!(c.classify(s, "", None), Verdict::Delivered), "{s}");
         }
         for s in [400, 405, 410, 413, 415, 422, 451] {
-            assert!(matches!(c.classify(s, "x", None), Verdict::Rejected(_)), "{s}");
+            assert!(
+                matches!(c.classify(s, "x", None), Verdict::Rejected(_)),
+                "{s}"
+            );
         }
-        for s in [301, 302, 307, 401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504, 100, 600] {
-            assert!(matches!(c.classify(s, "", None), Verdict::Transient(_)), "{s}");
+        for s in [
+            301, 302, 307, 401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504, 100, 600,
+        ] {
+            assert!(
+                matches!(c.classify(s, "", None), Verdict::Transient(_)),
+                "{s}"
+            );
         }
         let Verdict::Transient(m) = c.classify(403, "Invalid API Key", None) else {
             panic!()
         };
-        assert!(m.contains("token") && m.contains(DEFAULT_TOKEN_HEADER), "{m}");
+        assert!(
+            m.contains("token") && m.contains(DEFAULT_TOKEN_HEADER),
+            "{m}"
+        );
         let Verdict::Transient(m) = c.classify(308, "", Some("https://x/api/vcon")) else {
             panic!()
         };
@@ -897,10 +925,16 @@ mod tests {
         let body = br#"{"detail":[{"type":"string_pattern_mismatch","loc":["body","parties",0,"tel"],"msg":"String should match pattern","input":"1001"}]}"#;
         let e = excerpt(body);
         assert_eq!(e, "body.parties.0.tel: String should match pattern");
-        assert_eq!(excerpt(br#"{"detail":"Invalid API Key"}"#), "Invalid API Key");
+        assert_eq!(
+            excerpt(br#"{"detail":"Invalid API Key"}"#),
+            "Invalid API Key"
+        );
         let long = "a\n\tb ".repeat(500);
         let e = excerpt(long.as_bytes());
-        assert!(e.chars().count() <= EXCERPT_CHARS + 1 && !e.contains('\n'), "{e}");
+        assert!(
+            e.chars().count() <= EXCERPT_CHARS + 1 && !e.contains('\n'),
+            "{e}"
+        );
         assert_eq!(excerpt(&[0xff, 0xfe, b'x']), "\u{fffd}\u{fffd}x");
     }
 
