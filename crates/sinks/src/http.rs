@@ -352,7 +352,7 @@ fn parse_header_option(h: &str) -> Result<(HeaderName, HeaderValue), String> {
     let value = value.trim();
     let hn = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-    if RESERVED_HEADERS.contains(&hn.as_str()) {
+    if RESERVED_HEADERS.contains(&hn.as_str()) || hn.as_str().starts_with("x-vcontap-") {
         return Err(format!(
             "`{name}` is set by the sink itself and cannot be overridden"
         ));

@@ -433,6 +433,25 @@ async fn webhook_without_secret_is_unsigned_and_odd_uuids_are_rejected_locally()
 }
 
 #[tokio::test]
+async fn url_credentials_become_basic_auth_and_stay_out_of_the_name() {
+    let srv = FakeServer::start(vec![]).await;
+    let spec = SinkSpec::parse(&format!("webhook+http://user:pw@{}/h", srv.addr())).unwrap();
+    assert!(!spec.name.contains("pw"), "{}", spec.name);
+    let mut b = build(spec).unwrap();
+    b.sink
+        .as_mut()
+        .unwrap()
+        .deliver(&[rec(1, U1, "a")])
+        .await
+        .unwrap();
+    // base64("user:pw")
+    assert_eq!(
+        srv.requests()[0].header("authorization"),
+        Some("Basic dXNlcjpwdw==")
+    );
+}
+
+#[tokio::test]
 async fn webhook_events_post_every_event_line() {
     let srv = FakeServer::start(vec![]).await;
     let url = format!("webhook+http://{}/events?events=true&secret=k", srv.addr());
