@@ -534,7 +534,7 @@ async fn per_uuid_order_holds_with_concurrency() {
     let srv = FakeServer::start_with(vec![], |r| {
         let body = String::from_utf8_lossy(&r.body);
         if body.contains("\"subject\":\"0\"") {
-            Reply::status(201).delay(Duration::from_millis(150))
+            Reply::status(201).delay(Duration::from_millis(300))
         } else {
             Reply::status(201)
         }
@@ -572,10 +572,10 @@ async fn per_uuid_order_holds_with_concurrency() {
             .collect();
         assert_eq!(got, want, "order of {u}");
     }
-    // Concurrency helped: the seven slow first records overlapped (about 0.45 s; one at a
-    // time would take at least 7 × 0.15 s).
+    // Concurrency helped: the seven slow first records overlapped (about 3 × 0.3 s; one at
+    // a time would take at least 7 × 0.3 s).
     assert!(
-        t0.elapsed() < Duration::from_millis(950),
+        t0.elapsed() < Duration::from_millis(1800),
         "{:?}",
         t0.elapsed()
     );
@@ -729,4 +729,30 @@ async fn throughput_2000_vcons_of_8kb() {
             2000.0 / dt.as_secs_f64()
         );
     }
+}
+
+#[tokio::test]
+async fn fetch_vcon_reads_the_store_view() {
+    let srv = FakeServer::start(vec![
+        Reply::status(200).body(r#"{"uuid":"x"}"#),
+        Reply::status(404),
+        Reply::status(403),
+    ])
+    .await;
+    let base = format!("http://{}/api/", srv.addr());
+    let got = vcontap_sinks::http::fetch_vcon(&base, Some("T"), U1)
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&br#"{"uuid":"x"}"#[..]));
+    assert!(vcontap_sinks::http::fetch_vcon(&base, None, U2)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(vcontap_sinks::http::fetch_vcon(&base, None, U2)
+        .await
+        .is_err());
+    let reqs = srv.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(reqs[0].target, format!("/api/vcon/{U1}"));
+    assert_eq!(reqs[0].header("x-conserver-api-token"), Some("T"));
 }
