@@ -786,11 +786,15 @@ pub async fn stored_uuids(url: &str, sorted_set: &str) -> Result<Vec<String>, Re
 pub async fn stored_document(url: &str, uuid: &str) -> Result<Option<Vec<u8>>, ReadError> {
     let mut con = connect(url).await?;
     let key = format!("vcon:{uuid}");
-    let plain: Result<Option<Vec<u8>>, RedisError> =
+    let plain: Result<Value, RedisError> =
         ::redis::cmd("GET").arg(&key).query_async(&mut con).await;
     match plain {
-        Ok(v) => Ok(v),
-        Err(e) if e.code() == Some("WRONGTYPE") => {
+        Ok(Value::Nil) => Ok(None),
+        Ok(Value::BulkString(b)) => Ok(Some(b)),
+        Ok(Value::SimpleString(s)) => Ok(Some(s.into_bytes())),
+        Ok(other) => Err(ReadError(format!("GET {key}: unexpected reply {other:?}"))),
+        // (Redis says `WRONGTYPE …`; fakeredis says `ERR WRONGTYPE …`.)
+        Err(e) if e.to_string().contains("WRONGTYPE") => {
             let doc: Option<String> = ::redis::cmd("JSON.GET")
                 .arg(&key)
                 .arg("$")
