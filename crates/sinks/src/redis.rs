@@ -30,7 +30,10 @@
 //! Document mode (`mode=auto`, the default) is detected once per connection: `JSON.TYPE` on
 //! a key that does not exist answers nil with RedisJSON and "unknown command" without it.
 //! The conserver reads vCons with `JSON.GET`, so it needs RedisJSON; plain `SET` keeps the
-//! layout usable for other readers (and is what stock Redis can store).
+//! layout usable for other readers (and is what stock Redis can store). In JSON mode a
+//! plain string left at `vcon:<uuid>` by an earlier plain write is replaced.
+//!
+//! The full design (options, layout, error table) is in `docs/sinks/redis.md`.
 //!
 //! Why these crates: `redis` 1.x (`tokio-comp`, no default features) for the RESP client
 //! and its `MultiplexedConnection` (pipelines, response timeouts); `tokio-rustls-comp` adds
@@ -84,7 +87,16 @@ pub const PUSHED_PREFIX: &str = "vcontap:pushed:";
 const SCRIPT: &str = r"
 local doc = KEYS[1]
 if ARGV[2] == 'json' then
-  redis.call('JSON.SET', doc, '$', ARGV[1])
+  local r = redis.pcall('JSON.SET', doc, '$', ARGV[1])
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then
+      -- A plain string left by a writer without RedisJSON: replace it.
+      redis.call('DEL', doc)
+      redis.call('JSON.SET', doc, '$', ARGV[1])
+    else
+      return redis.error_reply(r.err)
+    end
+  end
 else
   redis.call('SET', doc, ARGV[1], 'KEEPTTL')
 end

@@ -719,6 +719,22 @@ async fn json_mode_with_redisjson() {
         stored_document(&url, &u2).await.unwrap().unwrap(),
         r3.json.to_vec()
     );
+    // Auto mode (RedisJSON) replaces that string with a JSON document.
+    let mut b = built(&url);
+    let out = b
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(std::slice::from_ref(&r3))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Outcome::Delivered]);
+    let doc: String = cmd(&mut con, &["JSON.GET", &format!("vcon:{u2}"), "$"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        doc[0],
+        serde_json::from_slice::<serde_json::Value>(&r3.json).unwrap()
+    );
 }
 
 #[tokio::test]
