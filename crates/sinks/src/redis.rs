@@ -375,6 +375,7 @@ fn is_transient_reply(e: &RedisError) -> bool {
         "EXECABORT",
         "MOVED",
         "ASK",
+        "CROSSSLOT",
         "NOAUTH",
         "WRONGPASS",
         "NOPERM",
