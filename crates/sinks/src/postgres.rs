@@ -66,12 +66,12 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use vcontap_engine::VconEvent;
 
-use crate::record::{Record, parse_rfc3339_ms};
+use crate::record::{parse_rfc3339_ms, Record};
 use crate::sink::{BoxFuture, Built, EventSink, Outcome, Sink, SinkError};
 use crate::spec::{ConfigError, SinkSpec};
 
@@ -110,10 +110,7 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
         None => None,
     };
     if events_table.as_deref() == Some(table.as_str()) {
-        return Err(opt(
-            "events_table",
-            "must differ from `table`".to_string(),
-        ));
+        return Err(opt("events_table", "must differ from `table`".to_string()));
     }
     let pool = o.take_u64("pool", 2, 1..=16)?;
     let batch = o.take_u64("batch", 64, 1..=1000)?;
@@ -167,9 +164,7 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
         other => {
             return Err(opt(
                 "sslmode",
-                format!(
-                    "`{other}` is not one of disable, prefer, require, verify-ca, verify-full"
-                ),
+                format!("`{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
             ));
         }
     };
@@ -214,8 +209,7 @@ fn quote_ident(s: &str) -> Result<String, String> {
         let ok = !p.is_empty()
             && p.len() <= 63
             && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
         if !ok {
             return Err(format!(
@@ -403,9 +397,7 @@ fn row(at: usize, rec: &Record) -> Result<Row<'_>, String> {
         ));
     }
     // A malformed updated_at is not worth losing the vCon for: the write time is used.
-    let updated_at = head
-        .updated_at
-        .filter(|u| parse_rfc3339_ms(u).is_some());
+    let updated_at = head.updated_at.filter(|u| parse_rfc3339_ms(u).is_some());
     Ok(Row {
         at,
         id: &rec.uuid,
@@ -455,7 +447,11 @@ fn upsert_sql(table: &str, n: usize) -> String {
     s
 }
 
-async fn upsert(client: &Client, table: &str, rows: &[&Row<'_>]) -> Result<u64, tokio_postgres::Error> {
+async fn upsert(
+    client: &Client,
+    table: &str,
+    rows: &[&Row<'_>],
+) -> Result<u64, tokio_postgres::Error> {
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity(rows.len() * 6);
     for r in rows {
         params.push((&r.id, Type::TEXT));
@@ -694,7 +690,10 @@ impl PgEvents {
 }
 
 impl EventSink for PgEvents {
-    fn publish<'a>(&'a mut self, batch: &'a [Arc<VconEvent>]) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(
+        &'a mut self,
+        batch: &'a [Arc<VconEvent>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             match tokio::time::timeout(self.timeout, self.write(batch)).await {
                 Ok(r) => r,
@@ -727,7 +726,10 @@ pub async fn stored_uuids(url: &str, table: &str) -> Result<Vec<String>, SinkErr
     drop(client);
     let _ = task.await;
     rows.iter()
-        .map(|r| r.try_get::<_, String>(0).map_err(|e| SinkError::new(e.to_string())))
+        .map(|r| {
+            r.try_get::<_, String>(0)
+                .map_err(|e| SinkError::new(e.to_string()))
+        })
         .collect()
 }
 
@@ -735,16 +737,22 @@ pub async fn stored_uuids(url: &str, table: &str) -> Result<Vec<String>, SinkErr
 mod tls {
     use std::sync::Arc;
 
-    use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+    use rustls::{
+        CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore,
+        SignatureScheme,
+    };
 
     /// A client configuration for `mode` (`prefer`/`require`: encrypted, certificate not
     /// checked, as libpq; `verify-ca`: chain checked; `verify-full`: chain and host name).
-    pub(super) fn client_config(mode: &str, rootcert: Option<&str>) -> Result<ClientConfig, String> {
+    pub(super) fn client_config(
+        mode: &str,
+        rootcert: Option<&str>,
+    ) -> Result<ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -789,9 +797,7 @@ mod tls {
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
                 .with_no_client_auth()
         } else {
-            builder
-                .with_webpki_verifier(webpki)
-                .with_no_client_auth()
+            builder.with_webpki_verifier(webpki).with_no_client_auth()
         };
         Ok(cfg)
     }
@@ -819,7 +825,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -828,7 +839,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -854,7 +870,8 @@ mod tls {
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             {
                 Err(Error::InvalidCertificate(
-                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
                 )) => Ok(ServerCertVerified::assertion()),
                 other => other,
             }

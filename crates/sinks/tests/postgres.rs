@@ -26,9 +26,11 @@ fn unique(tag: &str) -> String {
 }
 
 async fn db() -> Client {
-    let (client, conn) = tokio_postgres::connect(URL, NoTls).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL must run on 127.0.0.1:5432 (user postgres, db test, trust): {e}")
-    });
+    let (client, conn) = tokio_postgres::connect(URL, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL must run on 127.0.0.1:5432 (user postgres, db test, trust): {e}")
+        });
     tokio::spawn(conn);
     client
 }
@@ -122,7 +124,10 @@ async fn upsert_keeps_one_row_per_uuid_and_the_later_record_wins() {
     assert_eq!(count(&c, &t).await, 2);
     assert_eq!(stored_json(&c, &t, &u).await["subject"], "fourth");
     assert_eq!(stored_json(&c, &t, &w).await["subject"], "other");
-    assert_eq!(stored_uuids(URL, &t).await.unwrap(), vec![u.clone(), w.clone()]);
+    assert_eq!(
+        stored_uuids(URL, &t).await.unwrap(),
+        vec![u.clone(), w.clone()]
+    );
     sink.close().await;
     drop_tables(&[&t]).await;
 }
@@ -201,9 +206,8 @@ async fn columns_carry_the_conserver_names_and_the_record_values() {
     assert_eq!(row.get::<_, String>(1), "0.4.0");
     assert_eq!(row.get::<_, String>(2), u);
     // 12:34:56.789123+02:00 = 10:34:56.789123Z, to the microsecond.
-    let created_us = (vcontap_sinks::record::parse_rfc3339_ms("2026-11-29T10:34:56Z").unwrap())
-        * 1000
-        + 789_123;
+    let created_us =
+        (vcontap_sinks::record::parse_rfc3339_ms("2026-11-29T10:34:56Z").unwrap()) * 1000 + 789_123;
     assert_eq!(row.get::<_, i64>(3), created_us);
     assert_eq!(row.get::<_, String>(4), "Sales call");
     // No updated_at in the vCon: the write time (within the last minute).
@@ -212,7 +216,10 @@ async fn columns_carry_the_conserver_names_and_the_record_values() {
         .unwrap()
         .as_millis() as i64;
     let upd = row.get::<_, i64>(5);
-    assert!((now_ms - upd).abs() < 60_000, "updated_at {upd} vs now {now_ms}");
+    assert!(
+        (now_ms - upd).abs() < 60_000,
+        "updated_at {upd} vs now {now_ms}"
+    );
     // vcon_json is the record's JSON, semantically (jsonb normalizes key order/space).
     let stored: Value = serde_json::from_str(row.get::<_, &str>(6)).unwrap();
     assert_eq!(stored, serde_json::from_str::<Value>(&json).unwrap());
@@ -261,7 +268,10 @@ async fn events_rows_are_unique_by_uuid_and_seq_and_idempotent() {
     let t = unique("ev_vcons");
     let e = unique("ev_events");
     let mut built = build(&format!("table={t}&events_table={e}&pool=3"));
-    let events = built.events.as_mut().expect("events_table gives an event sink");
+    let events = built
+        .events
+        .as_mut()
+        .expect("events_table gives an event sink");
     let u = uuid(10);
     let w = uuid(11);
     let at = 1_764_410_400_123_456_789i64; // 2025-11-29T10:00:00.123456789Z
@@ -321,10 +331,7 @@ async fn events_rows_are_unique_by_uuid_and_seq_and_idempotent() {
     // The durable sink shares the pool and the schema step.
     let sink = built.sink.as_mut().unwrap();
     let v = rec(1, &u, vcon(&u, "2026-11-29T10:00:00Z", "final"));
-    assert_eq!(
-        sink.deliver(&[v]).await.unwrap(),
-        vec![Outcome::Delivered]
-    );
+    assert_eq!(sink.deliver(&[v]).await.unwrap(), vec![Outcome::Delivered]);
     assert_eq!(count(&c, &t).await, 1);
     drop_tables(&[&t, &e]).await;
 }
@@ -360,12 +367,20 @@ async fn bad_data_is_rejected_for_that_record_only_while_the_others_land() {
     let batch = vec![
         rec(1, &a, vcon(&a, "2026-11-29T10:00:00Z", "a1")),
         // Rust-side rejections (no database round trip).
-        rec(2, "018f0000-zzzz-8000-8000-000000000000", vcon(&a, "2026-11-29T10:00:00Z", "x")),
+        rec(
+            2,
+            "018f0000-zzzz-8000-8000-000000000000",
+            vcon(&a, "2026-11-29T10:00:00Z", "x"),
+        ),
         rec(3, &y, vcon(&y, "yesterday", "x")),
         rec(4, &y, "[1,2,3]".to_string()),
         rec(5, &y, "{\"uuid\": \"".to_string()),
         // Postgres-side rejections: jsonb cannot hold \u0000; year 0 is out of range.
-        rec(6, &n, vcon(&n, "2026-11-29T10:00:00Z", "nul \\u0000 inside")),
+        rec(
+            6,
+            &n,
+            vcon(&n, "2026-11-29T10:00:00Z", "nul \\u0000 inside"),
+        ),
         rec(7, &z, vcon(&z, "0000-01-01T00:00:00Z", "year zero")),
         rec(8, &b, vcon(&b, "2026-11-29T10:00:00Z", "b1")),
         // A later good version of a, and a later *bad* version of b: b1 must stay.
@@ -393,7 +408,10 @@ async fn bad_data_is_rejected_for_that_record_only_while_the_others_land() {
     assert_eq!(out.len(), batch.len());
 
     let c = db().await;
-    assert_eq!(stored_uuids(URL, &t).await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        stored_uuids(URL, &t).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
     assert_eq!(stored_json(&c, &t, &a).await["subject"], "a2");
     assert_eq!(stored_json(&c, &t, &b).await["subject"], "b1");
     // The connection survived the data errors: a clean batch still lands.
@@ -414,7 +432,10 @@ async fn reconnects_after_the_server_drops_the_connection_and_recreates_a_droppe
     let sink = built.sink.as_mut().unwrap();
     let u = uuid(40);
     let r = rec(1, &u, vcon(&u, "2026-11-29T10:00:00Z", "x"));
-    assert_eq!(sink.deliver(std::slice::from_ref(&r)).await.unwrap(), vec![Outcome::Delivered]);
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&r)).await.unwrap(),
+        vec![Outcome::Delivered]
+    );
     let c = db().await;
     let killed: i64 = c
         .query_one(
@@ -437,10 +458,18 @@ async fn reconnects_after_the_server_drops_the_connection_and_recreates_a_droppe
     assert!(ok, "no reconnect after the server closed the connection");
 
     // Someone drops the table: one transient error, then it is created again.
-    c.batch_execute(&format!("DROP TABLE \"{t}\"")).await.unwrap();
+    c.batch_execute(&format!("DROP TABLE \"{t}\""))
+        .await
+        .unwrap();
     let first = sink.deliver(std::slice::from_ref(&r)).await;
-    assert!(first.as_ref().is_err_and(|e| e.0.contains("42P01")), "{first:?}");
-    assert_eq!(sink.deliver(std::slice::from_ref(&r)).await.unwrap(), vec![Outcome::Delivered]);
+    assert!(
+        first.as_ref().is_err_and(|e| e.0.contains("42P01")),
+        "{first:?}"
+    );
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&r)).await.unwrap(),
+        vec![Outcome::Delivered]
+    );
     assert_eq!(count(&c, &t).await, 1);
     drop_tables(&[&t]).await;
 }
@@ -492,7 +521,10 @@ async fn tls_require_encrypts_and_verify_full_checks_the_certificate() {
     let sink = built.sink.as_mut().unwrap();
     let u = uuid(60);
     let r = rec(1, &u, vcon(&u, "2026-11-29T10:00:00Z", "x"));
-    assert_eq!(sink.deliver(std::slice::from_ref(&r)).await.unwrap(), vec![Outcome::Delivered]);
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&r)).await.unwrap(),
+        vec![Outcome::Delivered]
+    );
     let encrypted: bool = c
         .query_one(
             "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
@@ -514,12 +546,12 @@ async fn tls_require_encrypts_and_verify_full_checks_the_certificate() {
 
 #[test]
 fn bad_options_are_config_errors() {
-    let err = |q: &str| {
-        match vcontap_sinks::spec::build(SinkSpec::parse(&format!("{URL}?{q}")).unwrap()) {
+    let err =
+        |q: &str| match vcontap_sinks::spec::build(SinkSpec::parse(&format!("{URL}?{q}")).unwrap())
+        {
             Ok(_) => panic!("`{q}` should be refused"),
             Err(e) => e.to_string(),
-        }
-    };
+        };
     for bad in [
         "table=vcons;drop",
         "table=Vcons",
@@ -530,7 +562,10 @@ fn bad_options_are_config_errors() {
         "events_table=bad-name",
     ] {
         let e = err(bad);
-        assert!(e.contains("not a plain SQL identifier") || e.contains("at most one"), "{bad}: {e}");
+        assert!(
+            e.contains("not a plain SQL identifier") || e.contains("at most one"),
+            "{bad}: {e}"
+        );
     }
     assert!(err("table=x&events_table=x").contains("must differ"));
     assert!(err("pool=17").contains("pool"));
@@ -548,18 +583,21 @@ fn bad_options_are_config_errors() {
         let b = vcontap_sinks::spec::build(SinkSpec::parse(ok).unwrap()).unwrap_or_else(|e| panic!("{ok}: {e}"));
         assert!(b.sink.is_some());
     }
-    let b = vcontap_sinks::spec::build(SinkSpec::parse(&format!("{URL}?batch=7")).unwrap()).unwrap();
+    let b =
+        vcontap_sinks::spec::build(SinkSpec::parse(&format!("{URL}?batch=7")).unwrap()).unwrap();
     assert_eq!(b.sink.unwrap().max_batch(), 7);
 }
 
-/// `cargo test -p vcontap-sinks --test postgres -- --ignored --nocapture throughput`
+/// `[PG_BENCH_BATCH=n] cargo test -p vcontap-sinks --test postgres -- --ignored --nocapture throughput`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "throughput measurement"]
 async fn throughput_2000_records_of_8kb() {
     let t = unique("bench");
-    let mut built = build(&format!("table={t}"));
+    // PG_BENCH_BATCH overrides the sink's default batch size (64).
+    let batch = std::env::var("PG_BENCH_BATCH").unwrap_or_else(|_| "64".into());
+    let mut built = build(&format!("table={t}&batch={batch}"));
     let sink = built.sink.as_mut().unwrap();
-    let filler = "x".repeat(7600);
+    let filler = "x".repeat(7900);
     let records: Vec<Arc<Record>> = (0..2000u32)
         .map(|i| {
             let u = uuid(100_000 + i);
