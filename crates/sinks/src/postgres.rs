@@ -64,6 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use futures_util::future::join_all;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -74,6 +75,10 @@ use vcontap_engine::VconEvent;
 use crate::record::{parse_rfc3339_ms, Record};
 use crate::sink::{BoxFuture, Built, EventSink, Outcome, Sink, SinkError};
 use crate::spec::{ConfigError, SinkSpec};
+
+/// A batch is split over several connections only in chunks of at least this many rows
+/// (below that, a statement's fixed cost outweighs the parallelism).
+const MIN_CHUNK: usize = 16;
 
 /// The options this sink knows.
 const KNOWN: &[&str] = &[
@@ -112,7 +117,7 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
     if events_table.as_deref() == Some(table.as_str()) {
         return Err(opt("events_table", "must differ from `table`".to_string()));
     }
-    let pool = o.take_u64("pool", 2, 1..=16)?;
+    let pool_size = o.take_u64("pool", 2, 1..=16)?;
     let batch = o.take_u64("batch", 64, 1..=1000)?;
     let password = o.take("password")?;
     let sslmode = o.take("sslmode")?.unwrap_or_else(|| "disable".to_string());
@@ -176,7 +181,7 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
         schema_sql: schema_sql(&table, events_table.as_deref()),
         schema_ready: AtomicBool::new(false),
         idle: Mutex::new(Vec::new()),
-        permits: Arc::new(Semaphore::new(pool as usize)),
+        permits: Arc::new(Semaphore::new(pool_size as usize)),
     });
     let timeout = Duration::from_secs(timeout);
     let events = events_table.map(|t| {
@@ -189,6 +194,7 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
     Ok(Built {
         sink: Some(Box::new(PgSink {
             pool,
+            pool_size: pool_size as usize,
             table,
             batch: batch as usize,
             timeout,
@@ -261,6 +267,7 @@ struct Conn {
 }
 
 impl Pool {
+    /// A connection (waits while all `pool` connections are in use).
     async fn get(&self) -> Result<Conn, SinkError> {
         let permit = self
             .permits
@@ -268,6 +275,16 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| SinkError::new("postgres pool closed"))?;
+        self.with_permit(permit).await
+    }
+
+    /// Another connection if one is free now (never waits for the event publisher).
+    async fn try_get(&self) -> Option<Result<Conn, SinkError>> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.with_permit(permit).await)
+    }
+
+    async fn with_permit(&self, permit: OwnedSemaphorePermit) -> Result<Conn, SinkError> {
         let idle = loop {
             let c = self
                 .idle
@@ -469,6 +486,7 @@ async fn upsert(
 /// Upserts finished vCons into the `vcons` table.
 pub struct PgSink {
     pool: Arc<Pool>,
+    pool_size: usize,
     table: String,
     batch: usize,
     timeout: Duration,
@@ -498,20 +516,52 @@ impl PgSink {
             .filter(|(k, r)| last.get(r.id) == Some(k))
             .map(|(_, r)| r)
             .collect();
-        let conn = self.pool.get().await?;
-        match upsert(&conn.client, &self.table, &unique).await {
-            Ok(_) => {
+        // Large batches are split over the free pooled connections (one statement each,
+        // in parallel); every uuid is in one chunk only, so chunks are independent.
+        let wanted = self.pool_size.min(unique.len().div_ceil(MIN_CHUNK)).max(1);
+        let mut conns = vec![self.pool.get().await?];
+        while conns.len() < wanted {
+            match self.pool.try_get().await {
+                Some(Ok(c)) => conns.push(c),
+                Some(Err(e)) => {
+                    tracing::debug!(sink = %self.pool.name, "extra connection: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let size = unique.len().div_ceil(conns.len()).max(1);
+        let results = join_all(
+            conns
+                .iter()
+                .zip(unique.chunks(size))
+                .map(|(c, rows)| upsert(&c.client, &self.table, rows)),
+        )
+        .await;
+        let mut data_error = None;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err(e) if is_data_error(&e) => data_error = Some(e),
+                // Reconnect after errors: every connection of this attempt is dropped.
+                Err(e) => return Err(self.pool.transient("upserting vCons", &e)),
+            }
+        }
+        let mut conns = conns.into_iter();
+        let Some(conn) = conns.next() else {
+            return Err(SinkError::new("postgres pool gave no connection"));
+        };
+        conns.for_each(|c| self.pool.put(c));
+        match data_error {
+            None => {
                 self.pool.put(conn);
                 return Ok(outcomes);
             }
-            Err(e) if is_data_error(&e) => {
-                tracing::debug!(
-                    sink = %self.pool.name,
-                    "batch refused for its data ({}); writing rows one by one",
-                    describe(&e)
-                );
-            }
-            Err(e) => return Err(self.pool.transient("upserting vCons", &e)),
+            Some(e) => tracing::debug!(
+                sink = %self.pool.name,
+                "batch refused for its data ({}); writing rows one by one",
+                describe(&e)
+            ),
         }
         // Find the culprits: every row alone, in spool order (a later version of a uuid
         // still replaces an earlier one; a refused later version leaves the earlier one).

@@ -133,6 +133,71 @@ async fn upsert_keeps_one_row_per_uuid_and_the_later_record_wins() {
 }
 
 #[tokio::test]
+async fn a_large_batch_is_split_over_the_pool_and_still_later_wins() {
+    let t = unique("split");
+    let app = unique("splitapp");
+    let mut built = build(&format!(
+        "table={t}&pool=4&batch=500&application_name={app}"
+    ));
+    let sink = built.sink.as_mut().unwrap();
+    // 100 uuids twice (v1 then v2) plus one bad record in the middle.
+    let mut batch = Vec::new();
+    for v in ["v1", "v2"] {
+        for i in 0..100 {
+            let u = uuid(1000 + i);
+            batch.push(rec(
+                batch.len() as u64,
+                &u,
+                vcon(&u, "2026-11-29T10:00:00Z", v),
+            ));
+        }
+    }
+    let bad = uuid(2000);
+    batch.insert(
+        150,
+        rec(999, &bad, vcon(&bad, "2026-11-29T10:00:00Z", "\\u0000")),
+    );
+    let out = sink.deliver(&batch).await.unwrap();
+    assert_eq!(out.len(), 201);
+    for (i, o) in out.iter().enumerate() {
+        if i == 150 {
+            assert!(
+                matches!(o, Outcome::Rejected(r) if r.contains("SQLSTATE 22")),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(*o, Outcome::Delivered, "record {i}");
+        }
+    }
+    let c = db().await;
+    let v2: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM \"{t}\" WHERE vcon_json->>'subject' = 'v2'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((count(&c, &t).await, v2), (100, 100));
+    // The same batch without the bad record: one statement per connection, 4 in parallel.
+    batch.remove(150);
+    assert_eq!(
+        sink.deliver(&batch).await.unwrap(),
+        vec![Outcome::Delivered; 200]
+    );
+    let conns: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(conns, 4, "pool=4 and a 200-row batch use 4 connections");
+    drop_tables(&[&t]).await;
+}
+
+#[tokio::test]
 async fn columns_carry_the_conserver_names_and_the_record_values() {
     let t = unique("cols");
     let mut built = build(&format!("table={t}"));
@@ -588,14 +653,15 @@ fn bad_options_are_config_errors() {
     assert_eq!(b.sink.unwrap().max_batch(), 7);
 }
 
-/// `[PG_BENCH_BATCH=n] cargo test -p vcontap-sinks --test postgres -- --ignored --nocapture throughput`
+/// `[PG_BENCH_BATCH=n] [PG_BENCH_POOL=n] cargo test -p vcontap-sinks --test postgres -- --ignored --nocapture throughput`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "throughput measurement"]
 async fn throughput_2000_records_of_8kb() {
     let t = unique("bench");
-    // PG_BENCH_BATCH overrides the sink's default batch size (64).
+    // PG_BENCH_BATCH / PG_BENCH_POOL override the sink's defaults (64 records, 2 connections).
     let batch = std::env::var("PG_BENCH_BATCH").unwrap_or_else(|_| "64".into());
-    let mut built = build(&format!("table={t}&batch={batch}"));
+    let pool = std::env::var("PG_BENCH_POOL").unwrap_or_else(|_| "2".into());
+    let mut built = build(&format!("table={t}&batch={batch}&pool={pool}"));
     let sink = built.sink.as_mut().unwrap();
     let filler = "x".repeat(7900);
     let records: Vec<Arc<Record>> = (0..2000u32)
@@ -618,7 +684,7 @@ async fn throughput_2000_records_of_8kb() {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "postgres sink: {} records ({} KB each, batches of {n}) in {secs:.3} s = {:.0} vCons/s, {:.1} MB/s",
+        "postgres sink: {} records ({} KB each, batches of {n}, pool {pool}) in {secs:.3} s = {:.0} vCons/s, {:.1} MB/s",
         records.len(),
         bytes / records.len() / 1024,
         records.len() as f64 / secs,
