@@ -31,7 +31,9 @@
 //! Writes: one `INSERT … VALUES (…),(…) ON CONFLICT (id) DO UPDATE` per batch, sent with
 //! `query_typed` (parse, bind and execute in **one round trip**, no prepare). `ON CONFLICT`
 //! cannot touch a row twice in one statement, so a batch is first reduced to the last
-//! record of each uuid (spool order: the later one is the newer). The vCon goes as text and
+//! record of each uuid (spool order: the later one is the newer). A batch of ≥ 32 distinct
+//! uuids is split over the pool's free connections (≥ 16 rows each, one statement each, in
+//! parallel; every uuid is in exactly one chunk, so chunks cannot conflict). The vCon goes as text and
 //! is cast to `jsonb` by Postgres, so the stored document is the record's bytes parsed once
 //! (never re-serialized here). What Rust can check (uuid syntax, UTF-8, JSON object,
 //! RFC 3339 `created_at`) is `Rejected` before any I/O; when Postgres refuses the batch for
@@ -48,10 +50,12 @@
 //! Why these crates: `tokio-postgres` is the pure-Rust async client (binary protocol,
 //! pipelining, `query_typed`). The pool is hand-written (≈50 lines: a semaphore for the
 //! `pool` bound and a stack of idle clients, closed clients skipped, failed ones dropped)
-//! rather than `deadpool-postgres`: the sink and its event publisher are the only users, a
-//! delivery holds one connection for one statement, and our reconnect rule ("drop on any
+//! rather than `deadpool-postgres`: the sink and its event publisher are the only users,
+//! a delivery checks out connections for one statement each (extra ones only if free right
+//! now, so events never wait behind a big batch), and our reconnect rule ("drop on any
 //! error, connect lazily") is all the recycling needed — deadpool's runtime, config and
-//! recycling layers would add crates without adding behaviour. TLS is `rustls` with the
+//! recycling layers would add crates without adding behaviour. `futures-util` (already
+//! under `tokio-postgres`) joins the parallel chunks. TLS is `rustls` with the
 //! `ring` provider (no aws-lc) through `tokio-postgres-rustls` (which also does SCRAM
 //! channel binding); `rustls-native-certs` reads the system CA store for `verify-*`.
 //! Builders do no network I/O: the first `deliver`/`publish` connects.
@@ -400,7 +404,7 @@ fn row(at: usize, rec: &Record) -> Result<Row<'_>, String> {
     if !is_uuid(&rec.uuid) {
         return Err(format!(
             "uuid `{}` is not an RFC 4122 uuid",
-            rec.uuid.escape_debug()
+            shown(&rec.uuid)
         ));
     }
     let json = std::str::from_utf8(&rec.json).map_err(|e| format!("vCon is not UTF-8: {e}"))?;
@@ -410,7 +414,7 @@ fn row(at: usize, rec: &Record) -> Result<Row<'_>, String> {
     if parse_rfc3339_ms(&head.created_at).is_none() {
         return Err(format!(
             "created_at `{}` is not RFC 3339",
-            head.created_at.escape_debug()
+            shown(&head.created_at)
         ));
     }
     // A malformed updated_at is not worth losing the vCon for: the write time is used.
@@ -424,6 +428,13 @@ fn row(at: usize, rec: &Record) -> Result<Row<'_>, String> {
         subject: head.subject,
         json,
     })
+}
+
+/// A hostile value in a rejection reason: escaped and cut to 64 characters.
+fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    let more = if cut.len() < s.len() { "…" } else { "" };
+    format!("{}{more}", cut.escape_debug())
 }
 
 fn is_uuid(s: &str) -> bool {
