@@ -182,14 +182,12 @@ fn parse(spec: &mut SinkSpec) -> Result<NatsConfig, ConfigError> {
         ))
     };
     let o = &mut spec.options;
-    let subject = o
-        .take("subject")?
-        .unwrap_or_else(|| "vcon.finished".into());
-    check_subject(&subject, false).map_err(|why| bad("subject", why))?;
+    let subject = o.take("subject")?.unwrap_or_else(|| "vcon.finished".into());
+    check_subject(&subject).map_err(|why| bad("subject", why))?;
     let events_prefix = o
         .take("events_subject_prefix")?
         .unwrap_or_else(|| "vcon.events".into());
-    check_subject(&events_prefix, false).map_err(|why| bad("events_subject_prefix", why))?;
+    check_subject(&events_prefix).map_err(|why| bad("events_subject_prefix", why))?;
     let events = o.take_bool("events", true)?;
     if events && filter_covers(&format!("{events_prefix}.>"), &subject) {
         return Err(bad(
@@ -210,7 +208,8 @@ fn parse(spec: &mut SinkSpec) -> Result<NatsConfig, ConfigError> {
         ));
     }
     let create_stream = o.take_bool("create_stream", true)?;
-    let duplicate_window = Duration::from_secs(o.take_u64("duplicate_window_s", 120, 1..=604_800)?);
+    let duplicate_window =
+        Duration::from_secs(o.take_u64("duplicate_window_s", 120, 1..=604_800)?);
     let token = o.take("token")?;
     if token.is_some() && user_password.is_some() {
         return Err(bad(
@@ -259,11 +258,13 @@ fn load_ca(
 }
 
 /// A literal subject: dot-separated non-empty tokens of visible ASCII, no wildcards.
-fn check_subject(s: &str, _wild: bool) -> Result<(), String> {
+fn check_subject(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 200
         && s.split('.').all(|t| {
-            !t.is_empty() && t.bytes().all(|c| c.is_ascii_graphic() && c != b'*' && c != b'>')
+            !t.is_empty()
+                && t.bytes()
+                    .all(|c| c.is_ascii_graphic() && c != b'*' && c != b'>')
         });
     if ok {
         Ok(())
@@ -438,9 +439,9 @@ async fn ensure_stream(cfg: &NatsConfig, js: &jetstream::Context) -> Result<(), 
         }
     };
     let subjects = match existing {
-        Some(r) => r.map_err(|e| {
-            SinkError::new(format!("nats sink: stream {} info: {e}", cfg.stream))
-        })?,
+        Some(r) => {
+            r.map_err(|e| SinkError::new(format!("nats sink: stream {} info: {e}", cfg.stream)))?
+        }
         None => {
             let sc = jetstream::stream::Config {
                 name: cfg.stream.clone(),
@@ -457,13 +458,17 @@ async fn ensure_stream(cfg: &NatsConfig, js: &jetstream::Context) -> Result<(), 
                 }
                 // Another agent may have created it just now: look again.
                 Err(first) => match js.get_stream(&cfg.stream).await {
-                    Ok(mut s) => s
-                        .info()
-                        .await
-                        .map(|i| i.config.subjects.clone())
-                        .map_err(|e| {
-                            SinkError::new(format!("nats sink: stream {} info: {e}", cfg.stream))
-                        })?,
+                    Ok(mut s) => {
+                        s.info()
+                            .await
+                            .map(|i| i.config.subjects.clone())
+                            .map_err(|e| {
+                                SinkError::new(format!(
+                                    "nats sink: stream {} info: {e}",
+                                    cfg.stream
+                                ))
+                            })?
+                    }
                     Err(_) => {
                         return Err(SinkError::new(format!(
                             "nats sink: creating stream {} for {wanted:?}: {first}",
@@ -718,6 +723,19 @@ fn rb(e: impl std::fmt::Display) -> ReadBackError {
     ReadBackError(e.to_string())
 }
 
+/// The connection settings of a sink URL for the read-back helpers: `token`, `tls_ca` and
+/// `timeout_ms` are used, every other option is ignored.
+fn readback_cfg(url: &str) -> Result<NatsConfig, ReadBackError> {
+    let mut given = SinkSpec::parse(url).map_err(rb)?;
+    let mut spec = SinkSpec::parse(given.url.as_str()).map_err(rb)?;
+    for key in ["token", "tls_ca", "timeout_ms"] {
+        if let Some(v) = given.options.take(key).map_err(rb)? {
+            spec.options.push(key, &v);
+        }
+    }
+    parse(&mut spec).map_err(rb)
+}
+
 /// Reads every message of `stream` whose subject matches `filter` (wildcards allowed), in
 /// stream order, through an ephemeral ordered consumer. `url` is a sink URL
 /// (`nats://[user:pw@]host:port`, options ignored except `token`).
@@ -727,10 +745,7 @@ pub async fn stored_messages(
     filter: &str,
 ) -> Result<Vec<StoredMessage>, ReadBackError> {
     use futures_util::StreamExt as _;
-    let mut spec = SinkSpec::parse(url).map_err(rb)?;
-    let token = spec.options.take("token").map_err(rb)?;
-    let mut cfg = parse(&mut SinkSpec::parse(&spec.url.to_string()).map_err(rb)?).map_err(rb)?;
-    cfg.token = token;
+    let cfg = readback_cfg(url)?;
     let client = connect(&cfg).await.map_err(rb)?;
     let js = jetstream::ContextBuilder::new()
         .timeout(cfg.timeout)
@@ -764,10 +779,7 @@ pub async fn stored_messages(
             .as_ref()
             .map(|h| {
                 h.iter()
-                    .filter_map(|(k, v)| {
-                        v.first()
-                            .map(|v| (k.to_string(), v.as_str().to_string()))
-                    })
+                    .filter_map(|(k, v)| v.first().map(|v| (k.to_string(), v.as_str().to_string())))
                     .collect()
             })
             .unwrap_or_default();
@@ -802,8 +814,7 @@ pub async fn stored_uuids(
 
 /// Deletes a stream (test clean-up); `Ok(false)` if it did not exist.
 pub async fn delete_stream(url: &str, stream: &str) -> Result<bool, ReadBackError> {
-    let mut cfg = parse(&mut SinkSpec::parse(url).map_err(rb)?).map_err(rb)?;
-    cfg.create_stream = false;
+    let cfg = readback_cfg(url)?;
     let client = connect(&cfg).await.map_err(rb)?;
     let js = jetstream::ContextBuilder::new()
         .timeout(cfg.timeout)

@@ -125,7 +125,9 @@ async fn finished_vcons_are_stored_in_order_with_exact_bytes_and_headers() {
     let out = sink.deliver(&batch).await.unwrap();
     assert_eq!(out, vec![Outcome::Delivered; 20]);
 
-    let msgs = stored_messages(NATS, &t.stream, &t.finished()).await.unwrap();
+    let msgs = stored_messages(NATS, &t.stream, &t.finished())
+        .await
+        .unwrap();
     assert_eq!(msgs.len(), 20);
     for (m, r) in msgs.iter().zip(&batch) {
         assert_eq!(m.subject, t.finished());
@@ -158,9 +160,15 @@ async fn redelivered_batch_is_stored_once_but_an_update_is_kept() {
     let mut built = t.build("&events=false&duplicate_window_s=600");
     let sink = built.sink.as_mut().unwrap();
     let batch: Vec<_> = (1..=10).map(|i| rec(i, &uuid(i), "call")).collect();
-    assert_eq!(sink.deliver(&batch).await.unwrap(), vec![Outcome::Delivered; 10]);
+    assert_eq!(
+        sink.deliver(&batch).await.unwrap(),
+        vec![Outcome::Delivered; 10]
+    );
     // The core retries a whole batch after an Err: same records, same bytes.
-    assert_eq!(sink.deliver(&batch).await.unwrap(), vec![Outcome::Delivered; 10]);
+    assert_eq!(
+        sink.deliver(&batch).await.unwrap(),
+        vec![Outcome::Delivered; 10]
+    );
     // A later version of uuid 3 (different bytes) is a new message, not a duplicate.
     let update = rec(11, &uuid(3), "call, updated");
     assert_eq!(
@@ -171,10 +179,20 @@ async fn redelivered_batch_is_stored_once_but_an_update_is_kept() {
     let mut want: Vec<String> = (1..=10).map(uuid).collect();
     want.push(uuid(3));
     assert_eq!(uuids, want);
-    let msgs = stored_messages(NATS, &t.stream, &t.finished()).await.unwrap();
+    let msgs = stored_messages(NATS, &t.stream, &t.finished())
+        .await
+        .unwrap();
     assert_eq!(msgs.last().unwrap().payload, update.json);
 
-    let info = js().await.get_stream(&t.stream).await.unwrap().info().await.unwrap().clone();
+    let info = js()
+        .await
+        .get_stream(&t.stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
     assert_eq!(info.config.subjects, vec![t.finished()], "events=false");
     assert_eq!(info.config.duplicate_window, Duration::from_secs(600));
     sink.close().await;
@@ -262,10 +280,21 @@ async fn dead_port_and_silent_server_are_errors_within_the_timeout() {
         nats::build(SinkSpec::parse(&format!("nats://127.0.0.1:{port}?timeout_ms=500")).unwrap())
             .unwrap();
     let t0 = Instant::now();
-    let e = built.sink.as_mut().unwrap().deliver(&batch).await.unwrap_err();
+    let e = built
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(&batch)
+        .await
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(e.to_string().contains("connecting"), "{e}");
-    let e = built.events.as_mut().unwrap().publish(&[event(&uuid(1), 1, EventKind::Created)]).await;
+    let e = built
+        .events
+        .as_mut()
+        .unwrap()
+        .publish(&[event(&uuid(1), 1, EventKind::Created)])
+        .await;
     assert!(e.is_err());
     hold.abort();
 }
@@ -291,7 +320,10 @@ async fn existing_stream_without_our_subjects_is_a_clear_error_and_left_alone() 
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("do not cover") && e.contains(&t.finished()), "{e}");
+    assert!(
+        e.contains("do not cover") && e.contains(&t.finished()),
+        "{e}"
+    );
     let mut st = js().await.get_stream(&t.stream).await.unwrap();
     assert_eq!(st.info().await.unwrap().config.subjects, vec![other]);
 
@@ -306,9 +338,21 @@ async fn existing_stream_without_our_subjects_is_a_clear_error_and_left_alone() 
         .await
         .unwrap();
     let mut built = t2.build("");
-    let out = built.sink.as_mut().unwrap().deliver(&[rec(1, &uuid(1), "x")]).await.unwrap();
+    let out = built
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(&[rec(1, &uuid(1), "x")])
+        .await
+        .unwrap();
     assert_eq!(out, vec![Outcome::Delivered]);
-    built.events.as_mut().unwrap().publish(&[event(&uuid(1), 1, EventKind::Created)]).await.unwrap();
+    built
+        .events
+        .as_mut()
+        .unwrap()
+        .publish(&[event(&uuid(1), 1, EventKind::Created)])
+        .await
+        .unwrap();
     let mut st = js().await.get_stream(&t2.stream).await.unwrap();
     let info = st.info().await.unwrap();
     assert_eq!(info.config.subjects, vec![format!("{}.>", t2.root)]);
@@ -332,7 +376,10 @@ async fn missing_stream_without_create_is_an_error_then_recovers() {
         })
         .await
         .unwrap();
-    assert_eq!(sink.deliver(&batch).await.unwrap(), vec![Outcome::Delivered]);
+    assert_eq!(
+        sink.deliver(&batch).await.unwrap(),
+        vec![Outcome::Delivered]
+    );
     assert_eq!(
         stored_uuids(NATS, &t.stream, &t.finished()).await.unwrap(),
         vec![uuid(1)]
@@ -359,13 +406,107 @@ async fn hostile_records_are_rejected_and_the_rest_delivered() {
     ];
     let out = sink.deliver(&batch).await.unwrap();
     assert_eq!(out[0], Outcome::Delivered);
-    assert!(matches!(&out[1], Outcome::Rejected(r) if r.contains("max_payload")), "{out:?}");
-    assert!(matches!(&out[2], Outcome::Rejected(r) if r.contains("header")), "{out:?}");
+    assert!(
+        matches!(&out[1], Outcome::Rejected(r) if r.contains("max_payload")),
+        "{out:?}"
+    );
+    assert!(
+        matches!(&out[2], Outcome::Rejected(r) if r.contains("header")),
+        "{out:?}"
+    );
     assert!(matches!(&out[3], Outcome::Rejected(_)), "{out:?}");
     assert_eq!(out[4], Outcome::Delivered);
     assert_eq!(
         stored_uuids(NATS, &t.stream, &t.finished()).await.unwrap(),
         vec![uuid(1), uuid(5)]
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private nats-server with JetStream (store under `dir`), for tests that stop it.
+struct NatsServer(std::process::Child);
+
+impl NatsServer {
+    async fn start(port: u16, dir: &std::path::Path, extra: &[&str]) -> Self {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("js"))
+            .args(extra)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server binary (installed with the NATS service CI starts)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return NatsServer(child);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server on port {port} did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server goes away after the first connect and comes back: deliveries meanwhile are
+/// errors within the timeout (not hangs), and async-nats reconnects by itself.
+#[tokio::test]
+async fn server_restart_errors_then_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = NatsServer::start(port, dir.path(), &[]).await;
+    let url = format!("nats://127.0.0.1:{port}?stream=RESTART&subject=r.finished&events_subject_prefix=r.events&timeout_ms=700");
+    let mut built = nats::build(SinkSpec::parse(&url).unwrap()).unwrap();
+    let sink = built.sink.as_mut().unwrap();
+    let a = vec![rec(1, &uuid(1), "before")];
+    assert_eq!(sink.deliver(&a).await.unwrap(), vec![Outcome::Delivered]);
+    server.stop();
+    let b = vec![rec(2, &uuid(2), "during"), rec(3, &uuid(3), "during")];
+    let t0 = Instant::now();
+    assert!(sink.deliver(&b).await.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let _server = NatsServer::start(port, dir.path(), &[]).await;
+    // The core retries with backoff; a few attempts while the client reconnects.
+    let mut ok = None;
+    for _ in 0..20 {
+        match sink.deliver(&b).await {
+            Ok(out) => {
+                ok = Some(out);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    assert_eq!(
+        ok.expect("delivered after the restart"),
+        vec![Outcome::Delivered; 2]
+    );
+    let plain = format!("nats://127.0.0.1:{port}");
+    // Messages buffered while disconnected may also have been flushed on reconnect:
+    // the duplicate window keeps one copy of each.
+    assert_eq!(
+        stored_uuids(&plain, "RESTART", "r.finished").await.unwrap(),
+        vec![uuid(1), uuid(2), uuid(3)]
     );
 }
 
@@ -381,56 +522,53 @@ async fn tls_with_a_private_ca() {
             .current_dir(d)
             .output()
             .expect("sh");
-        assert!(st.status.success(), "{args}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     };
-    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout ca.key -out ca.pem -days 1 -subj /CN=vcontap-test-ca 2>/dev/null");
-    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null");
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout ca.key -out ca.pem -days 1 -subj /CN=vcontap-test-ca 2>/dev/null",
+    );
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null",
+    );
     sh("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && \
         openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem \
         -days 1 -extfile ext.cnf 2>/dev/null");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(d.join("js"))
-        .args(["--tls", "--tlscert"])
-        .arg(d.join("srv.pem"))
-        .arg("--tlskey")
-        .arg(d.join("srv.key"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server binary (installed with the NATS service CI starts)");
-    let ok = async {
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
+    let port = free_port();
+    let mut server = NatsServer::start(
+        port,
+        d,
+        &["--tls", "--tlscert", "srv.pem", "--tlskey", "srv.key"],
+    )
     .await;
-    assert!(ok, "TLS nats-server did not start");
     let url = format!(
         "nats+tls://127.0.0.1:{port}?stream=TLSTEST&subject=tls.finished&events=false&tls_ca={}",
         d.join("ca.pem").display()
     );
     let mut built = nats::build(SinkSpec::parse(&url).unwrap()).unwrap();
-    let r = built.sink.as_mut().unwrap().deliver(&[rec(1, &uuid(1), "tls")]).await;
+    let r = built
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(&[rec(1, &uuid(1), "tls")])
+        .await;
     // Without the CA the handshake is refused.
     let plain = format!(
         "nats+tls://127.0.0.1:{port}?stream=TLSTEST&subject=tls.finished&events=false&timeout_ms=1000"
     );
     let mut untrusted = nats::build(SinkSpec::parse(&plain).unwrap()).unwrap();
-    let r2 = untrusted.sink.as_mut().unwrap().deliver(&[rec(1, &uuid(1), "tls")]).await;
-    let _ = server.kill();
-    let _ = server.wait();
+    let r2 = untrusted
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(&[rec(1, &uuid(1), "tls")])
+        .await;
+    server.stop();
     assert_eq!(r.unwrap(), vec![Outcome::Delivered]);
     assert!(r2.is_err());
 }
