@@ -536,7 +536,9 @@ impl NatsSink {
                 )));
                 continue;
             }
-            if max_payload > 0 && rec.json.len() + 200 > max_payload {
+            // (payload plus headers just over the limit is caught by async-nats as
+            // MaxPayloadExceeded, which `permanent` also maps to a rejection)
+            if max_payload > 0 && rec.json.len() > max_payload {
                 out.push(Outcome::Rejected(format!(
                     "vCon is {} bytes, over the server's max_payload of {max_payload}",
                     rec.json.len()
@@ -630,7 +632,7 @@ impl NatsEventSink {
                 continue;
             }
             let line = ev.to_json_line();
-            if max_payload > 0 && line.len() + 300 > max_payload {
+            if max_payload > 0 && line.len() > max_payload {
                 skipped += 1;
                 continue;
             }

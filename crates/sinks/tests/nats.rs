@@ -387,6 +387,38 @@ async fn missing_stream_without_create_is_an_error_then_recovers() {
 }
 
 #[tokio::test]
+async fn stream_max_message_size_refusal_is_a_rejection() {
+    let t = TestStream::new();
+    js().await
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: t.stream.clone(),
+            subjects: vec![t.finished()],
+            max_message_size: 4096,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut built = t.build("&events=false");
+    let sink = built.sink.as_mut().unwrap();
+    let batch = vec![
+        rec(1, &uuid(1), "small"),
+        rec(2, &uuid(2), &"y".repeat(8000)),
+        rec(3, &uuid(3), "small"),
+    ];
+    let out = sink.deliver(&batch).await.unwrap();
+    assert_eq!(out[0], Outcome::Delivered);
+    assert!(
+        matches!(&out[1], Outcome::Rejected(r) if r.contains("maximum")),
+        "{out:?}"
+    );
+    assert_eq!(out[2], Outcome::Delivered);
+    assert_eq!(
+        stored_uuids(NATS, &t.stream, &t.finished()).await.unwrap(),
+        vec![uuid(1), uuid(3)]
+    );
+}
+
+#[tokio::test]
 async fn hostile_records_are_rejected_and_the_rest_delivered() {
     let t = TestStream::new();
     let mut built = t.build("&events=false");
@@ -435,24 +467,27 @@ struct NatsServer(std::process::Child);
 
 impl NatsServer {
     async fn start(port: u16, dir: &std::path::Path, extra: &[&str]) -> Self {
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("js"))
-            .args(extra)
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server binary (installed with the NATS service CI starts)");
+        let mut server = NatsServer(
+            std::process::Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(dir.join("js"))
+                .args(extra)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("nats-server binary (installed with the NATS service CI starts)"),
+        );
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return NatsServer(child);
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        server.stop();
         panic!("nats-server on port {port} did not start");
     }
 
