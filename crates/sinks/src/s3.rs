@@ -10,6 +10,10 @@
 //!   PREFIX/media/<uuid>-NNN.wav          each recording segment, audio/x-wav
 //! ```
 //!
+//! The pointer's body is the date path, as the conserver's `storage.s3` writes it (its
+//! `get()` joins it with `<uuid>.vcon`; vcon-server b9b0381), so with `extension=vcon` the
+//! conserver can read what vcontap stored. See `docs/sinks/s3.md` for every option.
+//!
 //! **Writes are idempotent**: a PUT of the same key replaces the object, so a re-delivered
 //! vCon (or an updated one) leaves exactly one object. When a batch holds several versions of
 //! one uuid only the last (spool order) is written, so parallel PUTs can never let an older
@@ -71,6 +75,16 @@ pub const VCON_CONTENT_TYPE: &str = "application/vcon+json";
 
 /// SigV4 presigned URLs live at most 7 days.
 pub const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Segments larger than this go up as multipart uploads (one PUT holds the whole file in
+/// memory; 64 MiB is about 35 minutes of 8 kHz stereo).
+pub const MULTIPART_THRESHOLD: u64 = 64 << 20;
+
+/// Part size of multipart uploads (S3's minimum is 5 MiB; one part is in memory at a time).
+pub const PART_SIZE: usize = 16 << 20;
+
+/// Default number of PUTs in flight per batch (S3 latency is per request, not per byte).
+pub const DEFAULT_CONCURRENCY: u64 = 16;
 
 /// Options every `s3://` URL understands (connection and credentials).
 const CONN_OPTIONS: [&str; 8] = [
@@ -177,7 +191,10 @@ fn parse_conn(spec: &mut SinkSpec) -> Result<Conn, ConfigError> {
     if !prefix.is_empty() && Path::parse(&prefix).is_err() {
         return Err(invalid(
             spec,
-            format!("prefix `{}` is not a valid object key prefix", prefix.escape_debug()),
+            format!(
+                "prefix `{}` is not a valid object key prefix",
+                prefix.escape_debug()
+            ),
         ));
     }
     if prefix.len() > 512 {
@@ -204,7 +221,9 @@ fn parse_conn(spec: &mut SinkSpec) -> Result<Conn, ConfigError> {
         .or_else(|| std::env::var("AWS_REGION").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "us-east-1".to_string());
     let path_style = spec.options.take_bool("path_style", true)?;
-    let plain = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+    let plain = endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
     let allow_http = spec.options.take_bool("allow_http", plain)?;
     let access_key = match spec.options.take("access_key")? {
         Some(k) => Some(k),
@@ -231,7 +250,8 @@ fn parse_conn(spec: &mut SinkSpec) -> Result<Conn, ConfigError> {
              or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
         ));
     };
-    let timeout = Duration::from_millis(spec.options.take_u64("timeout_ms", 30_000, 100..=600_000)?);
+    let timeout =
+        Duration::from_millis(spec.options.take_u64("timeout_ms", 30_000, 100..=600_000)?);
     Ok(Conn {
         name: spec.name.clone(),
         bucket,
@@ -326,7 +346,9 @@ pub fn build(mut spec: SinkSpec) -> Result<Built, ConfigError> {
             format!("`{extension}`: choose vcon.json (default), vcon (the conserver's) or json"),
         ));
     }
-    let concurrency = spec.options.take_u64("concurrency", 16, 1..=256)? as usize;
+    let concurrency = spec
+        .options
+        .take_u64("concurrency", DEFAULT_CONCURRENCY, 1..=256)? as usize;
     spec.options
         .finish(&[CONN_OPTIONS.as_slice(), SINK_OPTIONS.as_slice()].concat())?;
     let store = conn.client(sink_retry())?;
@@ -370,10 +392,15 @@ fn plan(cfg: &SinkCfg, rec: &Record) -> Result<(Path, String), String> {
             rec.uuid.escape_debug()
         ));
     }
-    let head = rec.head().map_err(|e| format!("not a vCon JSON object: {e}"))?;
-    let (y, m, d) = head
-        .created_ymd()
-        .ok_or_else(|| format!("created_at `{}` is not RFC 3339", head.created_at.escape_debug()))?;
+    let head = rec
+        .head()
+        .map_err(|e| format!("not a vCon JSON object: {e}"))?;
+    let (y, m, d) = head.created_ymd().ok_or_else(|| {
+        format!(
+            "created_at `{}` is not RFC 3339",
+            head.created_at.escape_debug()
+        )
+    })?;
     let date = format!("{y:04}/{m:02}/{d:02}");
     let key = cfg
         .conn
@@ -699,9 +726,11 @@ impl S3Media {
     ) -> Result<Self, ConfigError> {
         let conn = parse_conn(&mut spec)?;
         let public = spec.options.take("public_base_url")?;
-        let presign = spec
-            .options
-            .take_u64("presign_seconds", MAX_PRESIGN_SECONDS, 0..=MAX_PRESIGN_SECONDS)?;
+        let presign = spec.options.take_u64(
+            "presign_seconds",
+            MAX_PRESIGN_SECONDS,
+            0..=MAX_PRESIGN_SECONDS,
+        )?;
         let keep_local = spec.options.take_bool("keep_local", false)?;
         let on_failure = match spec.options.take("on_failure")?.as_deref() {
             None | Some("local") => OnFailure::Local,
@@ -758,8 +787,8 @@ impl S3Media {
                 keep_local,
                 on_failure,
                 handle,
-                multipart_threshold: 64 << 20,
-                part_size: 16 << 20,
+                multipart_threshold: MULTIPART_THRESHOLD,
+                part_size: PART_SIZE,
             }),
             local,
         })
@@ -970,7 +999,10 @@ mod tests {
         let c = parse_conn(&mut s).unwrap();
         assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bucket", "a/b"));
         assert!(c.allow_http && c.path_style);
-        assert_eq!(c.region, std::env::var("AWS_REGION").unwrap_or("us-east-1".into()));
+        assert_eq!(
+            c.region,
+            std::env::var("AWS_REGION").unwrap_or("us-east-1".into())
+        );
         assert!(!format!("{c:?}").contains("\"S\""));
         // Credentials in the URL's user info.
         let mut s = spec("s3://K:S@bucket/?endpoint=https://s3.example");
@@ -984,7 +1016,7 @@ mod tests {
             "s3://bucket:9000/p?access_key=K&secret_key=S",
             "s3://bucket/p?access_key=K&secret_key=S&lookups=true",
             "s3://bucket/p?access_key=K&secret_key=S&extension=xml",
-            "s3://bucket/a/../b?access_key=K&secret_key=S",
+            "s3://bucket/a//b?access_key=K&secret_key=S",
             "s3://bucket/p?access_key=K&secret_key=env:VCONTAP_TEST_UNSET_S3",
         ] {
             assert!(build(spec(bad)).is_err(), "{bad}");
