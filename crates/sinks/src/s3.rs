@@ -87,7 +87,7 @@ pub const PART_SIZE: usize = 16 << 20;
 pub const DEFAULT_CONCURRENCY: u64 = 16;
 
 /// Options every `s3://` URL understands (connection and credentials).
-const CONN_OPTIONS: [&str; 8] = [
+const CONN_OPTIONS: [&str; 9] = [
     "endpoint",
     "region",
     "path_style",
@@ -96,6 +96,7 @@ const CONN_OPTIONS: [&str; 8] = [
     "session_token",
     "timeout_ms",
     "allow_http",
+    "insecure_tls",
 ];
 
 /// Options only the vCon sink understands.
@@ -121,6 +122,8 @@ struct Conn {
     region: String,
     path_style: bool,
     allow_http: bool,
+    /// Accept any server certificate (self-signed lab servers only).
+    insecure_tls: bool,
     access_key: String,
     secret_key: String,
     session_token: Option<String>,
@@ -225,6 +228,7 @@ fn parse_conn(spec: &mut SinkSpec) -> Result<Conn, ConfigError> {
         .as_deref()
         .is_some_and(|e| e.starts_with("http://"));
     let allow_http = spec.options.take_bool("allow_http", plain)?;
+    let insecure_tls = spec.options.take_bool("insecure_tls", false)?;
     let access_key = match spec.options.take("access_key")? {
         Some(k) => Some(k),
         None if !user.is_empty() => Some(user),
@@ -260,6 +264,7 @@ fn parse_conn(spec: &mut SinkSpec) -> Result<Conn, ConfigError> {
         region,
         path_style,
         allow_http,
+        insecure_tls,
         access_key,
         secret_key,
         session_token,
@@ -275,6 +280,7 @@ impl Conn {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let opts = ClientOptions::new()
             .with_allow_http(self.allow_http)
+            .with_allow_invalid_certificates(self.insecure_tls)
             .with_timeout(self.timeout)
             .with_connect_timeout(Duration::from_secs(5));
         let mut b = AmazonS3Builder::new()

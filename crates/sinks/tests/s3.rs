@@ -38,6 +38,11 @@ fn free_port() -> u16 {
 
 /// Starts moto, or returns None (with a notice) when python3/moto are not installed.
 fn moto() -> Option<Moto> {
+    moto_with(false)
+}
+
+/// Starts moto, over HTTPS (an ad-hoc self-signed certificate) when `tls`.
+fn moto_with(tls: bool) -> Option<Moto> {
     let probe = Command::new("python3")
         .args(["-c", "import moto.server, flask"])
         .stdout(Stdio::null())
@@ -49,22 +54,20 @@ fn moto() -> Option<Moto> {
         return None;
     }
     let port = free_port();
+    let port_s = port.to_string();
+    let mut args = vec!["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_s];
+    if tls {
+        args.push("--ssl");
+    }
     let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting moto");
     let m = Moto {
         child,
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
     };
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -191,6 +194,59 @@ async fn vcons_dated_keys_overwrite_and_lookup_pointer() {
     assert_eq!(out, vec![Outcome::Delivered]);
     let keys = S3View::from_url(&root).unwrap().keys("2026").await.unwrap();
     assert_eq!(keys, vec![format!("2026/11/30/{b}.vcon")]);
+}
+
+/// HTTPS goes through rustls with the ring provider (no aws-lc): a self-signed server is
+/// refused (a certificate error, not a panic for a missing provider), and accepted with
+/// `insecure_tls=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_through_rustls_ring() {
+    let Some(m) = moto_with(true) else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lax_http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    // The port opens before the ad-hoc certificate is ready: retry until TLS answers.
+    let t = Instant::now();
+    loop {
+        match lax_http
+            .put(format!("{}/tls-bucket", m.endpoint))
+            .send()
+            .await
+        {
+            Ok(r) => {
+                assert!(r.status().is_success(), "create bucket: {}", r.status());
+                break;
+            }
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(30), "moto --ssl: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let batch = vec![rec(
+        1,
+        "018f0000-0000-8000-8000-0000000000cc",
+        "2026-01-02T03:04:05Z",
+        0,
+    )];
+    let strict = url(&m, "tls-bucket", "t", "");
+    let mut built = build(SinkSpec::parse(&strict).unwrap()).unwrap();
+    let err = built
+        .sink
+        .as_mut()
+        .unwrap()
+        .deliver(&batch)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("PUT t/2026/01/02/"), "{err}");
+    let lax = url(&m, "tls-bucket", "t", "&insecure_tls=true");
+    let mut built = build(SinkSpec::parse(&lax).unwrap()).unwrap();
+    let out = built.sink.as_mut().unwrap().deliver(&batch).await.unwrap();
+    assert_eq!(out, vec![Outcome::Delivered]);
+    assert_eq!(
+        stored_uuids(&lax).await.unwrap(),
+        vec!["018f0000-0000-8000-8000-0000000000cc".to_string()]
+    );
 }
 
 fn wav_samples(frames: usize) -> Vec<i16> {
