@@ -384,6 +384,7 @@ impl std::fmt::Debug for S3Sink {
 /// The keys one record is written under.
 struct Planned {
     index: usize,
+    uuid: Arc<str>,
     key: Path,
     /// `YYYY/MM/DD` (the lookup pointer's content).
     date: String,
@@ -450,12 +451,7 @@ async fn put_vcon(
         .map_err(|e| store_err("PUT", &p.key, e))?;
     if cfg.lookup {
         // After the vCon: a pointer never names an object that is not there yet.
-        let uuid = p
-            .key
-            .filename()
-            .and_then(|f| f.split('.').next())
-            .unwrap_or_default();
-        let lk = Path::parse(cfg.conn.key(&format!("lookup/{uuid}.txt")))
+        let lk = Path::parse(cfg.conn.key(&format!("lookup/{}.txt", p.uuid)))
             .map_err(|e| SinkError::new(format!("lookup key: {e}")))?;
         store
             .put_opts(
@@ -489,7 +485,12 @@ impl Sink for S3Sink {
                 match plan(cfg, rec) {
                     Ok((key, date)) => {
                         last.insert(&rec.uuid, planned.len());
-                        planned.push(Planned { index, key, date });
+                        planned.push(Planned {
+                            index,
+                            uuid: rec.uuid.clone(),
+                            key,
+                            date,
+                        });
                     }
                     Err(why) => {
                         if let Some(o) = out.get_mut(index) {
@@ -907,6 +908,16 @@ impl MediaInner {
         &self,
         fut: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
     ) -> Result<T, String> {
+        // Waiting on the only thread of a current-thread runtime would never wake up.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                return Err(
+                    "S3Media cannot upload from inside a current-thread tokio runtime \
+                     (complete() runs on the pipeline's hasher thread)"
+                        .into(),
+                );
+            }
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = tx.send(fut.await);
