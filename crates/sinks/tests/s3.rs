@@ -453,13 +453,19 @@ fn config_errors_without_io() {
 }
 
 /// Throughput: 2000 vCons of ~8 KB, in batches of `max_batch`. Run with
-/// `cargo test -p vcontap-sinks --test s3 -- --ignored --nocapture throughput`.
+/// `cargo test -p vcontap-sinks --test s3 -- --ignored --nocapture throughput`
+/// (`VCONTAP_S3_BENCH_OPTS=&concurrency=4` appends sink options).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput_2000_vcons_of_8k() {
     let Some(m) = moto() else { return };
     make_bucket(&m, "bench").await;
-    let u = url(&m, "bench", "tp", "");
+    let u = url(
+        &m,
+        "bench",
+        "tp",
+        &std::env::var("VCONTAP_S3_BENCH_OPTS").unwrap_or_default(),
+    );
     let mut built = build(SinkSpec::parse(&u).unwrap()).unwrap();
     let sink = built.sink.as_mut().unwrap();
     let recs: Vec<Arc<Record>> = (0..2000u64)
