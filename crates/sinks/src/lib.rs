@@ -32,17 +32,17 @@
 
 pub mod delivery;
 pub mod file;
-pub mod metrics;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod record;
-pub mod retry;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod sink;
