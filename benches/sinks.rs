@@ -108,7 +108,9 @@ fn main() {
         ));
         let _ = std::fs::remove_dir_all(&out);
         if reachable("127.0.0.1:6379") {
-            let url = format!("redis://127.0.0.1:6379/0?sorted_set=bench_{tag}_{size}&index=false&ttl=120");
+            let url = format!(
+                "redis://127.0.0.1:6379/0?sorted_set=bench_{tag}_{size}&index=false&ttl=120"
+            );
             rows.push(run("redis", &url, size, n_net, &root));
         } else {
             eprintln!("skipped redis: not reachable on 127.0.0.1:6379");

@@ -7,6 +7,7 @@
 //! with bounded crossbeam channels; the async runtime arrives with the live API and the
 //! network sinks.
 
+mod config;
 mod outputs;
 mod progress;
 mod replay;

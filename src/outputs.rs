@@ -12,6 +12,10 @@ use vcontap_sinks::{Delivery, DeliveryConfig, NamedSink, SinkSpec};
 /// Delivery options shared by `replay` (and later `capture`, `siprec`, `run`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct OutputArgs {
+    /// Configuration file (`[delivery]` and `[[sinks]]`, see vcontap.example.toml); flags
+    /// given on the command line win, and `--sink`s add to its sinks.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Deliver finished vCons to this store too (repeatable): file:///DIR, redis://,
     /// postgres://, nats://, conserver+http(s)://, webhook+http(s)://, s3://BUCKET/PREFIX;
     /// options as query parameters (docs/sinks/).
@@ -22,17 +26,23 @@ pub struct OutputArgs {
     /// ~/.local/share/vcontap/spool.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Spool bound in MiB: beyond it the spool alarms and applies its full-policy.
-    #[arg(long, value_name = "MIB", default_value_t = 4096)]
-    pub spool_max_mib: u64,
+    /// Spool bound in MiB (default 4096): beyond it the spool alarms and applies its
+    /// full-policy.
+    #[arg(long, value_name = "MIB")]
+    pub spool_max_mib: Option<u64>,
     /// Transform every finished vCon before it is spooled (repeatable, in order), e.g.
     /// `drop_attachments:sip-message-trace`.
     #[arg(long = "transform", value_name = "SPEC")]
     pub transforms: Vec<String>,
-    /// At the end, wait at most this long for the sinks to deliver what is spooled
-    /// (the rest stays in the spool for the next run).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub drain_timeout: u64,
+    /// At the end, wait at most this long (default 300 s) for the sinks to deliver what is
+    /// spooled (the rest stays in the spool for the next run).
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
+    /// Store recordings in S3-compatible object storage instead of `--out DIR/media`:
+    /// s3://BUCKET/PREFIX?endpoint=…, options as for the s3 sink (docs/sinks/s3.md); the
+    /// vCon's `url` then points at the object.
+    #[arg(long, value_name = "URL")]
+    pub media_store: Option<String>,
 }
 
 /// The default spool directory (see [`OutputArgs::spool`]).
@@ -74,7 +84,17 @@ pub struct Outputs {
 impl Outputs {
     /// Builds every sink (config errors surface here, before any packet is read), opens
     /// the spool and starts delivery.
-    pub fn start(out: Option<&Path>, a: &OutputArgs, when_full: WhenFull) -> Result<Self> {
+    pub fn start(out: Option<&Path>, a: &OutputArgs, mut when_full: WhenFull) -> Result<Self> {
+        let file_cfg = match &a.config {
+            Some(p) => crate::config::load(p)?,
+            None => crate::config::Config::default(),
+        };
+        let d = &file_cfg.delivery;
+        match d.when_full.as_deref() {
+            Some("drop_newest") => when_full = WhenFull::DropNewest,
+            Some("block") => when_full = WhenFull::Block,
+            _ => {}
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vcontap-sink")
@@ -90,6 +110,9 @@ impl Outputs {
             let spec = SinkSpec::parse(&url)?;
             file_sink = Some(spec.name.clone());
             specs.push(spec);
+        }
+        for t in &file_cfg.sinks {
+            specs.push(SinkSpec::from_table(t)?);
         }
         for s in &a.sinks {
             specs.push(SinkSpec::parse(s).with_context(|| "in --sink".to_string())?);
@@ -107,14 +130,21 @@ impl Outputs {
                 sinks.push(NamedSink { name, built });
             }
         }
-        let spool_dir = a.spool.clone().unwrap_or_else(default_spool_dir);
+        let spool_dir = a
+            .spool
+            .clone()
+            .or_else(|| d.spool.clone())
+            .unwrap_or_else(default_spool_dir);
         let mut cfg = DeliveryConfig::new(&spool_dir);
         cfg.when_full = when_full;
-        if a.spool_max_mib == 0 {
-            bail!("--spool-max-mib must be at least 1");
+        let max_mib = a.spool_max_mib.or(d.spool_max_mib).unwrap_or(4096);
+        if max_mib == 0 {
+            bail!(
+                "the spool bound (--spool-max-mib / delivery.spool_max_mib) must be at least 1 MiB"
+            );
         }
-        cfg.spool.max_bytes = a.spool_max_mib.saturating_mul(1 << 20);
-        for t in &a.transforms {
+        cfg.spool.max_bytes = max_mib.saturating_mul(1 << 20);
+        for t in d.transforms.iter().chain(&a.transforms) {
             cfg.transforms
                 .push(vcontap_sinks::transform::parse(t).map_err(anyhow::Error::msg)?);
         }
@@ -123,9 +153,27 @@ impl Outputs {
             delivery,
             file_sink,
             spool_dir,
-            drain: Duration::from_secs(a.drain_timeout),
+            drain: Duration::from_secs(a.drain_timeout.or(d.drain_timeout_s).unwrap_or(300)),
             runtime,
         })
+    }
+
+    /// The recording store `--media-store` names, spilling to `spill` before upload.
+    pub fn media_store(
+        &self,
+        a: &OutputArgs,
+        spill: &Path,
+    ) -> Result<Option<std::sync::Arc<dyn vcontap_pipeline::MediaStore>>> {
+        let Some(url) = &a.media_store else {
+            return Ok(None);
+        };
+        let spec = SinkSpec::parse(url).context("in --media-store")?;
+        if spec.scheme() != "s3" {
+            bail!("--media-store takes an s3:// URL (local files are the default)");
+        }
+        let store =
+            vcontap_sinks::s3::S3Media::from_spec(spec, spill, self.runtime.handle().clone())?;
+        Ok(Some(std::sync::Arc::new(store)))
     }
 
     /// Commits what is queued, drains the sinks (at most `--drain-timeout`) and reports.

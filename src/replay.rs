@@ -76,8 +76,13 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let mut cfg = TapConfig::replay(engine_config(&a));
     cfg.shards = a.shards;
     if a.record != RecordArg::None {
-        let store = LocalFiles::new(&a.out.join("media"), a.media_base_url.as_deref())?;
-        cfg.media = Some(Arc::new(store));
+        cfg.media = match outputs.media_store(&a.outputs, &a.out.join("media-spill"))? {
+            Some(s3) => Some(s3),
+            None => Some(Arc::new(LocalFiles::new(
+                &a.out.join("media"),
+                a.media_base_url.as_deref(),
+            )?)),
+        };
     }
     if a.pace == crate::Pace::Realtime {
         // A live demo: events should reach subscribers within tens of milliseconds.

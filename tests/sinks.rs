@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vcontap_synth::SynthConfig;
 
@@ -340,7 +340,14 @@ fn kill_9_then_restart_redelivers_exactly_once() {
     let pending: usize = listing
         .lines()
         .filter(|l| l.contains("sink redis://"))
-        .filter_map(|l| l.split(", ").nth(1)?.split(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .sum();
     assert!(
         pending > 0,
