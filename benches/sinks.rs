@@ -45,7 +45,16 @@ struct Row {
     p99: f64,
 }
 
-fn run(store: &str, url: &str, size: usize, n: usize, dir: &std::path::Path) -> Row {
+/// Submits `n` vCons, all at once (`rate` = None: throughput) or paced at `rate` per second
+/// (latency: what a store adds between a call's end and its arrival when it keeps up).
+fn run(
+    store: &str,
+    url: &str,
+    size: usize,
+    n: usize,
+    rate: Option<u32>,
+    dir: &std::path::Path,
+) -> Row {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -68,13 +77,20 @@ fn run(store: &str, url: &str, size: usize, n: usize, dir: &std::path::Path) -> 
     let events: Vec<_> = (0..n).map(|i| vcon(i, size)).collect();
     let metrics = del.metrics().clone();
     let t = Instant::now();
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
+        if let Some(r) = rate {
+            let due = t + Duration::from_secs_f64(i as f64 / f64::from(r));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         del.submit(e).unwrap();
     }
     let report = del.finish(Duration::from_secs(600));
     let secs = t.elapsed().as_secs_f64();
     let s = &report.sinks[0];
     assert_eq!(s.delivered as usize, n, "{store}: {report:?}");
+    cleanup(store, url, &rt);
     let lat = &metrics.sinks[0].latency;
     Row {
         store: store.into(),
@@ -83,6 +99,37 @@ fn run(store: &str, url: &str, size: usize, n: usize, dir: &std::path::Path) -> 
         secs,
         p50: lat.quantile(0.5).unwrap_or(0.0),
         p99: lat.quantile(0.99).unwrap_or(0.0),
+    }
+}
+
+/// Removes what a run left in a shared store (the services are the machine's).
+fn cleanup(store: &str, url: &str, rt: &tokio::runtime::Runtime) {
+    let q = url::Url::parse(url).unwrap();
+    let opt = |k: &str| {
+        q.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    match store {
+        "postgres" => {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+                .arg(format!("DROP TABLE IF EXISTS {}", opt("table").unwrap()))
+                .output();
+        }
+        "nats" => {
+            let _ = rt.block_on(vcontap_sinks::nats::delete_stream(
+                "nats://127.0.0.1:4222",
+                &opt("stream").unwrap(),
+            ));
+        }
+        "redis" => {
+            let _ = std::process::Command::new("redis-cli")
+                .arg("DEL")
+                .arg(opt("sorted_set").unwrap())
+                .output();
+        }
+        _ => {}
     }
 }
 
@@ -96,45 +143,93 @@ fn main() {
     std::fs::create_dir_all(&root).unwrap();
     let tag = std::process::id();
     let mut rows = Vec::new();
-    for size in [1_000, 10_000, 50_000] {
-        let out = root.join(format!("files-{size}"));
-        let _ = std::fs::remove_dir_all(&out);
-        rows.push(run(
-            "file",
-            &format!("file://{}", out.display()),
-            size,
-            n_files,
-            &root,
-        ));
-        let _ = std::fs::remove_dir_all(&out);
+    let stores = |tag: String, size: usize| -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
         if reachable("127.0.0.1:6379") {
-            let url = format!(
-                "redis://127.0.0.1:6379/0?sorted_set=bench_{tag}_{size}&index=false&ttl=120"
-            );
-            rows.push(run("redis", &url, size, n_net, &root));
+            v.push((
+                "redis",
+                format!(
+                    "redis://127.0.0.1:6379/0?sorted_set=bench_{tag}_{size}&index=false&ttl=120"
+                ),
+            ));
         } else {
             eprintln!("skipped redis: not reachable on 127.0.0.1:6379");
         }
         if reachable("127.0.0.1:5432") {
-            let url = format!(
-                "postgres://postgres@127.0.0.1/test?table=bench_{tag}_{size}&sslmode=disable"
-            );
-            rows.push(run("postgres", &url, size, n_net, &root));
+            v.push((
+                "postgres",
+                format!(
+                    "postgres://postgres@127.0.0.1/test?table=bench_{tag}_{size}&sslmode=disable"
+                ),
+            ));
         } else {
             eprintln!("skipped postgres: not reachable on 127.0.0.1:5432");
         }
         if reachable("127.0.0.1:4222") {
-            let url = format!(
-                "nats://127.0.0.1:4222?stream=BENCH_{tag}_{size}&subject=vcbench.{tag}.{size}.finished&events=false"
-            );
-            rows.push(run("nats", &url, size, n_net, &root));
+            v.push(("nats", format!("nats://127.0.0.1:4222?stream=BENCH_{tag}_{size}&subject=vcbench.{tag}.{size}.finished&events=false")));
         } else {
             eprintln!("skipped nats: not reachable on 127.0.0.1:4222");
         }
+        v
+    };
+    // Earlier runs' files are removed first and the new ones only at the end: ext4 slows
+    // down creating inodes right after mass deletion (`recently_deleted`), which would
+    // measure the bench's own clean-up.
+    for size in [1_000, 10_000, 50_000] {
+        let _ = std::fs::remove_dir_all(root.join(format!("files-{size}")));
     }
+    std::thread::sleep(Duration::from_secs(2));
+    for size in [1_000, 10_000, 50_000] {
+        let out = root.join(format!("files-{size}"));
+        // VCONTAP_BENCH_FILE_OPTS (e.g. `fsync=false`) is appended to the file sink's URL.
+        let opts = std::env::var("VCONTAP_BENCH_FILE_OPTS").unwrap_or_default();
+        let url = format!("file://{}?{opts}", out.display());
+        rows.push(run(
+            "file",
+            url.trim_end_matches('?'),
+            size,
+            n_files,
+            None,
+            &root,
+        ));
+        if std::env::var_os("VCONTAP_BENCH_FILES_ONLY").is_some() {
+            continue;
+        }
+        for (store, url) in stores(tag.to_string(), size) {
+            rows.push(run(store, &url, size, n_net, None, &root));
+        }
+    }
+    print_rows("Throughput (all vCons submitted at once)", &rows);
+    if std::env::var_os("VCONTAP_BENCH_FILES_ONLY").is_some() {
+        return;
+    }
+    // Added latency at a rate every store keeps up with: 500 vCons/s of 10 KB for 6 s.
+    let mut lat = Vec::new();
+    let out = root.join("files-paced");
+    let _ = std::fs::remove_dir_all(&out);
+    lat.push(run(
+        "file",
+        &format!("file://{}", out.display()),
+        10_000,
+        3000,
+        Some(500),
+        &root,
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    for (store, url) in stores(format!("{tag}p"), 10_000) {
+        lat.push(run(store, &url, 10_000, 3000, Some(500), &root));
+    }
+    print_rows(
+        "Latency, spool commit to store acknowledgement (500 vCons/s of 10 KB)",
+        &lat,
+    );
+}
+
+fn print_rows(title: &str, rows: &[Row]) {
+    println!("\n{title}\n");
     println!("| store | vCon size | vCons | seconds | vCons/s | MB/s | latency p50 | p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} KB | {} | {:.2} | {:.0} | {:.1} | ≤{} ms | ≤{} ms |",
             r.store,
@@ -147,5 +242,4 @@ fn main() {
             r.p99 * 1000.0
         );
     }
-    eprintln!("(bench data left in redis/postgres/nats under bench_{tag}_* / BENCH_{tag}_*; it is test data on loopback)");
 }

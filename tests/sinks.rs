@@ -236,6 +236,7 @@ fn replay_through_an_outage(name: &str, cut: &Cut, sink: &str) -> Vec<String> {
     assert!(!err.contains("LEFT IN THE SPOOL"), "{err}");
     let files = file_uuids(&out);
     assert_eq!(files.len(), CALLS as usize, "{err}");
+    common::validate(&[&out]);
     files
 }
 
@@ -369,4 +370,124 @@ fn kill_9_then_restart_redelivers_exactly_once() {
         .block_on(vcontap_sinks::redis::list_uuids(url, &list))
         .unwrap();
     exactly_once(&pushed, &want, "redis ingress list after kill -9");
+}
+
+/// moto's S3 server on a free port (killed on drop), or None when it is not installed.
+struct Moto(Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    let ok = Command::new("python3")
+        .args(["-c", "import moto.server, flask"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "skipped: python3 with moto's server is not installed (pip install 'moto[server]')"
+        );
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let m = Moto(child, port);
+    let t = std::time::Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "moto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // moto takes an unsigned bucket creation.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "PUT /rec HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    Some(m)
+}
+
+#[test]
+fn recordings_and_vcons_in_object_storage() {
+    let Some(m) = moto() else { return };
+    let dir = common::tmpdir("e2e-s3");
+    let out = dir.join("out");
+    let creds = format!(
+        "endpoint=http://127.0.0.1:{}&region=us-east-1&access_key=test&secret_key=test",
+        m.1
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_vcontap"))
+        .arg("replay")
+        .arg(root.join("captures/demo.pcap"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--spool")
+        .arg(common::spool_for(&out))
+        .arg("--quiet")
+        .arg("--media-store")
+        .arg(format!(
+            "s3://rec/media-test?{creds}&public_base_url=https://media.example.net/rec"
+        ))
+        .arg("--sink")
+        .arg(format!("s3://rec/vcons?{creds}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let vcons = common::vcons(&out);
+    assert_eq!(vcons.len(), 4, "{err}");
+    let mut recordings = 0;
+    for v in &vcons {
+        for d in v["dialog"].as_array().unwrap() {
+            if d["type"] != "recording" {
+                continue;
+            }
+            recordings += 1;
+            let url = d["url"].as_str().unwrap();
+            assert!(
+                url.starts_with("https://media.example.net/rec/media-test/media/"),
+                "recording url points at the object: {url}"
+            );
+            assert!(d["content_hash"].as_str().unwrap().starts_with("sha512-"));
+        }
+    }
+    assert!(recordings > 0);
+    // Nothing was left in the spill directory, and the bucket holds the vCons.
+    let spill = std::fs::read_dir(out.join("media-spill")).map_or(0, |d| d.count());
+    assert_eq!(spill, 0, "uploaded recordings leave no local copy");
+    let stored = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(vcontap_sinks::s3::stored_uuids(&format!(
+            "s3://rec/vcons?{creds}"
+        )))
+        .unwrap();
+    let mut want: Vec<String> = vcons
+        .iter()
+        .map(|v| v["uuid"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    exactly_once(&stored, &want, "s3 bucket");
+    common::validate(&[&out]);
 }

@@ -511,11 +511,20 @@ fn spool_writer(
         // the engine meanwhile, which is the only safe choice for vCons already finished).
         let mut wait = Duration::from_millis(100);
         loop {
-            let res = shared.spool.lock().map_err(|_| None).and_then(|mut s| {
-                s.append(&batch, now_unix_ms())
-                    .map(|r| (r, s.head().0, s.bytes()))
-                    .map_err(Some)
-            });
+            // Stage under the lock, write and fdatasync outside it (sink tasks keep
+            // reading meanwhile), then commit under the lock.
+            let staged = shared
+                .spool
+                .lock()
+                .map_err(|_| None)
+                .and_then(|mut s| s.stage(&batch, now_unix_ms()).map_err(Some));
+            let res = staged
+                .and_then(|st| st.write().map(|()| st).map_err(Some))
+                .and_then(|st| {
+                    let mut s = shared.spool.lock().map_err(|_| None)?;
+                    let recs = s.commit(st);
+                    Ok((recs, s.head().0, s.bytes()))
+                });
             match res {
                 Ok((recs, head, bytes)) => {
                     metrics.spool.records.fetch_add(recs.len() as u64, Relaxed);

@@ -130,6 +130,26 @@ fn write_batch(
     made: &std::sync::Mutex<HashSet<PathBuf>>,
     batch: &[Arc<Record>],
 ) -> Result<Vec<Outcome>, SinkError> {
+    let out = write_files(cfg, made, batch)?;
+    if cfg.fsync && out.contains(&Outcome::Delivered) {
+        sync(cfg)?;
+    }
+    Ok(out)
+}
+
+/// One `syncfs` of the file system holding the directory.
+fn sync(cfg: &FileConfig) -> Result<(), SinkError> {
+    let dir = std::fs::File::open(&cfg.dir)
+        .map_err(|e| SinkError::new(format!("opening {}: {e}", cfg.dir.display())))?;
+    rustix::fs::syncfs(&dir)
+        .map_err(|e| SinkError::new(format!("syncfs {}: {e}", cfg.dir.display())))
+}
+
+fn write_files(
+    cfg: &FileConfig,
+    made: &std::sync::Mutex<HashSet<PathBuf>>,
+    batch: &[Arc<Record>],
+) -> Result<Vec<Outcome>, SinkError> {
     let mut out = Vec::with_capacity(batch.len());
     for rec in batch {
         let path = match FileSink::path_for(cfg, rec) {
@@ -155,12 +175,6 @@ fn write_batch(
             .map_err(|e| SinkError::new(format!("writing {}: {e}", path.display())))?;
         out.push(Outcome::Delivered);
     }
-    if cfg.fsync && out.contains(&Outcome::Delivered) {
-        let dir = std::fs::File::open(&cfg.dir)
-            .map_err(|e| SinkError::new(format!("opening {}: {e}", cfg.dir.display())))?;
-        rustix::fs::syncfs(&dir)
-            .map_err(|e| SinkError::new(format!("syncfs {}: {e}", cfg.dir.display())))?;
-    }
     Ok(out)
 }
 
@@ -177,6 +191,8 @@ impl Sink for FileSink {
         let made = self.made.clone();
         let batch: Vec<Arc<Record>> = batch.to_vec();
         Box::pin(async move {
+            // One thread per sink: files of a day share a directory, and two writers there
+            // only spin on the directory's lock (measured: no gain, more CPU).
             tokio::task::spawn_blocking(move || write_batch(&cfg, &made, &batch))
                 .await
                 .map_err(|e| SinkError::new(format!("file writer task: {e}")))?

@@ -105,6 +105,40 @@ struct Segment {
     bytes: u64,
 }
 
+/// A batch encoded and placed in the active segment, not yet written ([`Spool::stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    seg_first: u64,
+    file: Arc<File>,
+    path: PathBuf,
+    offset: u64,
+    buf: Vec<u8>,
+    index: Vec<(u64, u64, u32)>,
+    next_id: u64,
+    records: Vec<Arc<Record>>,
+}
+
+impl Staged {
+    /// Writes the batch and waits for `fdatasync`: call without holding the spool's lock,
+    /// so readers keep reading while the disk syncs.
+    pub fn write(&self) -> Result<(), SpoolError> {
+        self.file
+            .write_all_at(&self.buf, self.offset)
+            .and_then(|()| self.file.sync_data())
+            .map_err(io(&self.path))
+    }
+
+    /// Bytes in the batch.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// No bytes.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
 /// A record waiting in the spool, as `vcontap spool list` shows it.
 #[derive(Debug, Clone)]
 pub struct PendingRecord {
@@ -481,15 +515,26 @@ impl Spool {
     }
 
     /// Appends a batch of vCons `(uuid, json)` with one write and one `fdatasync` (group
-    /// commit). Returns the committed records, in order.
+    /// commit). Returns the committed records, in order. (Stage, write, commit in one call;
+    /// the delivery writer does the write outside the spool's lock.)
     pub fn append(
         &mut self,
         batch: &[(Arc<str>, Bytes)],
         now_unix_ms: u64,
     ) -> Result<Vec<Arc<Record>>, SpoolError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+        let staged = self.stage(batch, now_unix_ms)?;
+        staged.write()?;
+        Ok(self.commit(staged))
+    }
+
+    /// Encodes a batch and places it at the end of the active segment (rolling to a new one
+    /// if needed) without writing it. One writer only: a staged batch must be written and
+    /// committed (or dropped) before the next is staged. Readers never see a staged batch.
+    pub fn stage(
+        &mut self,
+        batch: &[(Arc<str>, Bytes)],
+        now_unix_ms: u64,
+    ) -> Result<Staged, SpoolError> {
         let seg_i = match self.active {
             Some(i)
                 if self
@@ -501,14 +546,14 @@ impl Spool {
             }
             _ => self.open_segment()?,
         };
-        let Some(seg) = self.segments.get_mut(seg_i) else {
+        let Some(seg) = self.segments.get(seg_i) else {
             return Err(SpoolError::Io(
                 self.cfg.dir.display().to_string(),
                 std::io::Error::other("active segment vanished"),
             ));
         };
         let mut buf = Vec::with_capacity(batch.iter().map(|(_, j)| j.len() + 64).sum());
-        let mut out = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
         let mut index = Vec::with_capacity(batch.len());
         let mut id = self.next_id;
         for (uuid, json) in batch {
@@ -519,7 +564,7 @@ impl Spool {
             let start = buf.len();
             encode_frame(&mut buf, KIND_VCON, id, &[&head, json]);
             index.push((id, seg.bytes + start as u64, (buf.len() - start) as u32));
-            out.push(Arc::new(Record {
+            records.push(Arc::new(Record {
                 id: RecordId(id),
                 uuid: uuid.clone(),
                 json: json.clone(),
@@ -527,15 +572,27 @@ impl Spool {
             }));
             id += 1;
         }
-        seg.file
-            .write_all_at(&buf, seg.bytes)
-            .and_then(|()| seg.file.sync_data())
-            .map_err(io(&seg.path))?;
-        seg.bytes += buf.len() as u64;
-        seg.records.extend(index);
-        self.total_bytes += buf.len() as u64;
-        self.next_id = id;
-        Ok(out)
+        Ok(Staged {
+            seg_first: seg.first,
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            offset: seg.bytes,
+            buf,
+            index,
+            next_id: id,
+            records,
+        })
+    }
+
+    /// Makes a written batch visible to readers. Returns its records.
+    pub fn commit(&mut self, st: Staged) -> Vec<Arc<Record>> {
+        if let Some(seg) = self.segments.iter_mut().find(|s| s.first == st.seg_first) {
+            seg.bytes = st.offset + st.buf.len() as u64;
+            seg.records.extend(st.index);
+        }
+        self.total_bytes += st.buf.len() as u64;
+        self.next_id = st.next_id;
+        st.records
     }
 
     /// Reads up to `max` records owed to `sink` with id ≥ `from` (skipping records of
