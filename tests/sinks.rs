@@ -491,3 +491,102 @@ fn recordings_and_vcons_in_object_storage() {
     exactly_once(&stored, &want, "s3 bucket");
     common::validate(&[&out]);
 }
+
+fn vcontap(args: &[&str], spool: &Path) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_vcontap"))
+        .args(args)
+        .arg("--spool")
+        .arg(spool)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+#[test]
+fn spool_commands_list_drop_and_retry() {
+    let dir = common::tmpdir("spool-cli");
+    let out = dir.join("out");
+    let spool = common::spool_for(&out);
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
+    let demo = demo.to_str().unwrap();
+    let dead_sink = "redis://127.0.0.1:1/0";
+    // A store that never answers: the run ends with its vCons left in the spool.
+    let (ok, _, err) = vcontap(
+        &[
+            "replay",
+            demo,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--record",
+            "none",
+            "--sink",
+            dead_sink,
+            "--drain-timeout",
+            "1",
+        ],
+        &spool,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("4 LEFT IN THE SPOOL"), "{err}");
+    let (ok, list, _) = vcontap(&["spool", "list", "--records"], &spool);
+    assert!(ok);
+    assert!(
+        list.contains(&format!("sink {dead_sink}: cursor 1, 4 vCon(s) pending")),
+        "{list}"
+    );
+    assert!(list.contains("owed to redis://127.0.0.1:1/0"), "{list}");
+    // Give up on that store: nothing is owed any more.
+    let (ok, msg, err) = vcontap(&["spool", "drop", "--sink", dead_sink], &spool);
+    assert!(ok, "{err}");
+    assert!(msg.contains("dropped"), "{msg}");
+    let (_, list, _) = vcontap(&["spool", "list"], &spool);
+    assert!(!list.contains("4 vCon(s) pending"), "{list}");
+    // A dead letter (as the delivery core writes one when a store refuses a vCon) goes back
+    // to its sink with `retry` and is delivered on the next run.
+    let file_sink = format!("file://{}", std::fs::canonicalize(&out).unwrap().display());
+    let uuid = "019b0000-0000-8000-8000-00000000d1ed";
+    let json = format!(
+        r#"{{"vcon":"0.4.0","uuid":"{uuid}","created_at":"2026-11-29T10:00:00Z","parties":[],"dialog":[]}}"#
+    );
+    let rec = vcontap_sinks::Record {
+        id: vcontap_sinks::RecordId(3),
+        uuid: uuid.into(),
+        json: bytes::Bytes::from(json.clone()),
+        spooled_unix_ms: 0,
+    };
+    vcontap_sinks::delivery::dead_letter(&spool.join("dead"), &file_sink, &rec, "test refusal")
+        .unwrap();
+    let (_, list, _) = vcontap(&["spool", "list"], &spool);
+    assert!(
+        list.contains("dead letters: 1") && list.contains("test refusal"),
+        "{list}"
+    );
+    let (ok, msg, err) = vcontap(&["spool", "retry"], &spool);
+    assert!(ok, "{err}");
+    assert!(msg.contains("1 dead letter(s) queued again"), "{msg}");
+    let (_, list, _) = vcontap(&["spool", "list"], &spool);
+    assert!(list.contains("dead letters: 0"), "{list}");
+    let (ok, _, err) = vcontap(
+        &[
+            "replay",
+            demo,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--record",
+            "none",
+        ],
+        &spool,
+    );
+    assert!(ok, "{err}");
+    let f = out.join(format!("2026/11/29/{uuid}.vcon.json"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), json);
+    // Changing commands need the spool's lock; a bad request is an error, not a no-op.
+    let (ok, _, err) = vcontap(&["spool", "drop"], &spool);
+    assert!(!ok && err.contains("say what to drop"), "{err}");
+}

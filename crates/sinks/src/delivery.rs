@@ -368,16 +368,16 @@ impl Delivery {
             q.notify.notify_one();
         }
         let deadline = Instant::now() + drain;
-        let tasks = std::mem::take(&mut self.tasks);
+        let mut tasks: Vec<Option<tokio::task::JoinHandle<()>>> = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .map(Some)
+            .collect();
         let shared = self.shared.clone();
         self.rt.block_on(async move {
-            let mut tasks = tasks;
-            let all = futures_join(&mut tasks);
-            if tokio::time::timeout_at(deadline.into(), all).await.is_err() {
+            let drained = tokio::time::timeout_at(deadline.into(), join_all(&mut tasks)).await;
+            if drained.is_err() {
                 let _ = shared.stop.send(Stop::Abort);
-                for t in tasks.iter_mut() {
-                    let _ = t.await;
-                }
+                join_all(&mut tasks).await;
             }
         });
         self.report()
@@ -408,9 +408,14 @@ impl Delivery {
     }
 }
 
-async fn futures_join(tasks: &mut [tokio::task::JoinHandle<()>]) {
+/// Awaits every task not yet awaited. Cancel-safe: a handle is cleared only once its task
+/// has been joined, so after a timeout the rest can be awaited again.
+async fn join_all(tasks: &mut [Option<tokio::task::JoinHandle<()>>]) {
     for t in tasks.iter_mut() {
-        let _ = t.await;
+        if let Some(h) = t.as_mut() {
+            let _ = h.await;
+            *t = None;
+        }
     }
 }
 
