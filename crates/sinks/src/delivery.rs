@@ -363,7 +363,10 @@ impl Delivery {
                 tracing::error!("spool writer panicked");
             }
         }
-        let _ = self.shared.stop.send(Stop::Drain);
+        // `send_replace`, not `send`: `send` leaves the value unchanged when no task has
+        // subscribed yet (a task not polled once before a quick finish), which then waited
+        // for the drain deadline.
+        self.shared.stop.send_replace(Stop::Drain);
         for q in &self.events {
             q.notify.notify_one();
         }
@@ -376,7 +379,7 @@ impl Delivery {
         self.rt.block_on(async move {
             let drained = tokio::time::timeout_at(deadline.into(), join_all(&mut tasks)).await;
             if drained.is_err() {
-                let _ = shared.stop.send(Stop::Abort);
+                shared.stop.send_replace(Stop::Abort);
                 join_all(&mut tasks).await;
             }
         });
@@ -538,7 +541,7 @@ fn spool_writer(
                     for s in &metrics.sinks {
                         s.pending.fetch_add(recs.len() as u64, Relaxed);
                     }
-                    let _ = shared.head.send(head);
+                    shared.head.send_replace(head);
                     break;
                 }
                 Err(None) => return,

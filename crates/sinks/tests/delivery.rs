@@ -326,3 +326,44 @@ fn event_sinks_drop_oldest_and_never_block() {
     assert!(seen.windows(2).all(|w| w[0].1 < w[1].1));
     assert_eq!(seen.last().unwrap().1, 200);
 }
+
+/// Sink tasks that were never polled before `finish` (the runtime's only worker is busy
+/// when delivery starts and finishes) must still see the head and the stop signal: both
+/// are set with `send_replace`, which updates the value even when nobody has subscribed
+/// yet (`send` would leave it unchanged, and the task waited for the drain deadline).
+#[test]
+fn a_quick_finish_before_any_task_ran_does_not_wait_for_the_deadline() {
+    for n in [0u32, 10] {
+        let d = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Occupy the only worker so the sink task is not polled before `finish`.
+        rt.spawn(async { std::thread::sleep(Duration::from_millis(800)) });
+        std::thread::sleep(Duration::from_millis(50));
+        let store = Scripted::default();
+        let del = Delivery::start(
+            cfg(d.path()),
+            vec![NamedSink {
+                name: "store".into(),
+                built: Built::durable(store.clone()),
+            }],
+            rt.handle().clone(),
+        )
+        .unwrap();
+        for i in 0..n {
+            del.submit(&event(i, 1, EventKind::Finished)).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let report = del.finish(Duration::from_secs(30));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{n}: took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(report.sinks[0].delivered, u64::from(n));
+        assert_eq!(store.seen.lock().unwrap().len(), n as usize);
+    }
+}
