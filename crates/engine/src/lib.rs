@@ -548,8 +548,13 @@ impl Engine {
         self.collect(h);
     }
 
-    /// Finishes every open call (end of input or shutdown).
+    /// Finishes every open call at the end of input.
     pub fn finish_all(&mut self, now: Timestamp) {
+        self.finish_all_because(now, FinishReason::EndOfInput);
+    }
+
+    /// Finishes every open call with `reason` (`Shutdown` when a live daemon stops).
+    pub fn finish_all_because(&mut self, now: Timestamp, reason: FinishReason) {
         self.advance(now);
         let now = self.now.max(now);
         let handles: Vec<CallHandle> = (0..self.calls.len() as u32)
@@ -557,7 +562,7 @@ impl Engine {
             .filter(|h| self.call_ref(*h).is_some())
             .collect();
         for h in handles {
-            self.finish_call(h, FinishReason::EndOfInput, now);
+            self.finish_call(h, reason, now);
         }
         // One-off RTP-looking datagrams that no second packet confirmed were not RTP.
         let stats = &mut self.stats;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use vcontap_engine::{Engine, EngineConfig, EngineStats, Output, RecordMode, VconEvent};
+use vcontap_engine::{
+    Engine, EngineConfig, EngineStats, FinishReason, Output, RecordMode, VconEvent,
+};
 use vcontap_wire::{Datagram, Timestamp};
 
 use crate::media::{MediaMsg, MediaStore, MediaTotals, MediaWriter, SegmentMeta, Stored};
@@ -204,9 +206,10 @@ impl ShardCore {
     pub(crate) fn finish(
         &mut self,
         now: Timestamp,
+        reason: FinishReason,
         emit: &mut EmitFn<'_>,
     ) -> Result<(), PipelineError> {
-        self.engine.finish_all(now);
+        self.engine.finish_all_because(now, reason);
         self.flushing = true;
         self.drain(emit)?;
         let started = Instant::now();

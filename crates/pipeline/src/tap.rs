@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use vcontap_engine::{EngineConfig, EngineStats, EventKind, Router, VconEvent};
+use vcontap_engine::{EngineConfig, EngineStats, EventKind, FinishReason, Router, VconEvent};
 use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, RawPacket, Timestamp, Transport,
 };
@@ -180,7 +180,7 @@ struct Batch {
 
 enum ShardMsg {
     Batch(Batch),
-    Finish(Timestamp),
+    Finish(Timestamp, FinishReason),
 }
 
 struct RemoteShard {
@@ -435,7 +435,17 @@ impl Tap {
 
     /// Ends the run: finishes every open call at `now` (end of input or shutdown), waits
     /// for the media writers, and returns the totals.
-    pub fn finish(mut self, now: Timestamp) -> Result<TapTotals, PipelineError> {
+    pub fn finish(self, now: Timestamp) -> Result<TapTotals, PipelineError> {
+        self.finish_because(now, FinishReason::EndOfInput)
+    }
+
+    /// [`Tap::finish`] with the reason every open call is finished with (`Shutdown` when
+    /// a live daemon stops on SIGTERM).
+    pub fn finish_because(
+        mut self,
+        now: Timestamp,
+        reason: FinishReason,
+    ) -> Result<TapTotals, PipelineError> {
         self.handle_timeout(now)?;
         // No more frames can come: every partial IP datagram is now one that can never be
         // reassembled (counted by reason) and every TCP flow is over.
@@ -453,7 +463,7 @@ impl Tap {
                 mut handler,
             } => {
                 let mut emit = counting(&counters, &mut handler);
-                core.finish(now, &mut emit)?;
+                core.finish(now, reason, &mut emit)?;
                 let t = core.close();
                 totals.engine = t.engine;
                 totals.media = t.media;
@@ -468,7 +478,7 @@ impl Tap {
                     let b = std::mem::take(&mut s.batch);
                     s.batch_since = None;
                     let _ = s.tx.send(ShardMsg::Batch(Batch { now, ..b }));
-                    let _ = s.tx.send(ShardMsg::Finish(now));
+                    let _ = s.tx.send(ShardMsg::Finish(now, reason));
                 }
                 let mut first_err = None;
                 for mut s in shards {
@@ -586,7 +596,7 @@ fn shard_loop(
                 core.handle_timeout(b.now, &mut emit)?;
                 core.publish_deadline();
             }
-            ShardMsg::Finish(ts) => core.finish(ts, &mut emit)?,
+            ShardMsg::Finish(ts, reason) => core.finish(ts, reason, &mut emit)?,
         }
     }
     Ok(core.close())
