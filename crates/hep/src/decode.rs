@@ -183,6 +183,9 @@ fn v6_of(v: &[u8]) -> Option<Ipv6Addr> {
 /// Kamailio and sngrep copy the unpacked C struct), then the SIP payload.
 fn decode_legacy(bytes: &[u8], version: Version) -> Result<HepMessage<'_>, HepError> {
     let family = *bytes.get(2).ok_or(HepError::TruncatedLegacy)?;
+    if family != 2 && family != 10 {
+        return Err(HepError::BadFamily);
+    }
     let proto = *bytes.get(3).ok_or(HepError::TruncatedLegacy)?;
     let sport = be16(bytes, 4).ok_or(HepError::TruncatedLegacy)?;
     let dport = be16(bytes, 6).ok_or(HepError::TruncatedLegacy)?;
@@ -643,11 +646,7 @@ mod tests {
         // Truncations and bad families.
         let p = v2(10, true, true);
         for cut in 1..50 {
-            assert_eq!(
-                decode(&p[..cut]).err().map(|e| e.reason()).unwrap_or("ok") != "ok",
-                true,
-                "{cut}"
-            );
+            assert!(decode(&p[..cut]).is_err(), "{cut}");
         }
         assert_eq!(decode(&p[..30]), Err(HepError::TruncatedLegacy));
         let mut bad = p.clone();

@@ -89,7 +89,7 @@ pub fn encode_v3(m: &HepMessage<'_>, out: &mut Vec<u8>) -> Result<(), EncodeErro
         out.truncate(start);
         return Err(EncodeError::TooLarge(total));
     };
-    debug_assert!(total <= MAX_MESSAGE && total >= HEP3_HEADER);
+    debug_assert!((HEP3_HEADER..=MAX_MESSAGE).contains(&total));
     if let Some(l) = out.get_mut(start + 4..start + 6) {
         l.copy_from_slice(&len.to_be_bytes());
     }
