@@ -328,6 +328,7 @@ fn hep_over_udp_gives_the_same_vcons_as_frames() {
         .filter(|v| dialog_summary(v).iter().any(|d| d.0 == "incomplete"))
         .count();
     assert!(recorded >= 3 && failed >= 1, "{recorded} {failed}");
+    validate(&hep, "udp");
 }
 
 #[test]
@@ -562,7 +563,13 @@ fn sngrep_sends_a_capture_as_hep() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(incomplete(v), incomplete(w), "{uuid}");
+        // No RTP arrived: no stream in the quality report.
+        let streams = w["vcontap"]["rtp_quality"]["streams"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(streams, 0, "{uuid}");
     }
+    validate(&hep, "sngrep");
 }
 
 /// Decode throughput of the sans-IO decoder and the listener's over loopback UDP.
@@ -628,4 +635,34 @@ fn throughput() {
         total as u64 - st.received
     );
     assert!(got > 0);
+}
+
+/// Every vCon through the shared schema validator (skipped with a message when absent).
+fn validate(vcons: &[Value], name: &str) {
+    let shared = std::env::var_os("VCONTAP_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+        });
+    let tool = shared.join("tools/validate-vcon");
+    if !tool.exists() {
+        eprintln!("skipped: validate-vcon not found (set VCONTAP_SHARED)");
+        return;
+    }
+    let dir = tmpdir(&format!("{name}-validate"));
+    for v in vcons {
+        let file = format!("{}.vcon.json", v["uuid"].as_str().unwrap());
+        std::fs::write(dir.join(file), serde_json::to_vec(v).unwrap()).unwrap();
+    }
+    let o = std::process::Command::new(&tool)
+        .arg("--quiet")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "validate-vcon: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
