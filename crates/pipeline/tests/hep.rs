@@ -488,6 +488,115 @@ fn malformed_hep_is_counted_and_the_listener_keeps_working() {
     assert_eq!(st.tcp_accepted, 2);
 }
 
+/// What other agents send: HEPv2 (Kamailio's little-endian, padded time block), a gzipped
+/// datagram (heplify `payload_zip`), a zlib payload chunk (captagent), binary RTCP, a v3
+/// message without timestamp (arrival time), all through the listener.
+#[test]
+fn legacy_and_compressed_hep_through_the_listener() {
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    let sip = b"OPTIONS sip:probe@example.com SIP/2.0\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let mut v2 = vec![2u8, 16, 2, 17];
+    v2.extend_from_slice(&5060u16.to_be_bytes());
+    v2.extend_from_slice(&5070u16.to_be_bytes());
+    v2.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2]);
+    v2.extend_from_slice(&1_767_225_600u32.to_le_bytes());
+    v2.extend_from_slice(&250_000u32.to_le_bytes());
+    v2.extend_from_slice(&7u16.to_le_bytes());
+    v2.extend_from_slice(&[0, 0]);
+    v2.extend_from_slice(sip);
+
+    let base = HepMessage {
+        ip_proto: Some(17),
+        src_ip: Some("198.51.100.1".parse().unwrap()),
+        dst_ip: Some("198.51.100.2".parse().unwrap()),
+        src_port: Some(30000),
+        dst_port: Some(40000),
+        ts_secs: Some(1_767_225_601),
+        ts_micros: Some(5),
+        ..HepMessage::default()
+    };
+    let enc = |m: &HepMessage| {
+        let mut o = Vec::new();
+        encode_v3(m, &mut o).unwrap();
+        o
+    };
+    let plain = enc(&HepMessage {
+        proto_type: Some(ProtoType::SIP),
+        payload: Some(Cow::Borrowed(sip)),
+        ..base.clone()
+    });
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gzipped = gz.finish().unwrap();
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    z.write_all(sip).unwrap();
+    let mut zchunk = enc(&HepMessage {
+        proto_type: Some(ProtoType::SIP),
+        ..base.clone()
+    });
+    let zbody = z.finish().unwrap();
+    zchunk.extend_from_slice(&[0, 0, 0, 0x10]);
+    zchunk.extend_from_slice(&u16::try_from(zbody.len() + 6).unwrap().to_be_bytes());
+    zchunk.extend_from_slice(&zbody);
+    let total = u16::try_from(zchunk.len()).unwrap().to_be_bytes();
+    zchunk[4..6].copy_from_slice(&total);
+    let rtcp_sr = [
+        0x80u8, 200, 0, 6, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let rtcp = enc(&HepMessage {
+        proto_type: Some(ProtoType::RTCP),
+        payload: Some(Cow::Borrowed(&rtcp_sr)),
+        ..base.clone()
+    });
+    let no_ts = enc(&HepMessage {
+        proto_type: Some(ProtoType::SIP),
+        payload: Some(Cow::Borrowed(sip)),
+        ts_secs: None,
+        ts_micros: None,
+        ..base.clone()
+    });
+
+    let mut l = listener(None);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = l.udp_addr().unwrap();
+    for m in [&v2, &gzipped, &zchunk, &rtcp, &no_ts] {
+        s.send_to(m, to).unwrap();
+    }
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while got.len() < 5 && t.elapsed() < Duration::from_secs(5) {
+        if l.wait(Duration::from_millis(50)) {
+            got.push(l.try_recv().unwrap());
+        }
+    }
+    assert_eq!(got.len(), 5, "{:?}", l.stats());
+    let (v2d, gzd, zd, rtcpd, nots) = (&got[0], &got[1], &got[2], &got[3], &got[4]);
+    assert_eq!(v2d.meta.version, 2);
+    assert_eq!(v2d.meta.capture_id, Some(7));
+    assert_eq!(v2d.ts, Timestamp::from_parts(1_767_225_600, 250_000_000));
+    assert_eq!(v2d.src, "192.0.2.1:5060".parse().unwrap());
+    assert_eq!(v2d.dst, "192.0.2.2:5070".parse().unwrap());
+    assert_eq!(v2d.payload, sip);
+    for d in [gzd, zd] {
+        assert_eq!(d.payload, sip);
+        assert_eq!(d.ts, Timestamp::from_parts(1_767_225_601, 5_000));
+        assert_eq!(d.transport, Transport::Udp);
+    }
+    assert_eq!(rtcpd.payload, rtcp_sr);
+    assert_eq!(rtcpd.meta.proto_type, 5);
+    assert!(nots.meta.arrival_time);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((nots.ts.secs() - now).abs() < 60);
+    let st = l.shutdown();
+    assert_eq!(st.ts_arrival, 1);
+    assert_eq!(st.forwarded, 5);
+    assert_eq!(st.malformed_total(), 0);
+}
+
 #[test]
 fn sngrep_sends_a_capture_as_hep() {
     let Ok(out) = std::process::Command::new("sngrep")
