@@ -1,7 +1,8 @@
 //! The [`Tap`]: wire decoder + shard router + engine shards behind one sans-IO-style
 //! interface — `handle_packet`, `handle_timeout`, `poll_timeout`, `finish` — so every
 //! driver (file replay, live capture, HEP, benches) runs the same code and none can forget
-//! a timer.
+//! a timer. Datagrams that arrive already decoded (HEP) enter through `handle_datagram`,
+//! the same per-datagram path as the ones decoded from frames.
 //!
 //! # Time
 //!
