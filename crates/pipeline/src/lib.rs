@@ -30,6 +30,7 @@
 )]
 
 pub mod clock;
+pub mod hep;
 pub mod media;
 pub mod queue;
 mod shard;
@@ -37,6 +38,7 @@ pub mod source;
 pub mod tap;
 
 pub use clock::Clock;
+pub use hep::{HepConfig, HepCounters, HepDatagram, HepListener, HepMeta, HepStats, HepVia};
 pub use media::{FinishedSegment, LocalFiles, MediaStore, MediaTotals, SegmentMeta, SegmentWriter};
 pub use queue::{QueueCounters, QueuePolicy, QueueSnapshot};
 pub use shard::{ShardTotals, FLUSH_WAIT};

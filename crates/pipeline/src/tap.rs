@@ -1,7 +1,8 @@
 //! The [`Tap`]: wire decoder + shard router + engine shards behind one sans-IO-style
 //! interface — `handle_packet`, `handle_timeout`, `poll_timeout`, `finish` — so every
 //! driver (file replay, live capture, HEP, benches) runs the same code and none can forget
-//! a timer.
+//! a timer. Datagrams that arrive already decoded (HEP) enter through `handle_datagram`,
+//! the same per-datagram path as the ones decoded from frames.
 //!
 //! # Time
 //!
@@ -314,6 +315,36 @@ impl Tap {
         pkt: &RawPacket<'_>,
         now: Timestamp,
     ) -> Result<(), PipelineError> {
+        let now = self.before_input(now)?;
+        let mut err = None;
+        let (mode, policy, counters) = (&mut self.mode, self.policy, &*self.counters);
+        self.decoder.decode(pkt, &mut |d| {
+            if err.is_none() {
+                err = dispatch(mode, &d, now, policy, counters).err();
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Feeds one datagram that arrived already decoded (HEP, which carries the payload,
+    /// addresses and capture time of a packet another host saw): the same path as the
+    /// datagrams [`Tap::handle_packet`] decodes from a frame, and counted as one packet.
+    /// `now` is the timer clock, as for `handle_packet`.
+    pub fn handle_datagram(
+        &mut self,
+        d: &Datagram<'_>,
+        now: Timestamp,
+    ) -> Result<(), PipelineError> {
+        let now = self.before_input(now)?;
+        dispatch(&mut self.mode, d, now, self.policy, &self.counters)
+    }
+
+    /// What every input does first: run due timers, count the packet; returns the timer
+    /// time to stamp the input with.
+    fn before_input(&mut self, now: Timestamp) -> Result<Timestamp, PipelineError> {
         if now >= self.poll_timeout() {
             self.handle_timeout(now)?;
         }
@@ -323,45 +354,7 @@ impl Tap {
         if self.packets.is_multiple_of(PUBLISH_EVERY) {
             self.counters.packets.store(self.packets, Ordering::Relaxed);
         }
-        let mut err = None;
-        let now = self.now.max(now);
-        let policy = self.policy;
-        let counters = &self.counters;
-        match &mut self.mode {
-            Mode::Inline { core, handler } => {
-                let mut emit = counting(counters, handler);
-                self.decoder.decode(pkt, &mut |d| {
-                    if err.is_none() {
-                        err = core.handle_datagram(&d, &mut emit).err();
-                    }
-                });
-            }
-            Mode::Threads { shards, router, .. } => {
-                self.decoder.decode(pkt, &mut |d| {
-                    if err.is_some() {
-                        return;
-                    }
-                    // Usually one shard; each shard sharing a media address (B2BUA legs on
-                    // direct media in different shards) gets its own copy.
-                    for i in router.route_all(&d).iter() {
-                        let Some(s) = shards.get_mut(i) else { continue };
-                        let b = &mut s.batch;
-                        let start = b.buf.len();
-                        b.buf.extend_from_slice(d.payload);
-                        b.items
-                            .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
-                        s.batch_since.get_or_insert(now);
-                        if b.items.len() >= BATCH_DATAGRAMS && err.is_none() {
-                            err = send_batch(s, now, policy, counters).err();
-                        }
-                    }
-                });
-            }
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(self.now.max(now))
     }
 
     /// The next timer time at which [`Tap::handle_timeout`] has work to do.
@@ -517,6 +510,39 @@ impl Tap {
         totals.events = counters.events.load(Ordering::Relaxed);
         totals.shard_queue = counters.shard_queue.snapshot();
         Ok(totals)
+    }
+}
+
+/// One datagram into the engine: inline, or batched for the shard(s) the router picks.
+fn dispatch(
+    mode: &mut Mode,
+    d: &Datagram<'_>,
+    now: Timestamp,
+    policy: QueuePolicy,
+    counters: &TapCounters,
+) -> Result<(), PipelineError> {
+    match mode {
+        Mode::Inline { core, handler } => {
+            let mut emit = counting(counters, handler);
+            core.handle_datagram(d, &mut emit)
+        }
+        Mode::Threads { shards, router, .. } => {
+            // Usually one shard; each shard sharing a media address (B2BUA legs on
+            // direct media in different shards) gets its own copy.
+            for i in router.route_all(d).iter() {
+                let Some(s) = shards.get_mut(i) else { continue };
+                let b = &mut s.batch;
+                let start = b.buf.len();
+                b.buf.extend_from_slice(d.payload);
+                b.items
+                    .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+                s.batch_since.get_or_insert(now);
+                if b.items.len() >= BATCH_DATAGRAMS {
+                    send_batch(s, now, policy, counters)?;
+                }
+            }
+            Ok(())
+        }
     }
 }
 
