@@ -199,7 +199,7 @@ impl Ring {
         }
         tracing::debug!(
             interface = %cfg.interface,
-            mib = u64::from(cfg.block_size) * u64::from(cfg.block_count) >> 20,
+            mib = (u64::from(cfg.block_size) * u64::from(cfg.block_count)) >> 20,
             fanout = ?cfg.fanout,
             "capture ring open"
         );
@@ -345,7 +345,7 @@ fn check(cfg: &RingConfig) -> Result<(), CaptureError> {
             cfg.interface
         ));
     }
-    if cfg.block_size < 4096 || cfg.block_size % 4096 != 0 {
+    if cfg.block_size < 4096 || !cfg.block_size.is_multiple_of(4096) {
         return bad(format!(
             "block size {} is not a multiple of 4096",
             cfg.block_size
@@ -354,7 +354,8 @@ fn check(cfg: &RingConfig) -> Result<(), CaptureError> {
     if cfg.block_count == 0 {
         return bad("block count must be at least 1".into());
     }
-    if cfg.frame_size < 64 || cfg.frame_size % 16 != 0 || cfg.frame_size > cfg.block_size {
+    if cfg.frame_size < 64 || !cfg.frame_size.is_multiple_of(16) || cfg.frame_size > cfg.block_size
+    {
         return bad(format!(
             "frame size {} must be a multiple of 16, 64..=block size",
             cfg.frame_size

@@ -560,7 +560,10 @@ fn secs(t: &Value) -> f64 {
 
 /// What must survive the trip through a veth and a ring: per Call-ID the parties, the
 /// outcome, the call's duration (to 50 ms) and every RTP stream with its packet count.
-fn digest(vcons: &[Value]) -> BTreeMap<String, (Value, Value, f64, Vec<(String, u64)>)> {
+/// Parties, end reason, duration (s), streams (SSRC, packets).
+type Digest = (Value, Value, f64, Vec<(String, u64)>);
+
+fn digest(vcons: &[Value]) -> BTreeMap<String, Digest> {
     vcons
         .iter()
         .map(|v| {
