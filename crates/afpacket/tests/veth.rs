@@ -761,3 +761,24 @@ fn throughput_one_ring() {
         assert!(got > 0);
     }
 }
+
+/// Capability probe (run by hand, see docs/capture.md): opens a promiscuous ring on
+/// `$VCT_IF` in the current namespace and checks the interface turned promiscuous, e.g.
+/// `ip netns exec NS capsh --drop=cap_net_admin,cap_sys_admin -- -c 'VCT_IF=eth0 veth-… --ignored --exact promiscuous_needs_only_cap_net_raw'`.
+#[test]
+#[ignore]
+fn promiscuous_needs_only_cap_net_raw() {
+    let Ok(iface) = std::env::var("VCT_IF") else {
+        eprintln!("SKIP: set VCT_IF");
+        return;
+    };
+    let flags = || {
+        let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/flags")).unwrap();
+        u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).unwrap()
+    };
+    assert_eq!(flags() & 0x100, 0, "not promiscuous before");
+    let cap = Capture::open(&[RingConfig::new(&iface)]).unwrap();
+    assert_ne!(flags() & 0x100, 0, "IFF_PROMISC while the ring is open");
+    drop(cap);
+    assert_eq!(flags() & 0x100, 0, "membership dropped with the socket");
+}
