@@ -15,13 +15,17 @@ const LINKS: [LinkType; 5] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, rest)) = data.split_first() else { return };
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
     let link = LINKS[usize::from(pick) % LINKS.len()];
     let (expr, frame) = match rest.iter().position(|&b| b == 0) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    let Ok(text) = std::str::from_utf8(expr) else { return };
+    let Ok(text) = std::str::from_utf8(expr) else {
+        return;
+    };
     if let Ok(f) = Filter::parse(text) {
         let _ = f.matches(link, frame);
     }
