@@ -517,6 +517,39 @@ fn a_full_ring_drops_and_counts_and_occupancy_shows_it() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 }
 
+#[test]
+fn snap_length_cuts_frames_in_the_kernel() {
+    let Some(v) = Veth::new() else { return };
+    let mut cfg = v.ring();
+    cfg.snaplen = 100;
+    let mut cap = Capture::open(&[cfg]).unwrap();
+    let inj = v.injector();
+    let frames: Vec<Vec<u8>> = (0..20u32)
+        .map(|i| {
+            frame(
+                &[(0x8100, 7)],
+                [10, 77, 0, 1],
+                [10, 77, 0, 2],
+                5060,
+                5060,
+                i,
+                50 * i as usize,
+            )
+        })
+        .collect();
+    send_all(&inj, &frames);
+    let got = collect(&mut cap, 20, Duration::from_secs(10), ours);
+    assert_eq!(got.len(), 20);
+    for (g, f) in got.iter().zip(&frames) {
+        // 100 bytes of the untagged frame, then the restored tag: 104 at most.
+        let keep = f.len().min(104);
+        assert_eq!(&g.data[..], &f[..keep]);
+        assert_eq!(g.orig_len as usize, f.len(), "orig_len is the wire length");
+    }
+    let cut = frames.iter().filter(|f| f.len() > 104).count() as u64;
+    assert_eq!(cap.stats().unwrap()[0].truncated, cut);
+}
+
 /// Frames of a synthesized call, read back from the pcap the synthesizer wrote.
 fn synth_call() -> Vec<(Timestamp, Vec<u8>)> {
     let cfg = vcontap_synth::SynthConfig {
