@@ -1,7 +1,7 @@
-//! `vcontap.toml`: the configuration file. Today it holds the delivery part (`[delivery]`
-//! and `[[sinks]]`, see `vcontap.example.toml`); capture, HEP and the API join it with the
-//! live-capture issue. Every table rejects unknown keys, so a typo is a start-up error
-//! that names the key and its line.
+//! `vcontap.toml`: the configuration file of `vcontap run` (and `--config` of the other
+//! commands), documented field by field in `vcontap.example.toml`. Every table rejects
+//! unknown keys, so a typo is a start-up error that names the key and its line; values are
+//! checked once here (`vcontap validate FILE`), defaults live in these types.
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +13,92 @@ use vcontap_sinks::SinkTable;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Live capture interfaces.
+    #[serde(default)]
+    pub capture: CaptureTable,
+    /// HEP input.
+    #[serde(default)]
+    pub hep: HepTable,
+    /// The HTTP endpoint.
+    #[serde(default)]
+    pub api: ApiTable,
+    /// Where vCons, recordings and events go locally.
+    #[serde(default)]
+    pub output: OutputTable,
+    /// Engine settings.
+    #[serde(default)]
+    pub engine: EngineTable,
     /// Spool, transforms and drain.
     #[serde(default)]
     pub delivery: DeliveryTable,
     /// Stores finished vCons go to (besides `--out`).
     #[serde(default)]
     pub sinks: Vec<SinkTable>,
+}
+
+/// `[capture]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureTable {
+    /// Interfaces to capture on (`any` for all); empty for a HEP-only collector.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Capture filter (docs/capture.md).
+    pub filter: Option<String>,
+    /// Rings per interface joined with PACKET_FANOUT (default 1).
+    pub rings: Option<u32>,
+    /// Ring size per ring in MiB (default 64).
+    pub ring_mib: Option<u32>,
+    /// Bytes kept of each frame (default 65535).
+    pub snaplen: Option<u32>,
+    /// Promiscuous mode (default true).
+    pub promiscuous: Option<bool>,
+}
+
+/// `[hep]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HepTable {
+    /// `ADDR:PORT` to receive HEP on (UDP and TCP), e.g. `0.0.0.0:9060`.
+    pub listen: Option<String>,
+    /// Required authentication key (chunk 0x000e); `env:NAME` reads it from the environment.
+    pub auth_key: Option<String>,
+}
+
+/// `[api]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTable {
+    /// `ADDR:PORT` of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: Option<String>,
+}
+
+/// `[output]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputTable {
+    /// The file sink's directory (`YYYY/MM/DD/<uuid>.vcon.json`) and `media/`.
+    pub dir: Option<PathBuf>,
+    /// Append every event as a JSON line to this file.
+    pub events: Option<PathBuf>,
+    /// Recordings in S3-compatible storage instead of `dir/media` (an `s3://` URL).
+    pub media_store: Option<String>,
+    /// Public base URL of recordings in `dir/media`.
+    pub media_base_url: Option<String>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTable {
+    /// `none`, `stereo` (default) or `mono`.
+    pub record: Option<String>,
+    /// Cut recordings every N seconds (0: only at hold/resume, codec change, transfer).
+    pub segment_seconds: Option<u32>,
+    /// Engine shards (threads; default 1).
+    pub shards: Option<usize>,
+    /// Host name hashed into vCon uuids (default: this machine's).
+    pub host: Option<String>,
 }
 
 /// `[delivery]`.
@@ -40,12 +120,67 @@ pub struct DeliveryTable {
     pub transforms: Vec<String>,
 }
 
+/// A file that configures a daemon (any input or output table beyond delivery).
+fn path_is_run_config(c: &Config) -> bool {
+    c.api.listen.is_some() || c.output.dir.is_some() || c.output.events.is_some()
+}
+
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: Config = toml::from_str(&text)
         .with_context(|| format!("{}: invalid configuration", path.display()))?;
+    let bad = |field: &str, why: String| anyhow::anyhow!("{}: {field}: {why}", path.display());
+    for (field, v) in [
+        ("hep.listen", &cfg.hep.listen),
+        ("api.listen", &cfg.api.listen),
+    ] {
+        if let Some(a) = v {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|_| bad(field, format!("{a:?} is not ADDR:PORT (e.g. 0.0.0.0:9060)")))?;
+        }
+    }
+    if let Some(r) = &cfg.engine.record {
+        if !matches!(r.as_str(), "none" | "stereo" | "mono") {
+            return Err(bad(
+                "engine.record",
+                format!("{r:?}: must be none, stereo or mono"),
+            ));
+        }
+    }
+    if let Some(n) = cfg.engine.shards {
+        if n == 0 || n > vcontap_pipeline::tap::MAX_SHARDS {
+            return Err(bad(
+                "engine.shards",
+                format!("{n}: must be 1 to {}", vcontap_pipeline::tap::MAX_SHARDS),
+            ));
+        }
+    }
+    for i in &cfg.capture.interfaces {
+        if i.is_empty() || i.len() > 15 || i.contains('/') {
+            return Err(bad(
+                "capture.interfaces",
+                format!("{i:?} is not an interface name"),
+            ));
+        }
+    }
+    if let Some(r) = cfg.capture.rings {
+        if r == 0 || r > 64 {
+            return Err(bad("capture.rings", format!("{r}: must be 1 to 64")));
+        }
+    }
+    if let Some(m) = cfg.capture.ring_mib {
+        if !(1..=4096).contains(&m) {
+            return Err(bad("capture.ring_mib", format!("{m}: must be 1 to 4096")));
+        }
+    }
+    if cfg.capture.interfaces.is_empty() && cfg.hep.listen.is_none() && path_is_run_config(&cfg) {
+        return Err(bad(
+            "capture.interfaces / hep.listen",
+            "nothing to listen to: give capture interfaces, a HEP address, or both".into(),
+        ));
+    }
     if let Some(w) = &cfg.delivery.when_full {
         if w != "block" && w != "drop_newest" {
             anyhow::bail!(
@@ -70,7 +205,9 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("vcontap.example.toml");
         let c = load(&p).unwrap();
         assert!(!c.sinks.is_empty());
-        assert_eq!(c.delivery.when_full.as_deref(), Some("block"));
+        assert_eq!(c.delivery.when_full.as_deref(), Some("drop_newest"));
+        assert_eq!(c.capture.interfaces, vec!["eth1".to_string()]);
+        assert_eq!(c.api.listen.as_deref(), Some("127.0.0.1:9100"));
     }
 
     #[test]

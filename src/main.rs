@@ -7,11 +7,15 @@
 //! with bounded crossbeam channels; the async runtime arrives with the live API and the
 //! network sinks.
 
+mod api;
 mod config;
+mod live;
+mod notify;
 mod outputs;
 mod progress;
 mod replay;
 mod sink;
+mod sources;
 mod spool_cmd;
 
 use std::path::PathBuf;
@@ -38,6 +42,79 @@ enum Cmd {
     Synth(SynthArgs),
     /// Inspect and repair the delivery spool: list, retry dead letters, drop records.
     Spool(spool_cmd::SpoolArgs),
+    /// Capture live traffic (AF_PACKET interfaces and/or HEP) into vCons until SIGTERM.
+    Capture(CaptureArgs),
+    /// The daemon: everything from a configuration file (see vcontap.example.toml).
+    Run(RunArgs),
+    /// Check a configuration file: names the bad field and why, exits non-zero.
+    Validate(ValidateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    /// Interface to capture on (repeatable; `any` for all).
+    #[arg(long = "interface", value_name = "IF")]
+    pub interfaces: Vec<String>,
+    /// Capture filter (docs/capture.md): ports, port ranges, networks, VLANs.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Rings per interface joined with PACKET_FANOUT.
+    #[arg(long, default_value_t = 1)]
+    pub rings: u32,
+    /// Memory per ring, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub ring_mib: u32,
+    /// Bytes kept of each frame.
+    #[arg(long, default_value_t = 65535)]
+    pub snaplen: u32,
+    /// Do not put the interfaces in promiscuous mode.
+    #[arg(long)]
+    pub no_promiscuous: bool,
+    /// Receive HEP v2/v3 on this address (UDP and TCP), e.g. 0.0.0.0:9060.
+    #[arg(long, value_name = "ADDR")]
+    pub hep_listen: Option<std::net::SocketAddr>,
+    /// Required HEP authentication key (`env:NAME` reads the environment).
+    #[arg(long, value_name = "KEY")]
+    pub hep_auth_key: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Output directory (file sink `YYYY/MM/DD/<uuid>.vcon.json` and `media/`).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Append every event as a JSON line to this file (flushed per event).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Audio recording mode.
+    #[arg(long, value_enum, default_value_t = RecordArg::Stereo)]
+    pub record: RecordArg,
+    /// Cut recordings every N seconds.
+    #[arg(long, default_value_t = 0)]
+    pub segment_seconds: u32,
+    /// Public base URL for recordings.
+    #[arg(long)]
+    pub media_base_url: Option<String>,
+    /// Engine shards (threads).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Host name hashed into vCon uuids.
+    #[arg(long)]
+    pub host: Option<String>,
+    #[command(flatten)]
+    pub outputs: outputs::OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, default_value = "/etc/vcontap/vcontap.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// The configuration file.
+    pub file: PathBuf,
 }
 
 /// Recording mode.
@@ -156,7 +233,120 @@ fn main() -> Result<()> {
         Cmd::Replay(a) => replay::run(a),
         Cmd::Synth(a) => synth(a),
         Cmd::Spool(a) => spool_cmd::run(a),
+        Cmd::Capture(a) => live::run(settings_from_args(a)?),
+        Cmd::Run(a) => live::run(settings_from_config(&a.config)?),
+        Cmd::Validate(a) => validate(&a.file),
     }
+}
+
+fn resolve_secret(v: Option<String>) -> Result<Option<String>> {
+    match v {
+        Some(s) => match s.strip_prefix("env:") {
+            Some(var) => std::env::var(var)
+                .map(Some)
+                .with_context(|| format!("environment variable {var} is not set")),
+            None => Ok(Some(s)),
+        },
+        None => Ok(None),
+    }
+}
+
+fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
+    Ok(live::LiveSettings {
+        interfaces: a.interfaces,
+        filter: a.filter,
+        rings: a.rings,
+        ring_mib: a.ring_mib,
+        snaplen: a.snaplen,
+        promiscuous: !a.no_promiscuous,
+        hep_listen: a.hep_listen,
+        hep_auth_key: resolve_secret(a.hep_auth_key).context("--hep-auth-key")?,
+        listen: a.listen,
+        out: a.out,
+        events: a.events,
+        record: a.record,
+        segment_seconds: a.segment_seconds,
+        shards: a.shards,
+        host: a.host,
+        media_base_url: a.media_base_url,
+        outputs: a.outputs,
+    })
+}
+
+fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
+    let c = config::load(path)?;
+    let record = match c.engine.record.as_deref() {
+        None | Some("stereo") => RecordArg::Stereo,
+        Some("mono") => RecordArg::Mono,
+        _ => RecordArg::None,
+    };
+    let parse = |v: &Option<String>| v.as_deref().map(str::parse).transpose();
+    Ok(live::LiveSettings {
+        interfaces: c.capture.interfaces.clone(),
+        filter: c.capture.filter.clone(),
+        rings: c.capture.rings.unwrap_or(1),
+        ring_mib: c.capture.ring_mib.unwrap_or(64),
+        snaplen: c.capture.snaplen.unwrap_or(65535),
+        promiscuous: c.capture.promiscuous.unwrap_or(true),
+        hep_listen: parse(&c.hep.listen).context("hep.listen")?,
+        hep_auth_key: resolve_secret(c.hep.auth_key.clone()).context("hep.auth_key")?,
+        listen: parse(&c.api.listen).context("api.listen")?,
+        out: c
+            .output
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/vcontap/vcons")),
+        events: c.output.events.clone(),
+        record,
+        segment_seconds: c.engine.segment_seconds.unwrap_or(0),
+        shards: c.engine.shards.unwrap_or(1),
+        host: c.engine.host.clone(),
+        media_base_url: c.output.media_base_url.clone(),
+        outputs: outputs::OutputArgs {
+            config: Some(path.to_path_buf()),
+            sinks: Vec::new(),
+            spool: None,
+            spool_max_mib: None,
+            transforms: Vec::new(),
+            drain_timeout: None,
+            media_store: c.output.media_store.clone(),
+        },
+    })
+}
+
+/// `vcontap validate FILE`: the file parses, every value is in range, every sink builds,
+/// every interface exists.
+fn validate(path: &std::path::Path) -> Result<()> {
+    let s = settings_from_config(path)?;
+    for i in &s.interfaces {
+        if i != "any" && !std::path::Path::new("/sys/class/net").join(i).exists() {
+            bail!(
+                "{}: capture.interfaces: no interface {i:?} on this machine",
+                path.display()
+            );
+        }
+    }
+    let c = config::load(path)?;
+    for (n, t) in c.sinks.iter().enumerate() {
+        let spec = vcontap_sinks::SinkSpec::from_table(t)
+            .with_context(|| format!("{}: sinks[{n}]", path.display()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _g = rt.enter();
+        vcontap_sinks::spec::build(spec)
+            .with_context(|| format!("{}: sinks[{n}]", path.display()))?;
+    }
+    for t in &c.delivery.transforms {
+        vcontap_sinks::transform::parse(t)
+            .map_err(|e| anyhow::anyhow!("{}: delivery.transforms: {e}", path.display()))?;
+    }
+    if let Some(f) = &s.filter {
+        crate::sources::check_filter(f)
+            .with_context(|| format!("{}: capture.filter", path.display()))?;
+    }
+    println!("{}: OK", path.display());
+    Ok(())
 }
 
 fn synth(a: SynthArgs) -> Result<()> {

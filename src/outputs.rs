@@ -158,6 +158,11 @@ impl Outputs {
         })
     }
 
+    /// The runtime the sinks (and the HTTP endpoint) run on.
+    pub fn runtime_handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
     /// The recording store `--media-store` names, spilling to `spill` before upload.
     pub fn media_store(
         &self,

@@ -22,6 +22,10 @@ use crate::PipelineError;
 /// packet was 5 % of the engine thread while segments were queued behind audio.
 const REPLY_POLL: u32 = 64;
 
+/// While segments are with the store, the shard asks for time this often (timer clock) to
+/// collect their answers when no packets arrive.
+const ANSWER_POLL_MS: i64 = 20;
+
 /// At the end of input, how long (wall clock) to wait for a store to answer for a closed
 /// segment before the segment is marked failed and the call finished without it.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(60);
@@ -100,13 +104,35 @@ impl ShardCore {
         if now >= self.engine.poll_timeout() {
             self.engine.handle_timeout(now);
         }
-        self.drain(emit)
+        self.drain(emit)?;
+        // Every answer that has arrived: on a live source with no traffic, timers are the
+        // only thing that runs, and a call waiting for its last segment must not wait for
+        // the next packet to be finished.
+        while self.in_flight > 0 {
+            let Some(x) = self.media.as_ref().and_then(|m| m.answers.try_recv().ok()) else {
+                break;
+            };
+            self.stored(x);
+            self.drain(emit)?;
+        }
+        Ok(())
     }
 
-    /// Publishes the engine's next deadline for the Tap.
-    pub(crate) fn publish_deadline(&self) {
+    /// When this shard next needs time: the engine's deadline, or soon while segments are
+    /// with the store (their answers are collected on timeouts, see `handle_timeout`).
+    pub(crate) fn next_deadline(&self, now: Timestamp) -> Timestamp {
+        let t = self.engine.poll_timeout();
+        if self.in_flight > 0 {
+            t.min(now.add_millis(ANSWER_POLL_MS))
+        } else {
+            t
+        }
+    }
+
+    /// Publishes the next deadline for the Tap.
+    pub(crate) fn publish_deadline(&self, now: Timestamp) {
         self.deadline
-            .store(self.engine.poll_timeout().nanos(), Ordering::Release);
+            .store(self.next_deadline(now).nanos(), Ordering::Release);
     }
 
     fn send_media(&mut self, msg: MediaMsg) -> Result<(), PipelineError> {
@@ -236,7 +262,7 @@ impl ShardCore {
                 }
             }
         }
-        self.publish_deadline();
+        self.publish_deadline(now);
         Ok(())
     }
 

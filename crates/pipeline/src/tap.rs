@@ -302,6 +302,12 @@ impl Tap {
         self.counters.clone()
     }
 
+    /// Publishes the packet count now (it is otherwise published every 1024 packets): a
+    /// live driver calls this when its sources are idle, so `/metrics` stays current.
+    pub fn publish_counters(&self) {
+        self.counters.packets.store(self.packets, Ordering::Relaxed);
+    }
+
     /// The decoder's counters so far.
     pub fn decode_stats(&self) -> &DecodeStats {
         self.decoder.stats()
@@ -361,7 +367,7 @@ impl Tap {
     pub fn poll_timeout(&self) -> Timestamp {
         let mut t = self.next_decoder_sweep;
         match &self.mode {
-            Mode::Inline { core, .. } => t = t.min(core.engine.poll_timeout()),
+            Mode::Inline { core, .. } => t = t.min(core.next_deadline(self.now)),
             Mode::Threads { shards, .. } => {
                 for s in shards {
                     if let Some(since) = s.batch_since {
@@ -620,7 +626,7 @@ fn shard_loop(
                     core.handle_datagram(&d, &mut emit)?;
                 }
                 core.handle_timeout(b.now, &mut emit)?;
-                core.publish_deadline();
+                core.publish_deadline(b.now);
             }
             ShardMsg::Finish(ts, reason) => core.finish(ts, reason, &mut emit)?,
         }

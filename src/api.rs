@@ -1,0 +1,207 @@
+//! The daemon's HTTP endpoint (`--listen ADDR`): `/metrics` (Prometheus text), `/healthz`
+//! (the capture loop is alive) and `/readyz` (sources are up and the spool has room). The
+//! live API of the subscribers issue mounts on the same server later.
+//!
+//! axum on the sink runtime: the engines stay on their own threads; handlers only read
+//! atomics.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use vcontap_pipeline::TapCounters;
+use vcontap_sinks::metrics::Metrics;
+
+/// A metrics writer for one part of the daemon (sources add theirs).
+pub type Render = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// What the endpoints read.
+pub struct ApiState {
+    /// The Tap's counters (set once the Tap exists).
+    pub tap: Mutex<Option<Arc<TapCounters>>>,
+    /// Delivery (spool and sinks).
+    pub delivery: Arc<Metrics>,
+    /// Sources are up.
+    pub ready: AtomicBool,
+    /// Unix ms of the capture loop's last turn.
+    pub heartbeat_ms: AtomicU64,
+    /// More metric families (sources, HEP).
+    pub extra: Mutex<Vec<Render>>,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A loop that has not turned for this long is not healthy.
+const STALL: Duration = Duration::from_secs(10);
+
+impl ApiState {
+    /// Fresh state around the delivery metrics.
+    pub fn new(delivery: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(ApiState {
+            tap: Mutex::new(None),
+            delivery,
+            ready: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(now_ms()),
+            extra: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The capture loop calls this every turn.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Relaxed);
+    }
+
+    fn alive(&self) -> bool {
+        now_ms().saturating_sub(self.heartbeat_ms.load(Relaxed)) < STALL.as_millis() as u64
+    }
+
+    fn spool_has_room(&self) -> bool {
+        let s = &self.delivery.spool;
+        let max = s.max_bytes.load(Relaxed);
+        max == 0 || s.bytes.load(Relaxed) < max
+    }
+
+    /// Renders every metric family.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        if let Some(t) = self.tap.lock().ok().and_then(|g| g.clone()) {
+            for (name, kind, help, v) in [
+                (
+                    "vcontap_packets_total",
+                    "counter",
+                    "packets handed to the pipeline",
+                    t.packets.load(Relaxed),
+                ),
+                (
+                    "vcontap_calls_created_total",
+                    "counter",
+                    "calls created",
+                    t.calls_created.load(Relaxed),
+                ),
+                (
+                    "vcontap_calls_finished_total",
+                    "counter",
+                    "calls finished",
+                    t.calls_finished.load(Relaxed),
+                ),
+                (
+                    "vcontap_calls_open",
+                    "gauge",
+                    "calls in progress",
+                    t.open_calls(),
+                ),
+                (
+                    "vcontap_events_total",
+                    "counter",
+                    "vCon events emitted",
+                    t.events.load(Relaxed),
+                ),
+                (
+                    "vcontap_shard_queue_dropped_packets_total",
+                    "counter",
+                    "packets dropped because a shard queue was full",
+                    t.shard_queue.dropped_packets.load(Relaxed),
+                ),
+                (
+                    "vcontap_shard_queue_full_total",
+                    "counter",
+                    "times a shard queue was found full",
+                    t.shard_queue.full.load(Relaxed),
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                );
+            }
+        }
+        if let Ok(extra) = self.extra.lock() {
+            for r in extra.iter() {
+                r(&mut out);
+            }
+        }
+        self.delivery.render_prometheus(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP vcontap_up 1 when the capture loop is alive\n# TYPE vcontap_up gauge\nvcontap_up {}",
+            u8::from(self.alive())
+        );
+        out
+    }
+}
+
+async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.render(),
+    )
+}
+
+async fn healthz(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    if s.alive() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "capture loop stalled\n")
+    }
+}
+
+async fn readyz(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+    if !s.ready.load(Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    } else if !s.spool_has_room() {
+        (StatusCode::SERVICE_UNAVAILABLE, "spool full\n")
+    } else if !s.alive() {
+        (StatusCode::SERVICE_UNAVAILABLE, "capture loop stalled\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Binds `addr` now (a bad address or a port in use is a start-up error) and serves on
+/// `rt` until `stop` resolves.
+pub fn serve(
+    rt: &tokio::runtime::Handle,
+    addr: std::net::SocketAddr,
+    state: Arc<ApiState>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
+    let local = listener.local_addr()?;
+    let app = router(state);
+    rt.spawn(async move {
+        let mut stop = stop;
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(local)
+}

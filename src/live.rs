@@ -1,0 +1,264 @@
+//! `vcontap capture` and `vcontap run`: the daemon. Live sources (AF_PACKET rings, a HEP
+//! listener) feed one [`Tap`] on the monotonic clock with the live queue policy
+//! (drop-and-count, so a slow disk never stalls the ring), finished vCons go through the
+//! delivery core with the spool's `drop_newest` policy, and `/metrics`, `/healthz`,
+//! `/readyz` are served on `--listen`. SIGTERM/SIGINT stop capture, finish every open call
+//! with reason `shutdown`, drain the sinks and exit 0; SIGHUP is logged (logs go to stderr /
+//! the journal, so there is no file to reopen; configuration changes need a restart).
+//!
+//! Wiring only: the loop below is the live counterpart of `vcontap_pipeline::run`, polling
+//! every source in turn and running timers when all are idle, so a silent interface still
+//! ends calls on time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vcontap_engine::{EngineConfig, FinishReason, RecordMode};
+use vcontap_pipeline::{Clock, LocalFiles, PipelineError, Tap, TapConfig};
+use vcontap_sinks::WhenFull;
+
+use crate::api::ApiState;
+use crate::notify::Notifier;
+use crate::outputs::{OutputArgs, Outputs};
+use crate::sink::EventsFile;
+use crate::RecordArg;
+
+/// Longest the loop sleeps when every source is idle.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+
+/// Everything the daemon needs, from the command line (`capture`) or a file (`run`).
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub interfaces: Vec<String>,
+    pub filter: Option<String>,
+    pub rings: u32,
+    pub ring_mib: u32,
+    pub snaplen: u32,
+    pub promiscuous: bool,
+    pub hep_listen: Option<SocketAddr>,
+    pub hep_auth_key: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub out: PathBuf,
+    pub events: Option<PathBuf>,
+    pub record: RecordArg,
+    pub segment_seconds: u32,
+    pub shards: usize,
+    pub host: Option<String>,
+    pub media_base_url: Option<String>,
+    pub outputs: OutputArgs,
+}
+
+/// One live input, polled by the loop.
+pub trait LiveSource {
+    /// Hands what arrived (at most `max` items) to the Tap; returns how many.
+    fn poll(
+        &mut self,
+        tap: &mut Tap,
+        clock: &mut Clock,
+        max: usize,
+    ) -> Result<usize, PipelineError>;
+    /// Appends this source's metric families.
+    fn metrics(&self) -> crate::api::Render;
+    /// A one-line status for the periodic log and systemd's STATUS=.
+    fn status(&self) -> String;
+}
+
+fn engine_config(s: &LiveSettings) -> EngineConfig {
+    EngineConfig {
+        record: match s.record {
+            RecordArg::None => RecordMode::None,
+            RecordArg::Stereo => RecordMode::Stereo,
+            RecordArg::Mono => RecordMode::Mono,
+        },
+        segment_seconds: s.segment_seconds,
+        host: s.host.clone().unwrap_or_else(crate::replay::host_name),
+        ..EngineConfig::default()
+    }
+}
+
+/// Opens the sources the settings name.
+fn open_sources(s: &LiveSettings) -> Result<Vec<Box<dyn LiveSource>>> {
+    let mut v: Vec<Box<dyn LiveSource>> = Vec::new();
+    v.extend(crate::sources::open(s)?);
+    if v.is_empty() {
+        bail!("nothing to listen to: give --interface IF and/or --hep-listen ADDR");
+    }
+    Ok(v)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(s: LiveSettings) -> Result<()> {
+    if s.shards == 0 || s.shards > vcontap_pipeline::tap::MAX_SHARDS {
+        bail!(
+            "--shards must be between 1 and {}",
+            vcontap_pipeline::tap::MAX_SHARDS
+        );
+    }
+    let notifier = Notifier::from_env();
+    let outputs = Outputs::start(Some(&s.out), &s.outputs, WhenFull::DropNewest)?;
+    let rt = outputs.runtime_handle();
+    let api = ApiState::new(outputs.delivery.metrics().clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = s.listen {
+        let local = crate::api::serve(&rt, addr, api.clone(), stop_rx.clone())
+            .with_context(|| format!("--listen {addr}"))?;
+        tracing::info!(%local, "serving /metrics, /healthz, /readyz");
+        if !local.ip().is_loopback() {
+            tracing::warn!(%local, "the HTTP endpoint is not on loopback and has no authentication yet");
+        }
+    }
+    // Signals: the first SIGTERM/SIGINT stops capture (a second one while draining is
+    // ignored: the drain has its own deadline).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let stop_tx = stop_tx.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                    _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: logs go to stderr (nothing to reopen); configuration changes need a restart");
+                    }
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            stop_tx.send_replace(true);
+        });
+    }
+    let events = match &s.events {
+        Some(p) => {
+            let mut f = EventsFile::create(p)?;
+            f.flush_each = true;
+            Some(f)
+        }
+        None => None,
+    };
+    let events = Arc::new(Mutex::new(events));
+    let handler_events = events.clone();
+    let delivery = outputs.delivery.handle();
+    let mut cfg = TapConfig::live(engine_config(&s));
+    cfg.shards = s.shards;
+    if s.record != RecordArg::None {
+        cfg.media = match outputs.media_store(&s.outputs, &s.out.join("media-spill"))? {
+            Some(m) => Some(m),
+            None => Some(Arc::new(LocalFiles::new(
+                &s.out.join("media"),
+                s.media_base_url.as_deref(),
+            )?)),
+        };
+    }
+    let mut tap = Tap::new(
+        cfg,
+        Box::new(move |e| {
+            if let Some(f) = handler_events
+                .lock()
+                .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
+                .as_mut()
+            {
+                f.write(e)
+                    .map_err(|err| PipelineError::Handler(format!("{err:#}")))?;
+            }
+            delivery
+                .submit(e)
+                .map_err(|err| PipelineError::Handler(err.to_string()))
+        }),
+    )?;
+    *api.tap
+        .lock()
+        .map_err(|_| anyhow::anyhow!("api state poisoned"))? = Some(tap.counters());
+    let mut sources = open_sources(&s)?;
+    if let Ok(mut extra) = api.extra.lock() {
+        for src in &sources {
+            extra.push(src.metrics());
+        }
+    }
+    api.ready.store(true, Ordering::SeqCst);
+    let status = sources
+        .iter()
+        .map(|x| x.status())
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::info!(sources = %status, "capturing");
+    notifier.send(&format!("READY=1\nSTATUS={status}"));
+
+    let mut clock = Clock::monotonic();
+    let mut last_watchdog = Instant::now();
+    let mut last_log = Instant::now();
+    let watchdog = notifier.watchdog_interval();
+    while !stop.load(Ordering::Relaxed) {
+        let mut got = 0;
+        for src in sources.iter_mut() {
+            got += src.poll(&mut tap, &mut clock, vcontap_pipeline::source::BURST)?;
+        }
+        if got == 0 {
+            tap.publish_counters();
+            tap.flush()?;
+            let now = clock.now();
+            if now >= tap.poll_timeout() {
+                tap.handle_timeout(now)?;
+            }
+            let until = tap
+                .poll_timeout()
+                .nanos()
+                .saturating_sub(clock.now().nanos());
+            let until = Duration::from_nanos(u64::try_from(until).unwrap_or(0));
+            std::thread::sleep(until.min(IDLE_WAIT));
+        }
+        api.beat();
+        // The watchdog is fed from the loop itself: a wedged loop stops feeding it.
+        if let Some(w) = watchdog {
+            if last_watchdog.elapsed() >= w {
+                notifier.send("WATCHDOG=1");
+                last_watchdog = Instant::now();
+            }
+        }
+        if last_log.elapsed() >= Duration::from_secs(60) {
+            let c = tap.counters();
+            let status: Vec<String> = sources.iter().map(|x| x.status()).collect();
+            tracing::info!(
+                packets = c.packets.load(Ordering::Relaxed),
+                open_calls = c.open_calls(),
+                finished = c.calls_finished.load(Ordering::Relaxed),
+                sources = %status.join("; "),
+                "status"
+            );
+            notifier.send(&format!("STATUS={}", status.join("; ")));
+            last_log = Instant::now();
+        }
+    }
+    notifier.send("STOPPING=1\nSTATUS=finishing open calls and draining the sinks");
+    api.ready.store(false, Ordering::SeqCst);
+    drop(sources);
+    let totals = tap.finish_because(clock.now(), FinishReason::Shutdown)?;
+    if let Some(f) = events
+        .lock()
+        .map_err(|_| anyhow::anyhow!("events file poisoned"))?
+        .as_mut()
+    {
+        f.flush()?;
+    }
+    let spool_dir = outputs.spool_dir.clone();
+    let report = outputs.finish();
+    stop_tx.send_replace(true);
+    eprintln!(
+        "vcontap stopped: {} packets, {} calls",
+        totals.packets, totals.engine.calls
+    );
+    crate::outputs::print_report(&report, &spool_dir);
+    Ok(())
+}
