@@ -151,6 +151,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let events = Arc::new(Mutex::new(events));
     let handler_events = events.clone();
     let delivery = outputs.delivery.handle();
+    let latency = api.clone();
     let mut cfg = TapConfig::live(engine_config(&s));
     cfg.shards = s.shards;
     if s.record != RecordArg::None {
@@ -165,6 +166,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let mut tap = Tap::new(
         cfg,
         Box::new(move |e| {
+            latency.event_latency.observe(e.at.nanos());
             if let Some(f) = handler_events
                 .lock()
                 .map_err(|_| PipelineError::Handler("events file poisoned".into()))?

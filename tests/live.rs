@@ -201,6 +201,10 @@ fn capture_on_a_veth_and_sigterm_mid_call() {
         };
         assert!(!m.contains("vcontap_packets_total 0\n"), "{m}");
         assert!(
+            !m.contains("vcontap_event_latency_seconds_count 0\n"),
+            "{m}"
+        );
+        assert!(
             m.contains("vcontap_calls_open 1"),
             "the second call is in progress:\n{m}"
         );
