@@ -42,6 +42,9 @@ pub fn open(s: &LiveSettings) -> Result<Vec<Box<dyn LiveSource>>> {
 
 struct Rings {
     cap: Capture,
+    /// Kernel drops so far, and when they were last read (timer clock).
+    drops_seen: u64,
+    last_read: Option<vcontap_wire::Timestamp>,
     labels: Vec<String>,
     stats: Arc<Mutex<Vec<RingStats>>>,
     refreshed: Instant,
@@ -84,6 +87,8 @@ impl Rings {
         let n = rings.len();
         Ok(Rings {
             cap: Capture::from_rings(rings),
+            drops_seen: 0,
+            last_read: None,
             labels,
             stats: Arc::new(Mutex::new(vec![RingStats::default(); n])),
             refreshed: Instant::now(),
@@ -110,6 +115,16 @@ impl LiveSource for Rings {
             self.refreshed = Instant::now();
             match self.cap.stats() {
                 Ok(v) => {
+                    // Drops since the last read: every call open in that span says so.
+                    let now = clock.now();
+                    let drops: u64 = v.iter().map(|s| s.kernel_drops).sum();
+                    if drops > self.drops_seen {
+                        let from = self.last_read.unwrap_or(now);
+                        tracing::warn!(dropped = drops - self.drops_seen, "the capture ring dropped packets (ring too small or the host too busy)");
+                        tap.note_capture_loss(from, now, drops - self.drops_seen);
+                    }
+                    self.drops_seen = drops;
+                    self.last_read = Some(now);
                     if let Ok(mut g) = self.stats.lock() {
                         *g = v;
                     }

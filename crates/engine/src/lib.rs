@@ -548,6 +548,20 @@ impl Engine {
         self.collect(h);
     }
 
+    /// Notes capture loss (the tap's kernel ring dropped `packets` between `from` and `to`)
+    /// on every call open in that span; it shows in their vCons as `vcontap.capture_loss`.
+    pub fn note_capture_loss(&mut self, from: Timestamp, to: Timestamp, packets: u64) {
+        let handles: Vec<CallHandle> = (0..self.calls.len() as u32)
+            .map(CallHandle)
+            .filter(|h| self.call_ref(*h).is_some())
+            .collect();
+        for h in handles {
+            if let Some(c) = self.call_mut(h) {
+                c.note_capture_loss(from, to, packets);
+            }
+        }
+    }
+
     /// Finishes every open call at the end of input.
     pub fn finish_all(&mut self, now: Timestamp) {
         self.finish_all_because(now, FinishReason::EndOfInput);

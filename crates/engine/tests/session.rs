@@ -459,3 +459,56 @@ fn validate(events: &[Arc<VconEvent>]) {
         .collect();
     common::validate_vcon(&vcons);
 }
+
+#[test]
+fn capture_loss_is_marked_on_calls_live_in_the_span() {
+    let mut d = Driver::new();
+    let (a, b) = ("10.0.0.1:5060", "10.0.0.2:5060");
+    d.feed(&dg(
+        0,
+        a,
+        b,
+        sip(
+            "INVITE sip:+15550002@b.example SIP/2.0",
+            false,
+            "1 INVITE",
+            SDP_A,
+        )
+        .as_bytes(),
+    ));
+    d.feed(&dg(
+        100,
+        b,
+        a,
+        sip("SIP/2.0 200 OK", true, "1 INVITE", SDP_B).as_bytes(),
+    ));
+    // Loss before the call and after it are not its business; overlapping spans merge.
+    d.engine.note_capture_loss(ts(-5000), ts(-4000), 7);
+    d.engine.note_capture_loss(ts(500), ts(1500), 42);
+    d.engine.note_capture_loss(ts(1400), ts(2000), 8);
+    d.engine.note_capture_loss(ts(3000), ts(3100), 1);
+    d.feed(&dg(
+        4000,
+        a,
+        b,
+        sip("BYE sip:b SIP/2.0", true, "2 BYE", "").as_bytes(),
+    ));
+    d.feed(&dg(
+        4005,
+        b,
+        a,
+        sip("SIP/2.0 200 OK", true, "2 BYE", "").as_bytes(),
+    ));
+    d.engine.note_capture_loss(ts(60_000), ts(61_000), 9);
+    d.tick(70_000);
+    assert_eq!(*d.kinds().last().unwrap(), EventKind::Finished);
+    let v = d.last();
+    let loss = v["vcontap"]["capture_loss"].as_array().unwrap();
+    assert_eq!(loss.len(), 2, "{loss:?}");
+    assert_eq!(loss[0]["packets"], 50);
+    assert_eq!(loss[1]["packets"], 1);
+    assert!(loss[0]["start"].as_str().unwrap() < loss[0]["end"].as_str().unwrap());
+    // A call without loss has no member at all.
+    let clean = sniffed();
+    assert!(clean.last()["vcontap"].get("capture_loss").is_none());
+}

@@ -182,6 +182,8 @@ struct Batch {
 enum ShardMsg {
     Batch(Batch),
     Finish(Timestamp, FinishReason),
+    /// The source dropped packets in this span (kernel ring drops).
+    CaptureLoss(Timestamp, Timestamp, u64),
 }
 
 struct RemoteShard {
@@ -300,6 +302,20 @@ impl Tap {
     /// Live counters (shared; cheap to read from another thread).
     pub fn counters(&self) -> Arc<TapCounters> {
         self.counters.clone()
+    }
+
+    /// Tells every shard that the source lost `packets` between `from` and `to` (e.g. kernel
+    /// ring drops): calls open in that span say so in their vCons (`vcontap.capture_loss`).
+    pub fn note_capture_loss(&mut self, from: Timestamp, to: Timestamp, packets: u64) {
+        match &mut self.mode {
+            Mode::Inline { core, .. } => core.engine.note_capture_loss(from, to, packets),
+            Mode::Threads { shards, .. } => {
+                for s in shards.iter_mut() {
+                    // Rare and tiny: blocking is fine, and the mark must not be lost.
+                    let _ = s.tx.send(ShardMsg::CaptureLoss(from, to, packets));
+                }
+            }
+        }
     }
 
     /// Publishes the packet count now (it is otherwise published every 1024 packets): a
@@ -629,6 +645,7 @@ fn shard_loop(
                 core.publish_deadline(b.now);
             }
             ShardMsg::Finish(ts, reason) => core.finish(ts, reason, &mut emit)?,
+            ShardMsg::CaptureLoss(a, b, n) => core.engine.note_capture_loss(a, b, n),
         }
     }
     Ok(core.close())

@@ -17,6 +17,9 @@ pub(super) struct LiveState<'a> {
     /// BYEs answered with an error (the call went on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) byes_refused: Option<u32>,
+    /// Spans in which the tap dropped packets while the call was live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) capture_loss: Option<Vec<CaptureLoss>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) end_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +50,15 @@ pub(super) struct LiveState<'a> {
     pub(super) transfer_status: Option<&'a [serde_json::Value]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) undecodable_codecs: Option<&'a [String]>,
+}
+
+/// One span of capture loss.
+#[derive(Debug, Serialize)]
+pub(super) struct CaptureLoss {
+    pub(super) start: String,
+    pub(super) end: String,
+    /// Packets the tap dropped in the span (all traffic, not only this call's).
+    pub(super) packets: u64,
 }
 
 /// One recording pause of a session.

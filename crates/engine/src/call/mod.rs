@@ -34,6 +34,8 @@ use crate::{EventKind, Output, SegmentId, StoredSegment, VconEvent};
 
 /// Party-history entries kept per call (DTMF floods stop being recorded past this).
 const MAX_HISTORY: usize = 1000;
+/// Capture-loss spans kept per call.
+const MAX_CAPTURE_LOSS: usize = 64;
 /// A side's recording switches to another of its streams after the current one has been
 /// silent this long (relayed legs, restarts on new ports).
 const PRIMARY_TAKEOVER_MS: i64 = 500;
@@ -326,6 +328,8 @@ pub(crate) struct Call {
     history_assigned: usize,
     /// Party-history entries not recorded because of [`MAX_HISTORY`].
     history_dropped: u64,
+    /// Capture loss (the tap dropped packets) while the call was live: `(from, to, packets)`.
+    capture_loss: Vec<(Timestamp, Timestamp, u64)>,
     undecodable: Vec<String>,
 
     segment: Option<Segment>,
@@ -544,6 +548,7 @@ impl Call {
             history: Vec::new(),
             history_assigned: 0,
             history_dropped: 0,
+            capture_loss: Vec::new(),
             undecodable: Vec::new(),
             segment: None,
             seg_end: None,
@@ -754,6 +759,16 @@ impl Call {
             answer_inferred: self.sip.answer_inferred.then_some(true),
             answered_at: self.answer_at.map(time),
             byes_refused: (self.sip.byes_refused > 0).then_some(self.sip.byes_refused),
+            capture_loss: (!self.capture_loss.is_empty()).then(|| {
+                self.capture_loss
+                    .iter()
+                    .map(|(a, b, n)| live::CaptureLoss {
+                        start: time(*a),
+                        end: time(*b),
+                        packets: *n,
+                    })
+                    .collect()
+            }),
             end_reason: self.finish_reason.map(FinishReason::as_str),
             ended_at: self.end_at.map(time),
             history_dropped: (self.history_dropped > 0).then_some(self.history_dropped),
@@ -783,6 +798,24 @@ impl Call {
             v.insert(k.to_string(), x);
         }
         Value::Object(v)
+    }
+
+    /// Notes that the tap lost `packets` between `from` and `to` (kernel ring drops): kept
+    /// apart from network loss, which the RTP report measures. At most
+    /// [`MAX_CAPTURE_LOSS`] spans; later ones are merged into the last.
+    pub(crate) fn note_capture_loss(&mut self, from: Timestamp, to: Timestamp, packets: u64) {
+        if self.finish_reason.is_some() || to < self.invite_at {
+            return;
+        }
+        let from = from.max(self.invite_at);
+        let full = self.capture_loss.len() >= MAX_CAPTURE_LOSS;
+        match self.capture_loss.last_mut() {
+            Some(last) if full || last.1 >= from => {
+                last.1 = last.1.max(to);
+                last.2 = last.2.saturating_add(packets);
+            }
+            _ => self.capture_loss.push((from, to, packets)),
+        }
     }
 
     /// Records an event of `side`'s current party (see `side_party`). Returns false when
