@@ -536,6 +536,7 @@ impl Tap {
 }
 
 /// One datagram into the engine: inline, or batched for the shard(s) the router picks.
+#[inline(always)]
 fn dispatch(
     mode: &mut Mode,
     d: &Datagram<'_>,

@@ -79,12 +79,15 @@ impl FileSink {
                 rec.uuid.escape_debug()
             ));
         }
-        let head = rec
-            .head()
-            .map_err(|e| format!("not a vCon JSON object: {e}"))?;
-        let (y, m, d) = head
-            .created_ymd()
-            .ok_or_else(|| format!("created_at `{}` is not RFC 3339", head.created_at))?;
+        let (y, m, d) = match rec.created_ymd() {
+            Some(ymd) => ymd,
+            None => {
+                let head = rec
+                    .head()
+                    .map_err(|e| format!("not a vCon JSON object: {e}"))?;
+                return Err(format!("created_at `{}` is not RFC 3339", head.created_at));
+            }
+        };
         let ext = if cfg.gzip {
             "vcon.json.gz"
         } else {

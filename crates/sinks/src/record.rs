@@ -36,6 +36,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// `created_at` as `(year, month, day)` in UTC without parsing the whole document when
+    /// possible ([`top_level_str`]; a vCon's `created_at` sits in its first bytes), else
+    /// through [`Record::head`].
+    pub fn created_ymd(&self) -> Option<(i64, u32, u32)> {
+        match top_level_str(&self.json, "created_at") {
+            Some(t) => {
+                let ms = parse_rfc3339_ms(t)?;
+                Some(civil_from_days(ms.div_euclid(86_400_000)))
+            }
+            None => self.head().ok()?.created_ymd(),
+        }
+    }
+
     /// Parses the fields stores index by.
     pub fn head(&self) -> Result<VconHead, serde_json::Error> {
         serde_json::from_slice(&self.json)
@@ -91,6 +104,72 @@ impl VconHead {
         let ms = self.created_unix_ms()?;
         Some(civil_from_days(ms.div_euclid(86_400_000)))
     }
+}
+
+/// The value of a top-level string member `key` of a JSON object, found by a minimal scan
+/// that stops at the member (no allocation, no full parse: a finished vCon can be tens of
+/// KB and only its first members are needed). `None` when the document is not an object,
+/// the member is absent, not a string, or holds escapes (callers then parse in full).
+pub fn top_level_str<'a>(json: &'a [u8], key: &str) -> Option<&'a str> {
+    let mut depth = 0u32;
+    let mut i = 0usize;
+    // Whether the string that just ended was a key at depth 1 equal to `key`.
+    let mut matched = false;
+    while let Some(&c) = json.get(i) {
+        match c {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                let mut escaped = false;
+                loop {
+                    match json.get(j)? {
+                        b'\\' => {
+                            escaped = true;
+                            j += 2;
+                        }
+                        b'"' => break,
+                        _ => j += 1,
+                    }
+                }
+                let text = json.get(start..j)?;
+                if matched {
+                    return if escaped {
+                        None
+                    } else {
+                        std::str::from_utf8(text).ok()
+                    };
+                }
+                // A key is a string at depth 1 followed by ':'.
+                let mut k = j + 1;
+                while json.get(k).is_some_and(u8::is_ascii_whitespace) {
+                    k += 1;
+                }
+                if depth == 1 && json.get(k) == Some(&b':') && !escaped && text == key.as_bytes() {
+                    k += 1;
+                    while json.get(k).is_some_and(u8::is_ascii_whitespace) {
+                        k += 1;
+                    }
+                    if json.get(k) != Some(&b'"') {
+                        return None;
+                    }
+                    matched = true;
+                    i = k;
+                    continue;
+                }
+                i = j + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to Unix milliseconds.
@@ -213,6 +292,24 @@ mod tests {
     }
 
     #[test]
+    fn top_level_members_are_found_and_nested_ones_ignored() {
+        let j = br#"{"vcon":"0.4.0","parties":[{"created_at":"1999-01-01T00:00:00Z"}],"x":{"created_at":"1998-01-01T00:00:00Z"},"note":"\"created_at\":\"1997\"","created_at" : "2026-11-29T10:00:00Z"}"#;
+        assert_eq!(top_level_str(j, "created_at"), Some("2026-11-29T10:00:00Z"));
+        assert_eq!(top_level_str(j, "vcon"), Some("0.4.0"));
+        assert_eq!(top_level_str(j, "missing"), None);
+        assert_eq!(top_level_str(br#"{"created_at":3}"#, "created_at"), None);
+        assert_eq!(
+            top_level_str(br#"{"created_at":"a\"b"}"#, "created_at"),
+            None
+        );
+        assert_eq!(top_level_str(br#"["created_at","x"]"#, "created_at"), None);
+        for cut in 0..j.len() {
+            let _ = top_level_str(&j[..cut], "created_at");
+        }
+        assert_eq!(top_level_str(b"}}}}", "created_at"), None);
+    }
+
+    #[test]
     fn head_dates() {
         let r = Record {
             id: RecordId(1),
@@ -224,6 +321,7 @@ mod tests {
         };
         let h = r.head().unwrap();
         assert_eq!(h.created_ymd(), Some((2026, 1, 1)));
+        assert_eq!(r.created_ymd(), Some((2026, 1, 1)));
         assert_eq!(h.created_unix_ms(), Some(1_767_225_600_500));
         assert_eq!(h.parties.len(), 2);
         assert_eq!(h.parties[0].tel.as_deref(), Some("+15551234567"));
