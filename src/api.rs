@@ -16,60 +16,22 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use vcontap_pipeline::TapCounters;
-use vcontap_sinks::metrics::Metrics;
+use vcontap_sinks::metrics::{Histogram, Metrics};
 
-/// Upper bounds (µs) of the event latency histogram.
-const LATENCY_US: [u64; 14] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000, 5_000_000,
-    30_000_000,
+/// Upper bounds (seconds) of the packet → event latency histogram: kernel timestamp of the
+/// packet that changed a call to its event leaving the engine (events caused by timers
+/// measure from the timer time; coalesced `updated` events are held back up to 200 ms by
+/// design and show it).
+static EVENT_LATENCY_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-/// Kernel timestamp of the packet that changed a call → its event leaving the engine
-/// (events caused by timers measure from the timer time). Coalesced `updated` events are
-/// held back up to 200 ms by design and show it.
-#[derive(Debug, Default)]
-pub struct EventLatency {
-    counts: [AtomicU64; LATENCY_US.len()],
-    inf: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl EventLatency {
-    /// Records one event caused at `at_ns` (Unix ns) and emitted now.
-    pub fn observe(&self, at_ns: i64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        let us = u64::try_from(now.saturating_sub(at_ns) / 1000).unwrap_or(0);
-        match LATENCY_US.iter().position(|b| us <= *b) {
-            Some(i) => {
-                if let Some(c) = self.counts.get(i) {
-                    c.fetch_add(1, Relaxed);
-                }
-            }
-            None => {
-                self.inf.fetch_add(1, Relaxed);
-            }
-        }
-        self.sum_us.fetch_add(us, Relaxed);
-    }
-
-    fn render(&self, out: &mut String) {
-        let name = "vcontap_event_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} packet capture time to the event leaving the engine\n# TYPE {name} histogram");
-        let mut acc = 0;
-        for (c, b) in self.counts.iter().zip(LATENCY_US) {
-            acc += c.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {acc}", b as f64 / 1e6);
-        }
-        let n = acc + self.inf.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}\n{name}_count {n}",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        );
-    }
+/// Records an event caused at `at_ns` (Unix ns) and emitted now.
+pub fn observe_event(h: &Histogram, at_ns: i64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    h.observe_us(u64::try_from(now.saturating_sub(at_ns) / 1000).unwrap_or(0));
 }
 
 /// A metrics writer for one part of the daemon (sources add theirs).
@@ -88,7 +50,7 @@ pub struct ApiState {
     /// More metric families (sources, HEP).
     pub extra: Mutex<Vec<Render>>,
     /// Packet → event latency.
-    pub event_latency: EventLatency,
+    pub event_latency: Histogram,
 }
 
 /// Unix milliseconds now.
@@ -110,7 +72,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
             extra: Mutex::new(Vec::new()),
-            event_latency: EventLatency::default(),
+            event_latency: Histogram::new(&EVENT_LATENCY_BUCKETS),
         })
     }
 
@@ -188,7 +150,12 @@ impl ApiState {
                 r(&mut out);
             }
         }
-        self.event_latency.render(&mut out);
+        let name = "vcontap_event_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} packet capture time to the event leaving the engine\n# TYPE {name} histogram"
+        );
+        self.event_latency.render(name, "", &mut out);
         self.delivery.render_prometheus(&mut out);
         let _ = writeln!(
             out,

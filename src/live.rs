@@ -166,7 +166,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let mut tap = Tap::new(
         cfg,
         Box::new(move |e| {
-            latency.event_latency.observe(e.at.nanos());
+            crate::api::observe_event(&latency.event_latency, e.at.nanos());
             if let Some(f) = handler_events
                 .lock()
                 .map_err(|_| PipelineError::Handler("events file poisoned".into()))?

@@ -240,15 +240,8 @@ fn main() -> Result<()> {
 }
 
 fn resolve_secret(v: Option<String>) -> Result<Option<String>> {
-    match v {
-        Some(s) => match s.strip_prefix("env:") {
-            Some(var) => std::env::var(var)
-                .map(Some)
-                .with_context(|| format!("environment variable {var} is not set")),
-            None => Ok(Some(s)),
-        },
-        None => Ok(None),
-    }
+    v.map(|s| vcontap_sinks::spec::resolve_env(&s).map_err(anyhow::Error::msg))
+        .transpose()
 }
 
 fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {

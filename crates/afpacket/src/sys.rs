@@ -4,7 +4,7 @@
 //! poll(2) over several sockets, a raw send socket, and entering a network namespace.
 //!
 //! Built directly on `libc` (pure Rust bindings, no C build): the crates that wrap
-//! AF_PACKET are either not mmap'ed or dormant (see /work/shared/docs/live.md §2.9). The
+//! AF_PACKET are either not mmap'ed or dormant (see ../shared/docs/live.md §2.9). The
 //! kernel structures are declared here with `#[repr(C)]` rather than taken from `libc`,
 //! whose Linux UAPI module moved between 0.2 releases (`TPACKET_V3` is an enum variant
 //! there); their layout is fixed ABI (include/uapi/linux/if_packet.h).

@@ -16,19 +16,38 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
-/// A cumulative histogram with fixed buckets.
-#[derive(Debug, Default)]
+/// A cumulative histogram over fixed bucket bounds (seconds), shared by the delivery
+/// latency here and the daemon's packet → event latency.
+#[derive(Debug)]
 pub struct Histogram {
-    counts: [AtomicU64; LATENCY_BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
     inf: AtomicU64,
     sum_us: AtomicU64,
 }
 
+impl Default for Histogram {
+    /// The delivery latency buckets ([`LATENCY_BUCKETS`]).
+    fn default() -> Self {
+        Histogram::new(&LATENCY_BUCKETS)
+    }
+}
+
 impl Histogram {
-    /// Records one observation in milliseconds.
-    pub fn observe_ms(&self, ms: u64) {
-        let s = ms as f64 / 1000.0;
-        match LATENCY_BUCKETS.iter().position(|b| s <= *b) {
+    /// An empty histogram with these upper bounds (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            inf: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation in microseconds.
+    pub fn observe_us(&self, us: u64) {
+        let s = us as f64 / 1e6;
+        match self.bounds.iter().position(|b| s <= *b) {
             Some(i) => {
                 if let Some(c) = self.counts.get(i) {
                     c.fetch_add(1, Relaxed);
@@ -38,7 +57,12 @@ impl Histogram {
                 self.inf.fetch_add(1, Relaxed);
             }
         }
-        self.sum_us.fetch_add(ms.saturating_mul(1000), Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Records one observation in milliseconds.
+    pub fn observe_ms(&self, ms: u64) {
+        self.observe_us(ms.saturating_mul(1000));
     }
 
     /// Observations so far.
@@ -54,13 +78,32 @@ impl Histogram {
         }
         let want = ((n as f64) * q).ceil().max(1.0) as u64;
         let mut acc = 0;
-        for (c, b) in self.counts.iter().zip(LATENCY_BUCKETS) {
+        for (c, b) in self.counts.iter().zip(self.bounds) {
             acc += c.load(Relaxed);
             if acc >= want {
-                return Some(b);
+                return Some(*b);
             }
         }
         Some(f64::INFINITY)
+    }
+
+    /// Appends the `_bucket`/`_sum`/`_count` lines of `name`, with `labels` (already
+    /// escaped, `k="v"` pairs joined by commas; empty for none). The HELP/TYPE header is
+    /// the caller's, once per family.
+    pub fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut acc = 0;
+        for (c, b) in self.counts.iter().zip(self.bounds) {
+            acc += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {acc}");
+        }
+        let n = acc + self.inf.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {n}"
+        );
     }
 }
 
@@ -138,6 +181,24 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A metric family: name, Prometheus type, help, and how to read it from one item.
+type Family<'a, T> = (&'a str, &'a str, &'a str, fn(&T) -> u64);
+
+/// Writes families with one `sink="…"` sample per item.
+fn per_sink_families<T>(
+    out: &mut String,
+    families: &[Family<'_, T>],
+    items: &[Arc<T>],
+    name_of: fn(&T) -> &str,
+) {
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in items {
+            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(name_of(m)), get(m));
+        }
+    }
+}
+
 impl Metrics {
     /// Appends the Prometheus text exposition of every metric.
     pub fn render_prometheus(&self, out: &mut String) {
@@ -193,8 +254,7 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
-        type Get = fn(&SinkMetrics) -> u64;
-        let per_sink: [(&str, &str, &str, Get); 6] = [
+        let per_sink: [Family<'_, SinkMetrics>; 6] = [
             (
                 "vcontap_sink_delivered_total",
                 "counter",
@@ -232,34 +292,17 @@ impl Metrics {
                 |m| u64::from(m.breaker.load(Relaxed)),
             ),
         ];
-        for (name, kind, help, get) in per_sink {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for m in &self.sinks {
-                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(&m.name), get(m));
-            }
-        }
+        per_sink_families(out, &per_sink, &self.sinks, |m| &m.name);
         let name = "vcontap_sink_delivery_seconds";
         let _ = writeln!(
             out,
             "# HELP {name} spool commit to store acknowledgement\n# TYPE {name} histogram"
         );
         for m in &self.sinks {
-            let l = label(&m.name);
-            let mut acc = 0;
-            for (c, b) in m.latency.counts.iter().zip(LATENCY_BUCKETS) {
-                acc += c.load(Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{sink=\"{l}\",le=\"{b}\"}} {acc}");
-            }
-            let n = m.latency.count();
-            let _ = writeln!(out, "{name}_bucket{{sink=\"{l}\",le=\"+Inf\"}} {n}");
-            let sum = m.latency.sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_sum{{sink=\"{l}\"}} {sum}\n{name}_count{{sink=\"{l}\"}} {n}"
-            );
+            m.latency
+                .render(name, &format!("sink=\"{}\"", label(&m.name)), out);
         }
-        type GetE = fn(&EventMetrics) -> u64;
-        let per_event: [(&str, &str, &str, GetE); 4] = [
+        let per_event: [Family<'_, EventMetrics>; 4] = [
             (
                 "vcontap_event_sink_published_total",
                 "counter",
@@ -285,12 +328,7 @@ impl Metrics {
                 |m| m.queued.load(Relaxed),
             ),
         ];
-        for (name, kind, help, get) in per_event {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for m in &self.events {
-                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", label(&m.name), get(m));
-            }
-        }
+        per_sink_families(out, &per_event, &self.events, |m| &m.name);
     }
 }
 

@@ -192,6 +192,17 @@ fn mask(s: &str) -> String {
     }
 }
 
+/// A configuration value, or with `env:NAME` the environment variable NAME (so secrets
+/// stay out of files and command lines). The error names the missing variable.
+pub fn resolve_env(v: &str) -> Result<String, String> {
+    match v.strip_prefix("env:") {
+        Some(var) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+        }
+        None => Ok(v.to_string()),
+    }
+}
+
 /// A sink's options: a multi-map that is consumed by the builder. [`Options::finish`]
 /// rejects whatever was not consumed.
 #[derive(Debug, Clone, Default)]
@@ -249,12 +260,7 @@ impl Options {
             0 => Ok(None),
             1 => {
                 let v = found.pop().unwrap_or_default();
-                match v.strip_prefix("env:") {
-                    Some(var) => std::env::var(var).map(Some).map_err(|_| {
-                        self.bad(key, format!("environment variable {var} is not set"))
-                    }),
-                    None => Ok(Some(v)),
-                }
+                resolve_env(&v).map(Some).map_err(|why| self.bad(key, why))
             }
             _ => Err(self.bad(key, "given more than once")),
         }

@@ -28,7 +28,7 @@ mod time;
 mod uuid;
 
 pub use check::{check, CheckError};
-pub use time::format_time;
+pub use time::{civil_from_days, format_time};
 pub use uuid::{host_hash, uuid_v8, CallUuids, RECENT_UUIDS};
 
 use serde::{Deserialize, Serialize};
