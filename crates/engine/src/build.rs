@@ -5,10 +5,11 @@
 //! numbers, without the `tel:` prefix; `sip` is the addr-spec with its scheme; a display name
 //! goes to `name` with `validation: "none"` because SIP display names are unverified.
 
-use serde_json::{json, Value};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
 use vcontap_sip::{parse_name_addr, parse_uri, Message, NameAddr};
 use vcontap_vcon::{format_time, Party};
-use vcontap_wire::{Datagram, Transport};
+use vcontap_wire::Transport;
 
 /// Headers never copied into the trace: credentials (sip-signaling draft: MUST NOT).
 const SECRET_HEADERS: [&str; 4] = [
@@ -172,78 +173,126 @@ pub(crate) fn connected_party(current: &Party, msg: &Message<'_>) -> Option<Part
     (!same).then_some(fresh)
 }
 
-/// One `sip-message-trace` entry (draft-howe-vcon-sip-signaling), credentials removed.
-/// Renders a kept SIP message as one `sip-message-trace` entry. The message is parsed again
-/// from its bytes: the trace is held as raw bytes until the final snapshot, so memory
-/// accounting counts exactly what is held, and only finished calls pay for the JSON.
-pub(crate) fn render_trace(rec: &crate::call::TraceRecord) -> Option<Value> {
-    let msg = Message::parse(&rec.raw).ok()?;
-    let d = Datagram {
-        ts: rec.ts,
-        src: rec.src,
-        dst: rec.dst,
-        transport: rec.transport,
-        vlan: None,
-        payload: &rec.raw,
-    };
-    Some(trace_entry(&msg, &d, rec.side))
+/// The `sip-message-trace` body (draft-howe-vcon-sip-signaling) of a finished call, written
+/// straight to JSON text: each kept message is parsed again from its bytes (the trace is held
+/// as raw bytes until the final snapshot, so memory accounting counts exactly what is held)
+/// and serialized from borrowed slices, with no `Value` tree in between. Credentials are
+/// removed; members are in sorted order, as a `serde_json` map would write them.
+pub(crate) fn render_trace_body(
+    call_id: &str,
+    records: &[crate::call::TraceRecord],
+    dropped: u64,
+) -> Option<vcontap_vcon::Json> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        call_id: &'a str,
+        messages: Messages<'a>,
+        messages_dropped: u64,
+        version: &'static str,
+    }
+    serde_json::value::to_raw_value(&Body {
+        call_id,
+        messages: Messages(records),
+        messages_dropped: dropped,
+        version: "1.0",
+    })
+    .ok()
+    .map(vcontap_vcon::Json::Text)
 }
 
-fn trace_entry(msg: &Message<'_>, d: &Datagram<'_>, side: crate::Side) -> Value {
-    // `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route) and costs
-    // one small array per header instead of a map.
-    let headers: Vec<Value> = msg
-        .headers()
-        .iter()
-        .filter(|h| {
+/// The kept messages; one that no longer parses is left out.
+struct Messages<'a>(&'a [crate::call::TraceRecord]);
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for rec in self.0 {
+            if let Ok(msg) = Message::parse(&rec.raw) {
+                seq.serialize_element(&trace_entry(&msg, rec))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// One trace entry, borrowed from the message (field order = sorted member names).
+#[derive(Serialize)]
+struct TraceEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_encoding: Option<&'static str>,
+    direction: &'static str,
+    dst: std::net::SocketAddr,
+    headers: Headers<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    party: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_uri: Option<&'a str>,
+    src: std::net::SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_text: Option<&'a str>,
+    timestamp: String,
+    transport: &'static str,
+}
+
+/// `[name, value]` pairs: keeps order and repeated headers (Via, Record-Route); secrets
+/// left out, long values cut.
+struct Headers<'a>(&'a Message<'a>);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for h in self.0.headers().iter().filter(|h| {
             !SECRET_HEADERS
                 .iter()
-                .any(|s| h.name.eq_ignore_ascii_case(s))
-        })
-        .map(|h| {
+                .any(|x| h.name.eq_ignore_ascii_case(x))
+        }) {
             let v = if h.value.len() > MAX_TRACE_VALUE {
                 cut(h.value, MAX_TRACE_VALUE)
             } else {
                 h.value
             };
-            Value::Array(vec![
-                Value::String(h.name.to_string()),
-                Value::String(v.to_string()),
-            ])
-        })
-        .collect();
-    let body = msg.body();
-    let body = body.get(..MAX_TRACE_BODY).unwrap_or(body);
-    let mut e = json!({
-        "timestamp": format_time(d.ts.nanos()),
-        "direction": if side == crate::Side::Caller { "sent" } else { "received" },
-        "party": side.index(),
-        "src": d.src.to_string(),
-        "dst": d.dst.to_string(),
-        "transport": match d.transport { Transport::Udp => "udp", Transport::Tcp => "tcp", Transport::Sctp => "sctp" },
-        "headers": headers,
-    });
-    match msg.kind() {
-        vcontap_sip::Kind::Request { method, uri } => {
-            set(&mut e, "method", json!(method.as_str()));
-            set(&mut e, "request_uri", json!(uri));
+            seq.serialize_element(&(h.name, v))?;
         }
-        vcontap_sip::Kind::Response { code, reason } => {
-            set(&mut e, "status_code", json!(code));
-            set(&mut e, "status_text", json!(reason));
-        }
+        seq.end()
     }
-    if !body.is_empty() {
-        set(&mut e, "body", json!(String::from_utf8_lossy(body)));
-        set(&mut e, "body_encoding", json!("none"));
-    }
-    e
 }
 
-/// Sets a member of a JSON object (a no-op on anything else).
-pub(crate) fn set(v: &mut Value, k: &str, x: Value) {
-    if let Value::Object(m) = v {
-        m.insert(k.to_string(), x);
+fn trace_entry<'a>(msg: &'a Message<'a>, rec: &crate::call::TraceRecord) -> TraceEntry<'a> {
+    let body = msg.body();
+    let body = body.get(..MAX_TRACE_BODY).unwrap_or(body);
+    let (method, request_uri, status_code, status_text) = match msg.kind() {
+        vcontap_sip::Kind::Request { method, uri } => {
+            (Some(method.as_str()), Some(uri), None, None)
+        }
+        vcontap_sip::Kind::Response { code, reason } => (None, None, Some(code), Some(reason)),
+    };
+    TraceEntry {
+        body: (!body.is_empty()).then(|| String::from_utf8_lossy(body)),
+        body_encoding: (!body.is_empty()).then_some("none"),
+        direction: if rec.side == crate::Side::Caller {
+            "sent"
+        } else {
+            "received"
+        },
+        dst: rec.dst,
+        headers: Headers(msg),
+        method,
+        party: rec.side.index(),
+        request_uri,
+        src: rec.src,
+        status_code,
+        status_text,
+        timestamp: format_time(rec.ts.nanos()),
+        transport: match rec.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Sctp => "sctp",
+        },
     }
 }
 

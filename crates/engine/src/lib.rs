@@ -267,7 +267,16 @@ impl RouteSet {
     }
 }
 
-/// The calls one media datagram is delivered to (more than one only on a shared address).
+/// Where one media datagram goes: almost always one call; several only on an address
+/// shared by dialogs (B2BUA legs on direct media).
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    One(CallHandle, MediaDir),
+    Many(Deliveries),
+}
+
+/// The calls one media datagram is delivered to on a shared address (never empty when
+/// built by `route_media`).
 #[derive(Debug, Clone, Copy)]
 struct Deliveries {
     n: usize,
@@ -477,7 +486,7 @@ impl Engine {
         if d.transport == Transport::Udp {
             // Known media first: it is >95% of the traffic on a tap.
             if let Some(to) = self.route_media(d) {
-                self.handle_routed(&to, d);
+                self.handle_routed(to, d);
                 return;
             }
             let non_media = NON_MEDIA_UDP_PORTS.contains(&d.src.port())
@@ -713,21 +722,21 @@ impl Engine {
     /// calls share, it goes to every call that announced the source address too (on its
     /// other side), as each leg of a B2BUA with direct media did; failing that, to the call
     /// that announced the address last.
-    fn route_media(&self, d: &Datagram<'_>) -> Option<Deliveries> {
+    fn route_media(&self, d: &Datagram<'_>) -> Option<Route> {
         let dir = |r: &MediaRoute, sender: Side| MediaDir {
             sender,
             rtcp: r.rtcp,
             video: r.video,
         };
-        let mut out = Deliveries::new();
         if let Some(set) = self.by_media.get(&MediaKey::of(&d.dst)) {
             if set.more.is_empty() {
+                // The common case (one call on this address): no delivery list to build.
                 let r = &set.first;
                 if r.gen == self.gen(r.call) {
-                    out.push(r.call, dir(r, r.side.other()));
-                    return Some(out);
+                    return Some(Route::One(r.call, dir(r, r.side.other())));
                 }
             } else {
+                let mut out = Deliveries::new();
                 let from = self.by_media.get(&MediaKey::of(&d.src));
                 let mut newest = None;
                 for r in set.iter().filter(|r| r.gen == self.gen(r.call)) {
@@ -746,24 +755,23 @@ impl Engine {
                 }
                 if out.n == 0 {
                     if let Some(r) = newest {
-                        out.push(r.call, dir(r, r.side.other()));
+                        return Some(Route::One(r.call, dir(r, r.side.other())));
                     }
                 }
                 if out.n > 0 {
-                    return Some(out);
+                    return Some(Route::Many(out));
                 }
             }
         }
         let set = self.by_media.get(&MediaKey::of(&d.src))?;
         let r = set.iter().filter(|r| r.gen == self.gen(r.call)).last()?;
-        out.push(r.call, dir(r, r.side));
-        Some(out)
+        Some(Route::One(r.call, dir(r, r.side)))
     }
 
     /// A datagram on announced media addresses: STUN is counted apart, RTCP is told from
     /// RTP by its packet type (RFC 5761) whether or not the SDP said `rtcp-mux`, and the
     /// packet goes to each call it was routed to.
-    fn handle_routed(&mut self, to: &Deliveries, d: &Datagram<'_>) {
+    fn handle_routed(&mut self, to: Route, d: &Datagram<'_>) {
         if d.payload.first().is_some_and(|b| b >> 6 == 0)
             && vcontap_media::looks_like_stun(d.payload)
         {
@@ -771,18 +779,28 @@ impl Engine {
             return;
         }
         let muxed = vcontap_media::is_muxed_rtcp(d.payload);
-        let mut counted = false;
-        for (h, mut dir) in to.iter() {
-            dir.rtcp |= muxed;
-            if !counted {
-                counted = true;
-                if dir.rtcp {
-                    self.stats.rtcp_packets += 1;
-                } else {
-                    self.stats.rtp_packets += 1;
+        let first = match &to {
+            Route::One(_, dir)
+            | Route::Many(Deliveries {
+                to: [(_, dir), ..], ..
+            }) => dir,
+        };
+        if first.rtcp || muxed {
+            self.stats.rtcp_packets += 1;
+        } else {
+            self.stats.rtp_packets += 1;
+        }
+        match to {
+            Route::One(h, mut dir) => {
+                dir.rtcp |= muxed;
+                self.handle_media(h, dir, d);
+            }
+            Route::Many(all) => {
+                for (h, mut dir) in all.iter() {
+                    dir.rtcp |= muxed;
+                    self.handle_media(h, dir, d);
                 }
             }
-            self.handle_media(h, dir, d);
         }
     }
 

@@ -72,8 +72,9 @@ pub enum Method<'a> {
 }
 
 impl<'a> Method<'a> {
-    /// The method name as it appears on the wire.
-    pub fn as_str(&self) -> &str {
+    /// The method name as it appears on the wire (borrowed from the message, not from
+    /// this value, so it outlives a temporary `Method`).
+    pub fn as_str(&self) -> &'a str {
         match self {
             Method::Invite => "INVITE",
             Method::Ack => "ACK",

@@ -24,15 +24,16 @@
 )]
 
 mod check;
+mod json;
 mod time;
 mod uuid;
 
 pub use check::{check, CheckError};
-pub use time::{civil_from_days, format_time};
+pub use json::Json;
+pub use time::{civil_from_days, format_time, write_time};
 pub use uuid::{host_hash, uuid_v8, CallUuids, RECENT_UUIDS};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The syntax version written in every vCon.
 pub const VCON_VERSION: &str = "0.4.0";
@@ -87,7 +88,7 @@ pub struct Vcon {
     pub attachments: Vec<Attachment>,
     /// vcontap's live-state extension object (listed as [`EXT_VCONTAP`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub vcontap: Option<Value>,
+    pub vcontap: Option<Json>,
 }
 
 /// A participant.
@@ -305,7 +306,7 @@ pub struct Attachment {
     pub encoding: Option<String>,
     /// Inline body.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
+    pub body: Option<Json>,
 }
 
 /// An analysis entry.
@@ -333,7 +334,7 @@ pub struct Analysis {
     pub encoding: Option<String>,
     /// Inline body.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
+    pub body: Option<Json>,
 }
 
 impl Vcon {

@@ -175,60 +175,57 @@ impl Call {
             // One shape for every answered call without recorded audio: no `recording`
             // dialog (a content-less one fails ingest), the trace and RTP report in this
             // object, and why there is no audio.
-            self.extra
-                .push(("no_recording", json!(self.no_recording_reason())));
+            self.extra.push((
+                "no_recording",
+                Json::Tree(json!(self.no_recording_reason())),
+            ));
         }
         if !self.sip.trace.is_empty() {
-            // Built by hand: `json!` would re-serialize the rendered trace into a fresh copy.
-            let mut body = serde_json::Map::new();
-            body.insert("version".into(), json!("1.0"));
-            body.insert("call_id".into(), json!(self.call_id));
-            let messages = std::mem::take(&mut self.sip.trace)
-                .iter()
-                .filter_map(crate::build::render_trace)
-                .collect();
-            body.insert("messages".into(), Value::Array(messages));
-            body.insert("messages_dropped".into(), json!(self.sip.trace_dropped));
-            let body = Value::Object(body);
-            match self
-                .vcon
-                .dialog
-                .iter()
-                .position(|d| d.kind != DialogType::Transfer)
-            {
-                Some(first) => self.vcon.attachments.push(Attachment {
-                    purpose: Some("sip-message-trace".into()),
-                    start: format_time(self.invite_at.nanos()),
-                    party: 0,
-                    dialog: first as u32,
-                    mediatype: Some("application/json".into()),
-                    encoding: Some("json".into()),
-                    body: Some(body),
-                }),
-                // An answered call without recordings (`--record none`, undecodable codecs,
-                // signalling-only captures) has no dialog an attachment or analysis could
-                // point at (the schema requires attachment `dialog`, the vcon library requires
-                // analysis `dialog`, and a content-less `recording` fails ingest), so the trace
-                // stays in the `vcontap` extension object instead of being lost.
-                None => self.extra.push(("sip_message_trace", body)),
+            let trace = std::mem::take(&mut self.sip.trace);
+            let body =
+                crate::build::render_trace_body(&self.call_id, &trace, self.sip.trace_dropped);
+            if let Some(body) = body {
+                match self
+                    .vcon
+                    .dialog
+                    .iter()
+                    .position(|d| d.kind != DialogType::Transfer)
+                {
+                    Some(first) => self.vcon.attachments.push(Attachment {
+                        purpose: Some("sip-message-trace".into()),
+                        start: format_time(self.invite_at.nanos()),
+                        party: 0,
+                        dialog: first as u32,
+                        mediatype: Some("application/json".into()),
+                        encoding: Some("json".into()),
+                        body: Some(body),
+                    }),
+                    // An answered call without recordings (`--record none`, undecodable
+                    // codecs, signalling-only captures) has no dialog an attachment or
+                    // analysis could point at (the schema requires attachment `dialog`, the
+                    // vcon library requires analysis `dialog`, and a content-less
+                    // `recording` fails ingest), so the trace stays in the `vcontap`
+                    // extension object instead of being lost.
+                    None => self.extra.push(("sip_message_trace", body)),
+                }
             }
         }
-        if !self.streams.is_empty() && recordings.is_empty() {
-            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
-            self.extra
-                .push(("rtp_quality", json!({ "streams": streams })));
-        } else if !self.streams.is_empty() {
-            let streams: Vec<Value> = self.streams.iter().map(|s| self.stream_report(s)).collect();
-            self.vcon.analysis.push(vcontap_vcon::Analysis {
-                kind: "report".into(),
-                dialog: Some(recordings),
-                vendor: "vcontap".into(),
-                product: Some(concat!("vcontap ", env!("CARGO_PKG_VERSION")).into()),
-                schema: Some("vcontap-rtp-quality".into()),
-                mediatype: Some("application/json".into()),
-                encoding: Some("json".into()),
-                body: Some(json!({ "streams": streams })),
-            });
+        if !self.streams.is_empty() {
+            let report = self.quality_report();
+            if recordings.is_empty() {
+                self.extra.push(("rtp_quality", report));
+            } else {
+                self.vcon.analysis.push(vcontap_vcon::Analysis {
+                    kind: "report".into(),
+                    dialog: Some(recordings),
+                    vendor: "vcontap".into(),
+                    product: Some(concat!("vcontap ", env!("CARGO_PKG_VERSION")).into()),
+                    schema: Some("vcontap-rtp-quality".into()),
+                    mediatype: Some("application/json".into()),
+                    encoding: Some("json".into()),
+                    body: Some(report),
+                });
+            }
         }
         self.done = true;
         // The finishing input's time, not the time the last segment store came back: the
@@ -260,7 +257,22 @@ impl Call {
         }
     }
 
-    pub(super) fn stream_report(&self, s: &Stream) -> Value {
+    /// The `vcontap-rtp-quality` report (`{"streams": [...]}`), written straight to text.
+    fn quality_report(&self) -> Json {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            streams: Vec<report::StreamReport<'a>>,
+        }
+        let r = Report {
+            streams: self.streams.iter().map(|s| self.stream_report(s)).collect(),
+        };
+        match serde_json::value::to_raw_value(&r) {
+            Ok(t) => Json::Text(t),
+            Err(_) => Json::Tree(Value::Null),
+        }
+    }
+
+    fn stream_report<'a>(&'a self, s: &'a Stream) -> report::StreamReport<'a> {
         let st = &s.stats;
         let expected = st.expected();
         let lost = st.lost();
@@ -287,7 +299,7 @@ impl Call {
                         .then(|| round(f64::from(b.jitter) * 1000.0 / f64::from(clock))),
                 }),
             });
-        let r = report::StreamReport {
+        report::StreamReport {
             bytes: st.bytes(),
             codecs: &s.codecs,
             decode_errors: s.decode_errors,
@@ -313,8 +325,7 @@ impl Call {
             ssrc: format!("0x{:08X}", s.ssrc),
             ssrc_changes: s.ssrc_changes,
             stray_payload_type_packets: (s.stray_pts > 0).then_some(s.stray_pts),
-        };
-        serde_json::to_value(&r).unwrap_or(Value::Null)
+        }
     }
 }
 

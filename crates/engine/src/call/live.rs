@@ -1,9 +1,13 @@
 //! The `vcontap` extension object of a call's vCon (its live state): a typed struct, so
 //! every member has one name and type in one place. Fields are declared in alphabetical
-//! order and serialized through a sorted map, so members added at the end (the trace and
-//! quality report of calls without a dialog) keep one stable order.
+//! order, and [`Merged`] puts the members added to a final snapshot (the trace and quality
+//! report of calls without a dialog) among them in sorted order, so the object has one
+//! stable member order.
 
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde_json::{Map, Value};
+use vcontap_vcon::Json;
 use vcontap_vcon::PartyHistory;
 
 /// The live state of a call (`vcon.vcontap`).
@@ -67,4 +71,37 @@ pub(super) struct Pause {
     pub(super) start: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) end: Option<String>,
+}
+
+/// The live state's members (as a map) and the extra members of a final snapshot, written
+/// as one object in sorted member order; an extra member replaces a typed one of the same
+/// name.
+pub(super) struct Merged<'a> {
+    pub(super) base: &'a Map<String, Value>,
+    pub(super) extra: &'a [(&'static str, Json)],
+}
+
+impl Serialize for Merged<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        enum Member<'a> {
+            Base(&'a Value),
+            Extra(&'a Json),
+        }
+        let mut all: Vec<(&str, Member<'_>)> = self
+            .base
+            .iter()
+            .filter(|(k, _)| !self.extra.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (k.as_str(), Member::Base(v)))
+            .chain(self.extra.iter().map(|(k, v)| (*k, Member::Extra(v))))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(all.len()))?;
+        for (k, v) in &all {
+            match v {
+                Member::Base(v) => m.serialize_entry(k, v)?,
+                Member::Extra(v) => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use vcontap_media::{AudioDecoder, CodecKind, DtmfDetector, DtmfEdge, StereoMixer, StreamStats};
 use vcontap_sip::Message;
-use vcontap_vcon::{format_time, DialogType, PartyEvent, PartyHistory, Vcon};
+use vcontap_vcon::{format_time, DialogType, Json, PartyEvent, PartyHistory, Vcon};
 use vcontap_wire::{Datagram, Timestamp};
 
 mod ending;
@@ -361,7 +361,7 @@ pub(crate) struct Call {
     /// The party index currently on each side (changes when the connected identity does).
     side_party: [u32; 2],
     /// Extra members of the `vcontap` object (trace and quality when no dialog can hold them).
-    extra: Vec<(&'static str, Value)>,
+    extra: Vec<(&'static str, Json)>,
     /// Opened from SIP seen on the wire (dialog fields in the vCon), or through the
     /// engine's session API (no sniffed dialog behind it).
     sniffed: bool,
@@ -736,7 +736,7 @@ impl Call {
         })));
     }
 
-    fn live_state(&mut self) -> Value {
+    fn live_state(&mut self) -> Json {
         let state = match (self.state, self.done || self.finish_reason.is_some()) {
             (_, true) => "finished",
             (State::Calling, _) => "calling",
@@ -788,16 +788,27 @@ impl Call {
             undecodable_codecs: (!self.undecodable.is_empty())
                 .then_some(self.undecodable.as_slice()),
         };
-        // A map (sorted keys) so the extra members below sit in order among the typed ones.
-        let mut v = match serde_json::to_value(&live) {
+        if self.extra.is_empty() {
+            // Every snapshot but a final one: straight to text, no `Value` tree.
+            if let Ok(t) = serde_json::value::to_raw_value(&live) {
+                return Json::Text(t);
+            }
+            return Json::Tree(Value::Null);
+        }
+        // The final snapshot of a call without a recording dialog: the extra members (trace,
+        // quality report) sit in sorted order among the typed ones.
+        let base = match serde_json::to_value(&live) {
             Ok(Value::Object(m)) => m,
             _ => serde_json::Map::new(),
         };
-        // Only filled right before the final snapshot, so it can move instead of copy.
-        for (k, x) in self.extra.drain(..) {
-            v.insert(k.to_string(), x);
+        let extra = std::mem::take(&mut self.extra);
+        match serde_json::value::to_raw_value(&live::Merged {
+            base: &base,
+            extra: &extra,
+        }) {
+            Ok(t) => Json::Text(t),
+            Err(_) => Json::Tree(Value::Object(base)),
         }
-        Value::Object(v)
     }
 
     /// Notes that the tap lost `packets` between `from` and `to` (kernel ring drops): kept
