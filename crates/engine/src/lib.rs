@@ -269,10 +269,11 @@ impl RouteSet {
 
 /// Where one media datagram goes: almost always one call; several only on an address
 /// shared by dialogs (B2BUA legs on direct media).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Route {
     One(CallHandle, MediaDir),
-    Many(Deliveries),
+    /// Boxed so the common `One` stays two words and travels in registers.
+    Many(Box<Deliveries>),
 }
 
 /// The calls one media datagram is delivered to on a shared address (never empty when
@@ -449,6 +450,7 @@ impl Engine {
     /// The next timer time at which [`Engine::handle_timeout`] has work to do: the
     /// earliest call deadline (timeout, linger, audio drain), segment store timeout or
     /// table sweep. Never a fixed sweep over every call.
+    #[inline]
     pub fn poll_timeout(&self) -> Timestamp {
         self.next_timeout
     }
@@ -466,6 +468,7 @@ impl Engine {
     }
 
     /// Whether [`Engine::poll_output`] has anything (cheap: drivers skip their drain loop).
+    #[inline]
     pub fn has_output(&self) -> bool {
         !self.outputs.is_empty()
     }
@@ -759,7 +762,7 @@ impl Engine {
                     }
                 }
                 if out.n > 0 {
-                    return Some(Route::Many(out));
+                    return Some(Route::Many(Box::new(out)));
                 }
             }
         }
@@ -779,13 +782,11 @@ impl Engine {
             return;
         }
         let muxed = vcontap_media::is_muxed_rtcp(d.payload);
-        let first = match &to {
-            Route::One(_, dir)
-            | Route::Many(Deliveries {
-                to: [(_, dir), ..], ..
-            }) => dir,
+        let rtcp = match &to {
+            Route::One(_, dir) => dir.rtcp,
+            Route::Many(all) => all.to.first().is_some_and(|(_, dir)| dir.rtcp),
         };
-        if first.rtcp || muxed {
+        if rtcp || muxed {
             self.stats.rtcp_packets += 1;
         } else {
             self.stats.rtp_packets += 1;

@@ -178,11 +178,20 @@ impl ShardCore {
     }
 
     /// Drains the engine: media to the writer, events on, answers back in.
+    ///
+    /// Split in two so the check that runs after every packet inlines into the packet path
+    /// and the loop does not.
+    #[inline(always)]
     pub(crate) fn drain(&mut self, emit: &mut EmitFn<'_>) -> Result<(), PipelineError> {
         // The common case after an RTP packet: nothing came out, nothing is in flight.
         if !self.engine.has_output() && self.in_flight == 0 && self.early.is_empty() {
             return Ok(());
         }
+        self.drain_outputs(emit)
+    }
+
+    #[inline(never)]
+    fn drain_outputs(&mut self, emit: &mut EmitFn<'_>) -> Result<(), PipelineError> {
         loop {
             while let Some(o) = self.engine.poll_output() {
                 match o {
