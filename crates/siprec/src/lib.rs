@@ -1,0 +1,16 @@
+//! Sans-IO SIPREC recording server (SRS, RFC 7866) core.
+//!
+//! Filled in below.
+
+// Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod body;
