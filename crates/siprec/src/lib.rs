@@ -14,3 +14,10 @@
 )]
 
 pub mod body;
+pub mod mapping;
+pub mod metadata;
+
+#[cfg(test)]
+mod testdata;
+#[cfg(test)]
+mod vendor_tests;
