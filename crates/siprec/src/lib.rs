@@ -13,6 +13,7 @@
     )
 )]
 
+pub mod answer;
 pub mod body;
 pub mod mapping;
 pub mod metadata;
