@@ -17,6 +17,7 @@ pub mod answer;
 pub mod body;
 pub mod mapping;
 pub mod metadata;
+pub mod uas;
 
 #[cfg(test)]
 mod testdata;

@@ -58,8 +58,9 @@ pub enum Body {
 }
 
 /// Substitutes SIPp keywords with fixed test values (`[len]` is fixed up afterwards).
-fn substitute(line: &str, call_id: &str) -> String {
+fn substitute(line: &str, call_id: &str, msg_index: usize) -> String {
     let mut s = line
+        .replace("[branch]", &format!("z9hG4bK-vendor-{msg_index}"))
         .replace("[remote_ip]", "192.0.2.2")
         .replace("[remote_port]", "5060")
         .replace("[local_ip]", "192.0.2.1")
@@ -124,7 +125,7 @@ pub fn wire(lines: &[String], body_nl: Body) -> Vec<u8> {
 /// The messages a SIPp scenario sends (`<send><![CDATA[...]]>`), keywords substituted,
 /// indentation stripped, as wire bytes.
 pub fn scenario_messages(xml: &str, body_nl: Body) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
     let mut rest = xml;
     while let Some(i) = rest.find("<send") {
         rest = &rest[i + 5..];
@@ -142,7 +143,7 @@ pub fn scenario_messages(xml: &str, body_nl: Body) -> Vec<Vec<u8>> {
         rest = &rest[c + e..];
         let lines: Vec<String> = raw
             .lines()
-            .map(|l| substitute(l.trim_start(), "vendor-call-1@192.0.2.1"))
+            .map(|l| substitute(l.trim_start(), "vendor-call-1@192.0.2.1", out.len()))
             .skip_while(|l| l.is_empty())
             .collect();
         let mut lines = lines;
