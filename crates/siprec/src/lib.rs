@@ -22,4 +22,6 @@ pub mod uas;
 #[cfg(test)]
 mod testdata;
 #[cfg(test)]
+mod uas_tests;
+#[cfg(test)]
 mod vendor_tests;

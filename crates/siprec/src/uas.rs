@@ -432,7 +432,7 @@ fn is_siprec(msg: &Message<'_>, has_metadata: bool) -> bool {
         .any(|t| t.eq_ignore_ascii_case("siprec"));
     // `;+sip.src`, `;src`, or inside the URI (`;transport=tcp;+sip.src>`).
     let contact = msg.headers_named("Contact").any(|c| {
-        c.split(|ch: char| ch == ';' || ch == '>').skip(1).any(|p| {
+        c.split([';', '>']).skip(1).any(|p| {
             let p = p.trim();
             p.eq_ignore_ascii_case("+sip.src") || p.eq_ignore_ascii_case("src")
         })
@@ -854,10 +854,13 @@ impl Uas {
             self.stats.malformed += 1;
             return;
         }
-        let cseq_ok = msg
-            .cseq()
-            .is_some_and(|c| c.method == method || method == Method::Ack);
-        if msg.call_id().is_none() || msg.from().is_none() || msg.to().is_none() || !cseq_ok {
+        // The CSeq method is not compared with the request line: SRC traces carry
+        // `CSeq: n INVITE` on ACK and BYE, and the request line is what we act on.
+        if msg.call_id().is_none()
+            || msg.from().is_none()
+            || msg.to().is_none()
+            || msg.cseq().is_none()
+        {
             if method != Method::Ack {
                 self.respond(from, &msg, 400, None, &[], None);
             }
@@ -1039,21 +1042,29 @@ impl Uas {
     fn dialog_of(&self, msg: &Message<'_>) -> Option<RsId> {
         let id = *self.by_call_id.get(msg.call_id()?)?;
         let r = self.rss.get(&id)?;
-        let to_tag = msg.to()?.tag?;
         let from_ok = match (&r.remote_tag, msg.from().and_then(|f| f.tag)) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        (to_tag == r.local_tag && from_ok && !r.ended).then_some(id)
+        // A missing To tag is tolerated when Call-ID and From tag match (a BYE in the
+        // BroadWorks traces): one Call-ID is one recording session here.
+        let to_ok = match msg.to()?.tag {
+            Some(t) => t == r.local_tag,
+            None => r.remote_tag.is_some() && from_ok,
+        };
+        (to_ok && from_ok && !r.ended).then_some(id)
     }
 
     fn handle_ack(&mut self, msg: &Message<'_>) {
         let Some(id) = self.dialog_of(msg) else {
             return; // An ACK is never answered.
         };
-        let cseq = msg.cseq().map(|c| c.seq);
+        // Lenient on the CSeq: only one 2xx can be outstanding per dialog (we refuse
+        // overlapping re-INVITEs), and SRCs have been seen sending ACKs with a CSeq of
+        // their own (BroadWorks in the MiaRec traces). Holding the 200 for that would
+        // end in a BYE after 32 s.
         if let Some(r) = self.rss.get_mut(&id) {
-            if r.phase == Phase::WaitAck && cseq == Some(r.invite_cseq) {
+            if r.phase == Phase::WaitAck {
                 r.phase = Phase::Confirmed;
                 r.ok_next = None;
                 r.ok_response = None;
