@@ -369,6 +369,8 @@ struct Rs {
     metadata: Option<Metadata>,
     paused: bool,
     session_expires: Option<u32>,
+    /// RFC 4028 negotiated (the SRC supports `timer`): only then does it expire.
+    timer: bool,
     expires_at: Option<Timestamp>,
     bye: Option<ClientBye>,
     ended: bool,
@@ -612,11 +614,16 @@ impl Uas {
             ("Supported", "siprec, timer".to_owned()),
         ];
         if let Some(se) = r.session_expires {
+            // The SRC refreshes (we never send requests but BYE); without its support
+            // for timers nobody would, so the session then never expires.
             if p.timer_supported {
+                r.timer = true;
                 extra.push(("Require", "timer".to_owned()));
                 extra.push(("Session-Expires", format!("{se};refresher=uac")));
             }
-            r.expires_at = Some(now.add_millis(i64::from(se).saturating_mul(1000)));
+            if r.timer {
+                r.expires_at = Some(now.add_millis(i64::from(se).saturating_mul(1000)));
+            }
         }
         let metadata_event = p.metadata;
         let was_opened = r.opened;
@@ -719,6 +726,7 @@ impl Uas {
         for id in ids {
             let mut end_with = None;
             let mut drop_rs = false;
+            let mut media_late = None;
             if let Some(r) = self.rss.get_mut(&id) {
                 if let (Some(n), Some(ok)) = (r.ok_next.filter(|n| *n <= now), &r.ok_response) {
                     self.transmits.push_back(Transmit {
@@ -730,9 +738,12 @@ impl Uas {
                     r.ok_interval = r.ok_interval.saturating_mul(2).min(t2);
                     r.ok_next = Some(n.add_millis(r.ok_interval));
                 }
-                if !r.ended && r.phase == Phase::WaitAck && r.ack_deadline.is_some_and(|d| d <= now)
-                {
+                let due = !r.ended && r.ack_deadline.is_some_and(|d| d <= now);
+                if due && r.phase == Phase::WaitAck {
                     end_with = Some(EndReason::AckTimeout);
+                }
+                if due && r.phase == Phase::Early {
+                    media_late = r.pending.take();
                 }
                 if !r.ended && r.expires_at.is_some_and(|d| d <= now) {
                     end_with = Some(EndReason::SessionExpired);
@@ -755,7 +766,12 @@ impl Uas {
                     drop_rs = true;
                 }
             }
-            if let Some(reason) = end_with {
+            if let Some(p) = media_late {
+                // The shell never bound media: a resource problem, retryable.
+                let retry = self.cfg.retry_after_secs.to_string();
+                self.final_for_txn(&p.txn, &p.request, 503, &[("Retry-After", &retry)], None);
+                self.end(id, EndReason::Rejected, false);
+            } else if let Some(reason) = end_with {
                 self.end(id, reason, true);
             } else if drop_rs {
                 self.forget(id);
@@ -786,7 +802,8 @@ impl Uas {
             let live = !r.ended;
             [
                 r.ok_next,
-                r.ack_deadline.filter(|_| live && r.phase == Phase::WaitAck),
+                r.ack_deadline
+                    .filter(|_| live && r.phase != Phase::Confirmed),
                 r.expires_at.filter(|_| live),
                 r.bye.as_ref().and_then(|b| b.next),
                 r.bye.as_ref().map(|b| b.give_up),
@@ -1149,7 +1166,10 @@ impl Uas {
             self.reject_invite(from, msg, key, 420, &[("Unsupported", &list)]);
             return;
         }
-        if self.draining || self.sessions() >= self.cfg.max_sessions {
+        if self.draining
+            || self.sessions() >= self.cfg.max_sessions
+            || self.txns.len() >= MAX_TRANSACTIONS
+        {
             self.reject_invite(from, msg, key, 503, &[("Retry-After", &retry)]);
             return;
         }
@@ -1240,10 +1260,12 @@ impl Uas {
             ok_response: None,
             ok_next: None,
             ok_interval: self.cfg.t1_ms,
-            ack_deadline: None,
+            // While Early: the deadline for the shell's `media_ready`.
+            ack_deadline: Some(self.now.add_millis(self.cfg.t1_ms.saturating_mul(64))),
             metadata: None,
             paused: false,
             session_expires: None,
+            timer: false,
             expires_at: None,
             bye: None,
             ended: false,
@@ -1344,7 +1366,7 @@ impl Uas {
         // Any refresh resets the session timer.
         let now = self.now;
         if let Some(r) = self.rss.get_mut(&id) {
-            if let Some(se) = se.or(r.session_expires) {
+            if let Some(se) = se.or(r.session_expires).filter(|_| r.timer) {
                 r.session_expires = Some(se);
                 r.expires_at = Some(now.add_millis(i64::from(se).saturating_mul(1000)));
             }

@@ -953,3 +953,52 @@ fn every_vendor_dialog_is_answered() {
         }
     }
 }
+
+#[test]
+fn shell_never_binding_media_gives_503_after_64_t1() {
+    let mut srs = Srs::new(cfg());
+    let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["1"]), META);
+    srs.uas
+        .handle_datagram(ms(0), UDP, &invite("m1", "z9hG4bKm", "", &ct, &body));
+    let _ = srs.uas.poll_transmit();
+    assert!(matches!(
+        srs.uas.poll_event(),
+        Some(Event::MediaRequest { .. })
+    ));
+    assert_eq!(srs.uas.poll_timeout(), Some(ms(32_000)));
+    srs.uas.handle_timeout(ms(32_000));
+    let t = srs.uas.poll_transmit().unwrap();
+    assert_eq!(Message::parse(&t.bytes).unwrap().status(), Some(503));
+    assert!(matches!(
+        srs.uas.poll_event(),
+        Some(Event::Ended {
+            reason: EndReason::Rejected,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn session_expires_without_timer_support_never_expires() {
+    let mut srs = Srs::new(cfg());
+    let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["1"]), META);
+    srs.recv(
+        ms(0),
+        UDP,
+        &invite("t2", "z9hG4bKt2", "Session-Expires: 90\r\n", &ct, &body),
+    );
+    let sent = srs.take_sent();
+    let ok = last_response(&sent, 200);
+    assert_eq!(ok.header("Session-Expires"), None);
+    let tag = ok.to().unwrap().tag.unwrap().to_owned();
+    srs.recv(
+        ms(10),
+        UDP,
+        &in_dialog("ACK", "t2", "z9hG4bKt2a", 10, &tag, "", None, ""),
+    );
+    assert_eq!(srs.take_events().len(), 2, "MediaRequest, Opened");
+    srs.timeout(ms(10_000_000));
+    assert!(srs.take_events().is_empty());
+    assert_eq!(srs.uas.sessions(), 1);
+    assert_eq!(srs.uas.poll_timeout(), None);
+}
