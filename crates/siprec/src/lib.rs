@@ -72,6 +72,7 @@ pub mod answer;
 pub mod body;
 pub mod mapping;
 pub mod metadata;
+pub mod session;
 pub mod uas;
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use vcontap_wire::{Framing, Timestamp};
 
 use crate::answer::{self, Bound, Format, MediaPolicy, OwnOrigin, SrtpOffer, StreamPlan};
 use crate::body::{self, BodyError};
-use crate::mapping::{map_streams, MapSource, StreamMap};
+use crate::mapping::{map_streams, MapSource};
 use crate::metadata::{self, Metadata};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -259,8 +259,8 @@ pub enum Event {
         metadata: Box<Metadata>,
         /// The raw document of this update.
         raw: Vec<u8>,
-        /// Stream senders recomputed against the current m-lines.
-        maps: Vec<StreamMap>,
+        /// The streams with their senders recomputed from the merged metadata.
+        streams: Vec<StreamInfo>,
         /// Ids a partial update referenced that we did not know (§6 item 13: logged).
         unknown_ids: Vec<String>,
         /// When.
@@ -1501,13 +1501,12 @@ impl Uas {
         let Some(state) = r.metadata.clone() else {
             return;
         };
-        let labels: Vec<Option<&str>> = r.streams.iter().map(|s| s.plan.label.as_deref()).collect();
-        let maps = map_streams(Some(&state), &labels);
+        let streams = stream_infos(r);
         self.events.push_back(Event::MetadataChanged {
             rs: id,
             metadata: Box::new(state),
             raw,
-            maps,
+            streams,
             unknown_ids,
             at: now,
         });

@@ -718,7 +718,7 @@ fn metadata_only_update_and_partial_merge() {
     let Event::MetadataChanged {
         rs: r,
         metadata,
-        maps,
+        streams,
         raw,
         unknown_ids,
         ..
@@ -729,7 +729,7 @@ fn metadata_only_update_and_partial_merge() {
     assert_eq!(*r, rs);
     assert_eq!(metadata.participants.len(), 3);
     assert_eq!(
-        maps[1].senders,
+        streams[1].senders,
         [1, 2],
         "the new participant joins stream 2"
     );
