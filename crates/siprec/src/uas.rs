@@ -41,7 +41,8 @@
 //! Deadlines are found by scanning sessions and transactions (both bounded), which is
 //! cheap next to the SIP parsing an input costs, and keeps every timer next to its state.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use vcontap_sip::{sdp, split_comma_list, Message, Method, ResponseBuilder};
@@ -374,6 +375,15 @@ struct Rs {
     expires_at: Option<Timestamp>,
     bye: Option<ClientBye>,
     ended: bool,
+    /// The deadline queued in the timer heap for this session.
+    armed: Option<Timestamp>,
+}
+
+/// What a timer-heap entry refers to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Txn(String),
+    Rs(RsId),
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +398,8 @@ struct ServerTxn {
     /// Timer H/J: drop the transaction.
     expire: Option<Timestamp>,
     acked: bool,
+    /// The deadline queued in the timer heap for this transaction.
+    armed: Option<Timestamp>,
 }
 
 /// The user-agent server. See the module documentation for the call contract.
@@ -400,6 +412,8 @@ pub struct Uas {
     streams: Map<u64, Vec<u8>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    timers: BinaryHeap<Reverse<(Timestamp, TimerKey)>>,
+    live: usize,
     next_id: u64,
     draining: bool,
     now: Timestamp,
@@ -459,6 +473,8 @@ impl Uas {
             streams: HashMap::with_hasher(rs()),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            live: 0,
             next_id: 1,
             draining: false,
             now: Timestamp(0),
@@ -475,7 +491,7 @@ impl Uas {
 
     /// Number of live sessions (answered or being answered).
     pub fn sessions(&self) -> usize {
-        self.rss.values().filter(|r| !r.ended).count()
+        self.live
     }
 
     /// Counters.
@@ -643,6 +659,10 @@ impl Uas {
             r.ok_next = (!r.peer.transport.reliable()).then(|| now.add_millis(cfg_t1));
             r.ack_deadline = Some(now.add_millis(cfg_t1.saturating_mul(64)));
         }
+        self.arm(TimerKey::Rs(rs));
+        let Some(r) = self.rss.get_mut(&rs) else {
+            return;
+        };
         if !was_opened {
             r.opened = true;
             let (metadata, metadata_raw) = match metadata_event {
@@ -696,87 +716,147 @@ impl Uas {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.tick(now);
+        while let Some(Reverse((t, key))) = self.timers.peek() {
+            if *t > now {
+                break;
+            }
+            let key = key.clone();
+            self.timers.pop();
+            match key {
+                TimerKey::Txn(k) => self.txn_timer(&k, now),
+                TimerKey::Rs(id) => self.rs_timer(id, now),
+            }
+        }
+    }
+
+    /// Timer G retransmissions and H/J expiry of one transaction.
+    fn txn_timer(&mut self, key: &str, now: Timestamp) {
         let t2 = self.cfg.t2_ms;
-        // Transactions: timer G retransmissions, H/J expiry.
-        let mut gone = Vec::new();
-        for (k, t) in &mut self.txns {
-            if let Some(n) = t.next.filter(|n| *n <= now) {
-                if !t.acked {
-                    self.transmits.push_back(Transmit {
-                        to: t.peer,
-                        bytes: t.last.clone(),
-                        close: false,
-                    });
-                    self.stats.timer_retransmits += 1;
-                    t.interval = t.interval.saturating_mul(2).min(t2);
-                    t.next = Some(n.add_millis(t.interval));
-                } else {
-                    t.next = None;
-                }
-            }
-            if t.expire.is_some_and(|e| e <= now) {
-                gone.push(k.clone());
+        let Some(t) = self.txns.get_mut(key) else {
+            return;
+        };
+        t.armed = None;
+        if let Some(n) = t.next.filter(|n| *n <= now) {
+            if t.acked {
+                t.next = None;
+            } else {
+                self.transmits.push_back(Transmit {
+                    to: t.peer,
+                    bytes: t.last.clone(),
+                    close: false,
+                });
+                self.stats.timer_retransmits += 1;
+                t.interval = t.interval.saturating_mul(2).min(t2);
+                t.next = Some(n.add_millis(t.interval));
             }
         }
-        for k in gone {
-            self.txns.remove(&k);
+        if t.expire.is_some_and(|e| e <= now) {
+            self.txns.remove(key);
+            return;
         }
-        // Sessions: 2xx retransmission, ACK timeout, session timer, our BYE.
-        let ids: Vec<RsId> = self.rss.keys().copied().collect();
-        for id in ids {
-            let mut end_with = None;
-            let mut drop_rs = false;
-            let mut media_late = None;
-            if let Some(r) = self.rss.get_mut(&id) {
-                if let (Some(n), Some(ok)) = (r.ok_next.filter(|n| *n <= now), &r.ok_response) {
-                    self.transmits.push_back(Transmit {
-                        to: r.peer,
-                        bytes: ok.clone(),
-                        close: false,
-                    });
-                    self.stats.timer_retransmits += 1;
-                    r.ok_interval = r.ok_interval.saturating_mul(2).min(t2);
-                    r.ok_next = Some(n.add_millis(r.ok_interval));
-                }
-                let due = !r.ended && r.ack_deadline.is_some_and(|d| d <= now);
-                if due && r.phase == Phase::WaitAck {
-                    end_with = Some(EndReason::AckTimeout);
-                }
-                if due && r.phase == Phase::Early {
-                    media_late = r.pending.take();
-                }
-                if !r.ended && r.expires_at.is_some_and(|d| d <= now) {
-                    end_with = Some(EndReason::SessionExpired);
-                }
-                if let Some(b) = &mut r.bye {
-                    if let Some(n) = b.next.filter(|n| *n <= now) {
-                        self.transmits.push_back(Transmit {
-                            to: r.peer,
-                            bytes: b.bytes.clone(),
-                            close: false,
-                        });
-                        b.interval = b.interval.saturating_mul(2).min(t2);
-                        b.next = Some(n.add_millis(b.interval));
-                    }
-                    if b.give_up <= now {
-                        drop_rs = true;
-                    }
-                }
-                if r.ended && r.bye.is_none() {
-                    drop_rs = true;
-                }
+        self.arm(TimerKey::Txn(key.to_owned()));
+    }
+
+    /// 2xx retransmission, ACK/media deadline, session timer and our BYE of one session.
+    fn rs_timer(&mut self, id: RsId, now: Timestamp) {
+        let t2 = self.cfg.t2_ms;
+        let mut end_with = None;
+        let mut drop_rs = false;
+        let mut media_late = None;
+        let Some(r) = self.rss.get_mut(&id) else {
+            return;
+        };
+        r.armed = None;
+        if let (Some(n), Some(ok)) = (r.ok_next.filter(|n| *n <= now), &r.ok_response) {
+            self.transmits.push_back(Transmit {
+                to: r.peer,
+                bytes: ok.clone(),
+                close: false,
+            });
+            self.stats.timer_retransmits += 1;
+            r.ok_interval = r.ok_interval.saturating_mul(2).min(t2);
+            r.ok_next = Some(n.add_millis(r.ok_interval));
+        }
+        let due = !r.ended && r.ack_deadline.is_some_and(|d| d <= now);
+        if due && r.phase == Phase::WaitAck {
+            end_with = Some(EndReason::AckTimeout);
+        }
+        if due && r.phase == Phase::Early {
+            media_late = r.pending.take();
+        }
+        if !r.ended && r.expires_at.is_some_and(|d| d <= now) {
+            end_with = Some(EndReason::SessionExpired);
+        }
+        if let Some(b) = &mut r.bye {
+            if let Some(n) = b.next.filter(|n| *n <= now) {
+                self.transmits.push_back(Transmit {
+                    to: r.peer,
+                    bytes: b.bytes.clone(),
+                    close: false,
+                });
+                b.interval = b.interval.saturating_mul(2).min(t2);
+                b.next = Some(n.add_millis(b.interval));
             }
-            if let Some(p) = media_late {
-                // The shell never bound media: a resource problem, retryable.
-                let retry = self.cfg.retry_after_secs.to_string();
-                self.final_for_txn(&p.txn, &p.request, 503, &[("Retry-After", &retry)], None);
-                self.end(id, EndReason::Rejected, false);
-            } else if let Some(reason) = end_with {
-                self.end(id, reason, true);
-            } else if drop_rs {
-                self.forget(id);
+            if b.give_up <= now {
+                drop_rs = true;
             }
         }
+        if r.ended && r.bye.is_none() {
+            drop_rs = true;
+        }
+        if let Some(p) = media_late {
+            // The shell never bound media: a resource problem, retryable.
+            let retry = self.cfg.retry_after_secs.to_string();
+            self.final_for_txn(&p.txn, &p.request, 503, &[("Retry-After", &retry)], None);
+            self.end(id, EndReason::Rejected, false);
+        } else if let Some(reason) = end_with {
+            self.end(id, reason, true);
+        } else if drop_rs {
+            self.forget(id);
+            return;
+        }
+        self.arm(TimerKey::Rs(id));
+    }
+
+    /// Schedules the earliest deadline of a transaction or session. At most one live
+    /// heap entry per item: a later deadline than the one scheduled is found when the
+    /// earlier entry fires (then re-armed), so refreshes never grow the heap.
+    fn arm(&mut self, key: TimerKey) {
+        let now = self.now;
+        let (deadline, armed) = match &key {
+            TimerKey::Txn(k) => match self.txns.get_mut(k) {
+                Some(t) => ([t.next, t.expire].into_iter().flatten().min(), &mut t.armed),
+                None => return,
+            },
+            TimerKey::Rs(id) => match self.rss.get_mut(id) {
+                Some(r) => {
+                    let live = !r.ended;
+                    let d = [
+                        r.ok_next,
+                        r.ack_deadline
+                            .filter(|_| live && r.phase != Phase::Confirmed),
+                        r.expires_at.filter(|_| live),
+                        r.bye.as_ref().and_then(|b| b.next),
+                        r.bye.as_ref().map(|b| b.give_up),
+                        // Ended without a BYE in flight: dropped at the next tick.
+                        (r.ended && r.bye.is_none()).then_some(now),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    (d, &mut r.armed)
+                }
+                None => return,
+            },
+        };
+        let Some(d) = deadline else {
+            return;
+        };
+        if armed.is_some_and(|a| a <= d) {
+            return;
+        }
+        *armed = Some(d);
+        self.timers.push(Reverse((d, key)));
     }
 
     // ==== outputs ====
@@ -791,27 +871,10 @@ impl Uas {
         self.events.pop_front()
     }
 
-    /// The earliest deadline at which [`Uas::handle_timeout`] has work.
+    /// The earliest deadline at which [`Uas::handle_timeout`] has work (it may find
+    /// nothing due when a deadline moved later; that costs one heap pop).
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let t = self
-            .txns
-            .values()
-            .flat_map(|t| [t.next, t.expire])
-            .flatten();
-        let r = self.rss.values().flat_map(|r| {
-            let live = !r.ended;
-            [
-                r.ok_next,
-                r.ack_deadline
-                    .filter(|_| live && r.phase != Phase::Confirmed),
-                r.expires_at.filter(|_| live),
-                r.bye.as_ref().and_then(|b| b.next),
-                r.bye.as_ref().map(|b| b.give_up),
-                // An ended session without a BYE in flight is dropped at the next tick.
-                r.bye.is_none().then_some(self.now).filter(|_| r.ended),
-            ]
-        });
-        t.chain(r.flatten()).min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     // ==== internals ====
@@ -983,7 +1046,7 @@ impl Uas {
             _ => None,
         };
         self.txns.insert(
-            key,
+            key.clone(),
             ServerTxn {
                 peer,
                 last,
@@ -993,8 +1056,10 @@ impl Uas {
                 interval: t1,
                 expire,
                 acked: false,
+                armed: None,
             },
         );
+        self.arm(TimerKey::Txn(key));
     }
 
     /// Sends the final response of a stored INVITE/UPDATE transaction (`req` is its
@@ -1269,6 +1334,7 @@ impl Uas {
             expires_at: None,
             bye: None,
             ended: false,
+            armed: None,
         };
         let trying = self.respond(from, msg, 100, None, &[], None);
         self.store_txn(key.clone(), from, true, trying, None, Some(id));
@@ -1285,6 +1351,8 @@ impl Uas {
         let mut rs = rs;
         rs.pending = Some(pending);
         self.rss.insert(id, rs);
+        self.live = self.live.saturating_add(1);
+        self.arm(TimerKey::Rs(id));
         self.events.push_back(Event::MediaRequest {
             rs: id,
             existing: vec![None; plans.len()],
@@ -1371,6 +1439,7 @@ impl Uas {
                 r.expires_at = Some(now.add_millis(i64::from(se).saturating_mul(1000)));
             }
         }
+        self.arm(TimerKey::Rs(id));
         let Some(offer) = offer else {
             // No offer. UPDATE: a plain 200 (metadata-only UPDATE). re-INVITE: our 200
             // must carry an offer: our current answer, recvonly (the ACK's answer is
@@ -1470,6 +1539,7 @@ impl Uas {
             r.ok_response = Some(ok);
             r.ack_deadline = Some(now.add_millis(t1.saturating_mul(64)));
         }
+        self.arm(TimerKey::Rs(id));
     }
 
     fn handle_bye(&mut self, from: Peer, msg: &Message<'_>, key: String) {
@@ -1522,6 +1592,7 @@ impl Uas {
             return;
         }
         r.ended = true;
+        self.live = self.live.saturating_sub(1);
         r.ok_next = None;
         r.ok_response = None;
         r.expires_at = None;
@@ -1572,6 +1643,7 @@ impl Uas {
                 give_up: now.add_millis(t1.saturating_mul(64)),
             });
         }
+        self.arm(TimerKey::Rs(id));
     }
 
     /// Drops an ended session's state (its transactions expire on their own).
