@@ -17,8 +17,11 @@
 //!
 //! Modules: [`body`] (which part is SDP, which is metadata), [`metadata`] (rs-metadata in
 //! every dialect), [`mapping`] (which participants speak in which stream), [`answer`]
-//! (what to accept and the SDP answer), [`uas`] (transactions and dialogs). Responses are
-//! built with `vcontap_sip::ResponseBuilder`.
+//! (what to accept and the SDP answer), [`uas`] (transactions, dialogs, timers in a
+//! min-heap), [`session`] (the actions as engine session calls: parties, sides, streams,
+//! finish reasons). Responses are built with `vcontap_sip::ResponseBuilder`.
+//! `tests/engine.rs` drives the real engine with the UAS's actions to a validated vCon;
+//! `benches/siprec.rs` measures metadata parsing and whole dialogs.
 //!
 //! # Why hand-written
 //!
@@ -43,14 +46,15 @@
 //! | 7 | never reject for metadata | `handle_initial_invite` ignores metadata errors | `broadworks_mangled_body_is_survivable` | - |
 //! | 8 | mapping fallback chain, mixed streams | [`mapping::map_streams`] | `vendor_tests::*` (every source) | - |
 //! | 9 | SDP answer rules | [`answer::render`] | `answer::tests::*`, `every_vendor_dialog_is_answered` | - |
-//! | 10 | SDES-SRTP answer, offerer's key, re-key, 488 | [`answer::plan`], [`answer::SrtpOffer`] | `plans_each_line_and_renders_a_conservative_answer`, `no_srtp_policy_refuses_savp_and_bad_keys_are_skipped` | decryption (rtc-srtp), RFC 3711 vectors |
+//! | 10 | SDES-SRTP answer, offerer's key, re-key, 488 | [`answer::plan`], [`answer::SrtpOffer`] | `plans_each_line_and_renders_a_conservative_answer`, `no_srtp_policy_refuses_savp_and_bad_keys_are_skipped`, `srtp_offer_answered_with_our_key_and_rekeyed_by_reinvite` | decryption (rtc-srtp), RFC 3711 vectors |
 //! | 11 | media bound before answering; even ports | [`uas::Event::MediaRequest`] → [`uas::Uas::media_ready`] | `ports_exhausted_is_503_and_no_session`, `shell_never_binding_media_gives_503_after_64_t1` | port range, RTP before ACK, any source port, SSRC changes |
 //! | 12 | re-INVITE/UPDATE: full answer, same ports, pause/resume, refresh no-op | `handle_offer_in_dialog` | `reinvite_pause_resume_keeps_ports_labels_and_version`, `reinvite_with_new_label_binds_only_the_new_stream` | long-silence tolerance (engine) |
 //! | 13 | partial with unknown ids: log | [`metadata::Metadata::apply`] → `unknown_ids` | `partial_patches_and_complete_replaces` | logging; `rs-metadata-request` not sent |
-//! | 14 | OPTIONS/503 draining, CANCEL→487, BYE | `uas.rs` | `options_and_draining`, `cancel_before_answer_gives_487_and_releases`, `bye_ends_and_unknown_dialogs_get_481` | SRS-initiated BYE is [`uas::Uas::terminate`]; SRS-initiated RS not done |
-//! | 15 | 488/415/403/503/491/500/481 | `uas.rs` | `error_codes_per_checklist`, re-INVITE tests | policy 403/480/486 (config) |
+//! | 14 | OPTIONS/503 draining, CANCEL→487, BYE | `uas.rs`; SRS-initiated BYE: [`uas::Uas::terminate`] | `options_and_draining`, `cancel_before_answer_gives_487_and_releases`, `bye_ends_and_unknown_dialogs_get_481`, `policy_decline_and_local_terminate` | SRS-initiated RS not done |
+//! | 15 | 488/415/403/503/491/500/481 | `uas.rs`; policy codes: [`uas::Uas::decline`] | `error_codes_per_checklist`, re-INVITE tests, `policy_decline_and_local_terminate` | the policy itself (ACL, recording rules) |
 //! | 16 | correlation ids | [`metadata::Metadata::vendor_ids`], sessions' `sip_session_ids`, groups | `vendor_tests::*` | vCon attachment |
 //! | 17 | raw INVITE/metadata kept | [`uas::Opened::invite`], `metadata_raw`, `MetadataChanged::raw` | `happy_path_answer_events_and_bye` | vCon attachments |
+//! | - | vCon parties (tel only for E.164), sides, streams | [`session`] | `session::tests::*`, `tests/engine.rs` | - |
 //! | 18 | every shared file, LF/CRLF, SIPp loop | `vendor_tests.rs`, `uas_tests.rs` | all | SIPp scenarios |
 //!
 //! Not done in the core: SRS-initiated recording sessions and delayed-offer INVITEs (answered

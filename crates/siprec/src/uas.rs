@@ -705,6 +705,31 @@ impl Uas {
         }
     }
 
+    /// Declines a session the shell was asked to bind media for (policy: ACL, recording
+    /// rules): answers the pending INVITE with `code` (403, 480 or 486 let the SRC fail
+    /// over; anything outside 400..=699 is sent as 403) and ends it.
+    pub fn decline(&mut self, now: Timestamp, rs: RsId, code: u16) {
+        self.tick(now);
+        let code = if (400..700).contains(&code) {
+            code
+        } else {
+            403
+        };
+        let Some(p) = self.rss.get_mut(&rs).and_then(|r| r.pending.take()) else {
+            return;
+        };
+        let retry = self.cfg.retry_after_secs.to_string();
+        let extra: &[(&str, &str)] = if code == 503 {
+            &[("Retry-After", retry.as_str())]
+        } else {
+            &[]
+        };
+        self.final_for_txn(&p.txn, &p.request, code, extra, None);
+        if !self.rss.get(&rs).is_some_and(|r| r.opened) {
+            self.end(rs, EndReason::Rejected, false);
+        }
+    }
+
     /// Ends a session from our side (policy, disk full): BYE to the SRC.
     pub fn terminate(&mut self, now: Timestamp, rs: RsId) {
         self.tick(now);

@@ -1002,3 +1002,103 @@ fn session_expires_without_timer_support_never_expires() {
     assert_eq!(srs.uas.sessions(), 1);
     assert_eq!(srs.uas.poll_timeout(), None);
 }
+
+#[test]
+fn policy_decline_and_local_terminate() {
+    let mut srs = Srs::new(cfg());
+    let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["1"]), META);
+    srs.uas
+        .handle_datagram(ms(0), UDP, &invite("d1", "z9hG4bKd", "", &ct, &body));
+    let _trying = srs.uas.poll_transmit();
+    let Some(Event::MediaRequest { rs, .. }) = srs.uas.poll_event() else {
+        panic!()
+    };
+    srs.uas.decline(ms(1), rs, 480);
+    srs.drain(ms(1));
+    assert_eq!(srs.codes(), [480]);
+    assert!(matches!(
+        srs.take_events()[..],
+        [Event::Ended {
+            reason: EndReason::Rejected,
+            ..
+        }]
+    ));
+    // A live session ended by us: BYE, retransmitted over UDP until answered.
+    let (mut srs, _tag, rs) = open();
+    srs.take_events();
+    srs.uas.terminate(ms(100), rs);
+    srs.drain(ms(100));
+    let sent = srs.take_sent();
+    assert!(sent[0]
+        .bytes
+        .starts_with(b"BYE sip:src@192.0.2.1:5070 SIP/2.0\r\n"));
+    assert!(matches!(
+        srs.take_events()[..],
+        [Event::Ended {
+            reason: EndReason::Local,
+            ..
+        }]
+    ));
+    srs.timeout(ms(600));
+    assert!(srs.take_sent()[0].bytes.starts_with(b"BYE "));
+    srs.timeout(ms(100 + 32_000));
+    srs.timeout(ms(100 + 33_000));
+    assert_eq!(srs.uas.poll_timeout(), None, "given up and forgotten");
+}
+
+#[test]
+fn srtp_offer_answered_with_our_key_and_rekeyed_by_reinvite() {
+    let key1 = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let key2 = "NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj";
+    let savp = |k: &str| {
+        format!(
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 6000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{k}\r\na=label:1\r\na=sendonly\r\n"
+        )
+    };
+    let mut srs = Srs::new(cfg());
+    srs.recv(
+        ms(0),
+        UDP,
+        &invite("sr1", "z9hG4bKs", "", "application/sdp", &savp(key1)),
+    );
+    let sent = srs.take_sent();
+    let ok = last_response(&sent, 200);
+    let tag = ok.to().unwrap().tag.unwrap().to_owned();
+    let ans = sdp::parse(ok.body()).unwrap();
+    assert_eq!(ans.media[0].proto, "RTP/SAVP");
+    let ours = ans.media[0].crypto[0].to_owned();
+    assert!(ours.starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:"));
+    assert!(!ours.contains(key1), "our own key, not the offerer's");
+    let ev = srs.take_events();
+    let Event::Opened(o) = &ev[1] else { panic!() };
+    let k1 = o.streams[0].srtp.clone().unwrap().remote_key;
+    srs.recv(
+        ms(10),
+        UDP,
+        &in_dialog("ACK", "sr1", "z9hG4bKsa", 10, &tag, "", None, ""),
+    );
+    srs.recv(
+        ms(20),
+        UDP,
+        &in_dialog(
+            "INVITE",
+            "sr1",
+            "z9hG4bKs2",
+            11,
+            &tag,
+            "",
+            Some("application/sdp"),
+            &savp(key2),
+        ),
+    );
+    let sent = srs.take_sent();
+    let ans = sdp::parse(last_response(&sent, 200).body()).unwrap();
+    assert_eq!(ans.media[0].crypto[0], ours, "same port, same key of ours");
+    let ev = srs.take_events();
+    let Event::StreamsChanged { streams, .. } = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    let k2 = streams[0].srtp.clone().unwrap().remote_key;
+    assert_ne!(k1, k2, "decrypt with the new key");
+    assert_eq!(streams[0].port, Some(40000));
+}
