@@ -33,7 +33,7 @@ fn drain(uas: &mut Uas, now: Timestamp) {
                         })
                     })
                     .collect();
-                uas.media_ready(now, rs, bound);
+                let _used = uas.media_ready(now, rs, bound);
             }
         }
         if !any {

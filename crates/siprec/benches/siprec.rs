@@ -93,7 +93,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
                             })
                         })
                         .collect();
-                    uas.media_ready(now, rs, bound);
+                    let _used = uas.media_ready(now, rs, bound);
                 }
             }
             while let Some(t) = uas.poll_transmit() {

@@ -545,17 +545,20 @@ impl Uas {
     }
 
     /// The shell's answer to [`Event::MediaRequest`]: `bound[i]` for m-line `i` (`None`
-    /// = could not bind or not accepted). Sends the answer.
-    pub fn media_ready(&mut self, now: Timestamp, rs: RsId, bound: Vec<Option<Bound>>) {
+    /// = could not bind or not accepted). Sends the answer. Returns false when the
+    /// bindings were not used (the request was withdrawn by CANCEL or BYE meanwhile, or
+    /// nothing could be bound): the shell releases what it bound that is not in use.
+    #[must_use = "bindings that were not used must be released"]
+    pub fn media_ready(&mut self, now: Timestamp, rs: RsId, bound: Vec<Option<Bound>>) -> bool {
         self.tick(now);
         let Some(r) = self.rss.get_mut(&rs) else {
-            return;
+            return false;
         };
         if r.ended {
-            return;
+            return false;
         }
         let Some(p) = r.pending.take() else {
-            return;
+            return false;
         };
         let any_bound = p
             .plans
@@ -569,10 +572,10 @@ impl Uas {
             if !self.rss.get(&rs).is_some_and(|r| r.opened) {
                 self.end(rs, EndReason::Rejected, false);
             }
-            return;
+            return false;
         }
         let Some(r) = self.rss.get_mut(&rs) else {
-            return;
+            return false;
         };
         let streams: Vec<Stream> = p
             .plans
@@ -650,7 +653,7 @@ impl Uas {
         let sent = self.final_for_txn(&txn, &request, 200, &extra_ref, Some(&answer_body));
         let cfg_t1 = self.cfg.t1_ms;
         let Some(r) = self.rss.get_mut(&rs) else {
-            return;
+            return false;
         };
         if is_invite {
             r.phase = Phase::WaitAck;
@@ -661,7 +664,7 @@ impl Uas {
         }
         self.arm(TimerKey::Rs(rs));
         let Some(r) = self.rss.get_mut(&rs) else {
-            return;
+            return false;
         };
         if !was_opened {
             r.opened = true;
@@ -683,7 +686,7 @@ impl Uas {
                 peer: r.peer,
                 at: now,
             })));
-            return;
+            return true;
         }
         if streams_changed {
             let streams = stream_infos(r);
@@ -703,6 +706,7 @@ impl Uas {
                 Event::Resumed { rs, at: now }
             });
         }
+        true
     }
 
     /// Declines a session the shell was asked to bind media for (policy: ACL, recording
@@ -1543,7 +1547,7 @@ impl Uas {
         }
         if all_known {
             // Keys of SRTP streams stay ours too: `existing` carries them.
-            self.media_ready(now, id, existing);
+            let _ = self.media_ready(now, id, existing);
         } else {
             self.events.push_back(Event::MediaRequest {
                 rs: id,

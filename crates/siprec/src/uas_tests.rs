@@ -90,7 +90,7 @@ impl Srs {
                         .collect();
                     let rs = *rs;
                     self.events.push(e);
-                    self.uas.media_ready(now, rs, bound);
+                    let _used = self.uas.media_ready(now, rs, bound);
                 } else {
                     self.events.push(e);
                 }
@@ -410,7 +410,7 @@ From: <sip:src@192.0.2.1>;tag=src1\r\nTo: <sip:srs@192.0.2.2>\r\nCall-ID: c3@src
         }
     )));
     // Late media from the shell is ignored.
-    srs.uas.media_ready(ms(60), rs, vec![None, None]);
+    assert!(!srs.uas.media_ready(ms(60), rs, vec![None, None]));
     srs.drain(ms(60));
     assert!(srs.take_sent().is_empty());
     // 487 retransmitted (timer G) until its ACK, which is absorbed.
@@ -835,7 +835,7 @@ fn ports_exhausted_is_503_and_no_session() {
     let Some(Event::MediaRequest { rs, .. }) = srs.uas.poll_event() else {
         panic!()
     };
-    srs.uas.media_ready(ms(1), rs, vec![None]);
+    assert!(!srs.uas.media_ready(ms(1), rs, vec![None]));
     srs.drain(ms(1));
     let sent = srs.take_sent();
     assert_eq!(last_response(&sent, 503).header("Retry-After"), Some("5"));

@@ -126,7 +126,7 @@ impl Shell {
                     })
                     .collect();
                 self.ports = bound.iter().map(|b| b.map(|b| b.port)).collect();
-                self.uas.media_ready(now, rs, bound);
+                assert!(self.uas.media_ready(now, rs, bound));
             }
             Event::Opened(o) => {
                 let plan = session::plan(&o);
