@@ -1102,3 +1102,136 @@ fn srtp_offer_answered_with_our_key_and_rekeyed_by_reinvite() {
     assert_ne!(k1, k2, "decrypt with the new key");
     assert_eq!(streams[0].port, Some(40000));
 }
+
+/// Dialect features no shared file shows (../shared/siprec/README.md), written here.
+#[test]
+fn dialects_without_a_shared_example() {
+    // CUBE: every stream inactive at first; Contact with +sip.src inside the URI and no
+    // Require: still SIPREC, answered inactive, opened paused.
+    let mut srs = Srs::new(cfg());
+    let inactive = offer("inactive", "192.0.2.1", &["1", "2"]);
+    let inv = String::from_utf8(invite(
+        "cube",
+        "z9hG4bKcu",
+        "",
+        "application/sdp",
+        &inactive,
+    ))
+    .unwrap()
+    .replace(
+        "Contact: <sip:src@192.0.2.1:5070>;+sip.src",
+        "Contact: <sip:src@192.0.2.1:5070;transport=tcp;+sip.src>",
+    );
+    srs.recv(ms(0), UDP, inv.as_bytes());
+    let sent = srs.take_sent();
+    let ans = sdp::parse(last_response(&sent, 200).body()).unwrap();
+    assert!(ans
+        .media
+        .iter()
+        .all(|m| m.direction == Some(sdp::Direction::Inactive)));
+    let ev = srs.take_events();
+    let Event::Opened(o) = &ev[1] else { panic!() };
+    assert!(o.siprec && o.paused && o.metadata.is_none());
+
+    // Sonus: no close delimiter and a Content-Length larger than what arrived.
+    let mut srs = Srs::new(cfg());
+    let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["1", "2"]), META);
+    let cut = body.trim_end_matches("\r\n--xyz--\r\n").to_owned();
+    let inv = String::from_utf8(invite("sonus", "z9hG4bKso", "", &ct, &cut))
+        .unwrap()
+        .replace(
+            &format!("Content-Length: {}", cut.len()),
+            &format!("Content-Length:  {}", cut.len() + 40),
+        );
+    srs.recv(ms(0), UDP, inv.as_bytes());
+    let ev = srs.take_events();
+    let Event::Opened(o) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(o.metadata.as_ref().unwrap().participants.len(), 2);
+
+    // FreeSWITCH mod_siprec: no labels, no metadata: SDP order, no labels in the answer.
+    let mut srs = Srs::new(cfg());
+    let nolabel = offer("sendonly", "192.0.2.1", &["x", "y"])
+        .replace("a=label:x\r\n", "")
+        .replace("a=label:y\r\n", "");
+    srs.recv(
+        ms(0),
+        UDP,
+        &invite(
+            "fs",
+            "z9hG4bKfs",
+            "Require: siprec\r\n",
+            "application/sdp",
+            &nolabel,
+        ),
+    );
+    let sent = srs.take_sent();
+    let ans = sdp::parse(last_response(&sent, 200).body()).unwrap();
+    assert_eq!(ans.media.len(), 2);
+    assert!(ans.media.iter().all(|m| m.label.is_none() && m.port != 0));
+    let ev = srs.take_events();
+    let Event::Opened(o) = &ev[1] else { panic!() };
+    assert!(o.streams.iter().all(|s| s.source == MapSource::Unmapped));
+
+    // Avaya SBCE: a dummy participant and a stream with an empty id and no m-line in the
+    // INVITE; the real party arrives in a complete, metadata-only UPDATE.
+    let dummy =
+        "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><dataMode>complete</dataMode>\
+<participant participant_id='d'><nameID aor='sip:SBCE@sbce.example'/></participant>\
+<stream stream_id='' session_id='s'><label>30</label></stream></recording>";
+    let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["10", "20"]), dummy);
+    let mut srs = Srs::new(cfg());
+    srs.recv(
+        ms(0),
+        UDP,
+        &invite("avaya", "z9hG4bKav", "Require: siprec\r\n", &ct, &body),
+    );
+    let sent = srs.take_sent();
+    let tag = last_response(&sent, 200)
+        .to()
+        .unwrap()
+        .tag
+        .unwrap()
+        .to_owned();
+    srs.take_events();
+    srs.recv(
+        ms(5),
+        UDP,
+        &in_dialog("ACK", "avaya", "z9hG4bKava", 10, &tag, "", None, ""),
+    );
+    let real = META
+        .replace("<label>1</label>", "<label>10</label>")
+        .replace("<label>2</label>", "<label>20</label>");
+    srs.recv(
+        ms(900),
+        UDP,
+        &in_dialog(
+            "UPDATE",
+            "avaya",
+            "z9hG4bKav2",
+            11,
+            &tag,
+            "",
+            Some("application/rs-metadata"),
+            &real,
+        ),
+    );
+    assert_eq!(srs.codes(), [200]);
+    let ev = srs.take_events();
+    let Event::MetadataChanged {
+        metadata, streams, ..
+    } = &ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        metadata.participants.len(),
+        2,
+        "complete replaces the dummy"
+    );
+    assert_eq!(
+        (streams[0].senders.clone(), streams[0].source),
+        (vec![0], MapSource::Assoc)
+    );
+}
