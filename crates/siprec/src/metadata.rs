@@ -83,6 +83,9 @@ pub enum SendSource {
 pub struct Extension {
     /// Local name of the element that contained it (`recording`, `participant`...).
     pub parent: String,
+    /// The id of the group, session, participant or stream it belongs to, if any (so a
+    /// vendor's per-participant data such as `apkt:callingParty` stays attached).
+    pub owner: Option<String>,
     /// Its own local name (`extensiondata`, `callData`, `netsapiensExtension`...).
     pub name: String,
     /// The element's raw XML, exactly as received.
@@ -421,10 +424,10 @@ impl Parser<'_> {
                         self.md.malformed = true;
                         return;
                     }
-                    self.open(&e, before, false);
+                    self.open(&e, before);
                 }
                 Event::Empty(e) => {
-                    self.open(&e, before, true);
+                    self.open(&e, before);
                     self.close(after);
                 }
                 Event::End(_) => {
@@ -485,7 +488,7 @@ impl Parser<'_> {
         self.stack.last().map(|f| f.ctx)
     }
 
-    fn open(&mut self, e: &BytesStart<'_>, before: usize, _empty: bool) {
+    fn open(&mut self, e: &BytesStart<'_>, before: usize) {
         self.text.clear();
         let name = local(e);
         let lname = name.to_ascii_lowercase();
@@ -638,9 +641,11 @@ impl Parser<'_> {
                         .map(|b| String::from_utf8_lossy(b).into_owned())
                         .unwrap_or_default();
                     let parent_name = self.stack.last().map(|f| f.name.clone());
+                    let owner = self.owner_id();
                     if self.md.extensions.len() < MAX_OBJECTS {
                         self.md.extensions.push(Extension {
                             parent: parent_name.unwrap_or_default(),
+                            owner,
                             name: frame.name,
                             raw,
                         });
@@ -738,6 +743,19 @@ impl Parser<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The id of the nearest enclosing object.
+    fn owner_id(&self) -> Option<String> {
+        self.stack.iter().rev().find_map(|f| match f.ctx {
+            Ctx::Group(i) => self.md.groups.get(i).map(|g| g.id.clone()),
+            Ctx::Session(i) => self.md.sessions.get(i).map(|x| x.id.clone()),
+            Ctx::Participant(i) | Ctx::StreamAssoc(i) | Ctx::NameId(i) => {
+                self.md.participants.get(i).map(|p| p.id.clone())
+            }
+            Ctx::Stream(i) => self.md.streams.get(i).map(|x| x.id.clone()),
+            _ => None,
+        })
     }
 
     fn start_send(&mut self, i: usize, source: SendSource) {

@@ -244,6 +244,7 @@ fn ribbon_prefixed_namespace_crossed_assoc_and_calldata() {
     );
     let cd = md.extensions.iter().find(|e| e.name == "callData").unwrap();
     assert_eq!(cd.parent, "group");
+    assert_eq!(cd.owner.as_deref(), Some("MTQ3YzA3YzAtNjdkNy0xMA=="));
     assert!(cd.raw.starts_with("<callData") && cd.raw.ends_with("</callData>"));
     assert!(
         cd.raw.contains("&lt;sip:2249888500@172.16.198.55&gt;"),
