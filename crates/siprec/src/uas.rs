@@ -215,7 +215,7 @@ pub struct Opened {
     pub invite: Vec<u8>,
     /// Metadata from the INVITE (none: late or never).
     pub metadata: Option<Metadata>,
-    /// Its raw bytes.
+    /// The raw metadata part, kept even when it did not parse (too large, not XML).
     pub metadata_raw: Option<Vec<u8>>,
     /// The streams.
     pub streams: Vec<StreamInfo>,
@@ -320,7 +320,8 @@ struct PendingOffer {
     txn: String,
     method_invite: bool,
     plans: Vec<StreamPlan>,
-    metadata: Option<(Metadata, Vec<u8>)>,
+    /// The metadata part: parsed (when it parses) and raw (always, §6 item 17).
+    metadata: Option<(Option<Metadata>, Vec<u8>)>,
     /// The raw request (the initial INVITE is handed over in `Opened`).
     request: Vec<u8>,
     session_expires: Option<u32>,
@@ -669,7 +670,7 @@ impl Uas {
         if !was_opened {
             r.opened = true;
             let (metadata, metadata_raw) = match metadata_event {
-                Some((m, raw)) => (Some(m), Some(raw)),
+                Some((m, raw)) => (m, Some(raw)),
                 None => (None, None),
             };
             r.metadata = metadata.clone();
@@ -696,7 +697,9 @@ impl Uas {
                 at: now,
             });
         }
-        if let Some((m, raw)) = metadata_event {
+        // An update whose document does not parse changes nothing (its bytes are in the
+        // request the shell may keep).
+        if let Some((Some(m), raw)) = metadata_event {
             self.merge_metadata(rs, m, raw);
         }
         if paused != was_paused {
@@ -1309,7 +1312,7 @@ impl Uas {
         // Never reject for metadata (§6 item 7): a broken document is just not used.
         let md = parts
             .metadata
-            .and_then(|raw| metadata::parse(raw).ok().map(|m| (m, raw.to_vec())));
+            .map(|raw| (metadata::parse(raw).ok(), raw.to_vec()));
         let siprec = is_siprec(msg, parts.metadata.is_some());
         let timer_supported = option_tags(msg, "Supported")
             .chain(option_tags(msg, "Require"))
@@ -1452,7 +1455,7 @@ impl Uas {
         }
         let md = parts
             .metadata
-            .and_then(|raw| metadata::parse(raw).ok().map(|m| (m, raw.to_vec())));
+            .map(|raw| (metadata::parse(raw).ok(), raw.to_vec()));
         let timer_supported = option_tags(msg, "Supported")
             .chain(option_tags(msg, "Require"))
             .any(|t| t.eq_ignore_ascii_case("timer"));
@@ -1494,7 +1497,7 @@ impl Uas {
             if invite {
                 self.start_ok_retransmit(id, bytes, cseq);
             }
-            if let Some((m, raw)) = md {
+            if let Some((Some(m), raw)) = md {
                 self.merge_metadata(id, m, raw);
             }
             return;

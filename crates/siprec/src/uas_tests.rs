@@ -1235,3 +1235,42 @@ fn dialects_without_a_shared_example() {
         (vec![0], MapSource::Assoc)
     );
 }
+
+#[test]
+fn hostile_metadata_never_costs_the_recording() {
+    let bomb = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+<recording><participant participant_id='p'><nameID aor='sip:a@b'><name>&b;</name></nameID></participant></recording>";
+    let huge = format!(
+        "<recording>{}</recording>",
+        "<x/>".repeat(crate::metadata::MAX_METADATA_BYTES / 4 + 1)
+    );
+    let deep = format!("<recording>{}", "<x>".repeat(10_000));
+    let mut srs = Srs::new(cfg());
+    for (i, doc) in [bomb, huge.as_str(), deep.as_str(), "<<<>>>", ""]
+        .into_iter()
+        .enumerate()
+    {
+        let (ct, body) = multipart(&offer("sendonly", "192.0.2.1", &["1"]), doc);
+        let call = format!("h{i}");
+        srs.recv(
+            ms(i as i64),
+            UDP,
+            &invite(&call, &format!("z9hG4bKh{i}"), "", &ct, &body),
+        );
+        assert_eq!(srs.codes(), [100, 200], "doc {i}");
+        let ev = srs.take_events();
+        let Event::Opened(o) = &ev[1] else { panic!() };
+        match i {
+            0 => assert_eq!(
+                o.metadata.as_ref().unwrap().participants[0].name.as_deref(),
+                Some("&b;"),
+                "entities are not expanded"
+            ),
+            1 => assert!(o.metadata.is_none(), "too large: recorded without metadata"),
+            2 => assert!(o.metadata.as_ref().unwrap().malformed),
+            _ => {}
+        }
+        assert!(o.metadata_raw.is_some() || i == 4);
+    }
+    assert_eq!(srs.uas.sessions(), 5);
+}
