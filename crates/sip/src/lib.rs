@@ -21,6 +21,7 @@
 //! - `framing`: [`frame`] for SIP over TCP, [`looks_like_sip`] for UDP payloads.
 //! - [`sdp`]: SDP offers/answers.
 //! - [`multipart`]: multipart bodies (SIPREC, SIP-I).
+//! - `builder`: [`ResponseBuilder`], responses to a parsed request (the SIPREC UAS).
 //! - `dtmf`: [`dtmf_from_info`].
 //!
 //! This file also owns [`sdp_body`], the glue that finds the SDP of a message.
@@ -36,6 +37,7 @@
     )
 )]
 
+mod builder;
 mod dtmf;
 mod framing;
 mod header;
@@ -43,6 +45,7 @@ mod message;
 pub mod multipart;
 pub mod sdp;
 
+pub use builder::{reason_phrase, ResponseBuilder};
 pub use dtmf::{dtmf_from_info, InfoDtmf};
 pub use framing::{frame, looks_like_sip, MAX_BODY_BYTES, MAX_HEADER_BYTES};
 pub use header::{

@@ -37,6 +37,38 @@ impl<'a> Part<'a> {
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
     }
+
+    /// The part's `Content-Disposition` (RFC 3261 §20.11), parsed.
+    pub fn disposition(&self) -> Option<Disposition<'a>> {
+        self.header("Content-Disposition").map(Disposition::parse)
+    }
+}
+
+/// A `Content-Disposition` value: `session;handling=required`, `recording-session`...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disposition<'a> {
+    /// The disposition type as written (`session`, `render`, `recording-session`...).
+    pub kind: &'a str,
+    /// `handling=optional` was given. RFC 3261 §20.11: the default is `required`, so a
+    /// part without the parameter must be understood.
+    pub optional: bool,
+}
+
+impl<'a> Disposition<'a> {
+    /// Parses a `Content-Disposition` value (lenient: spaces around `;` and `=`).
+    pub fn parse(value: &'a str) -> Disposition<'a> {
+        let (kind, params) = value.split_once(';').unwrap_or((value, ""));
+        Disposition {
+            kind: kind.trim(),
+            optional: param(params, "handling")
+                .is_some_and(|h| h.trim_matches('"').eq_ignore_ascii_case("optional")),
+        }
+    }
+
+    /// True when the type is `kind` (case-insensitive).
+    pub fn is(&self, kind: &str) -> bool {
+        self.kind.eq_ignore_ascii_case(kind)
+    }
 }
 
 /// The `boundary` parameter of a `Content-Type` value, unquoted.
@@ -63,15 +95,25 @@ fn infer_boundary(body: &[u8]) -> Option<&[u8]> {
 /// Splits a multipart body into its parts. The boundary comes from `content_type_header`
 /// (quoted or not) or, when that has none, from the first `--` line of the body. Preamble
 /// and epilogue are ignored; a missing close delimiter (truncated body) keeps the last part.
+///
+/// When the declared boundary splits nothing (a gateway that rewrote one but not the
+/// other), the boundary of the first `--` line is tried before giving up.
 pub fn parts<'a>(content_type_header: &str, body: &'a [u8]) -> Vec<Part<'a>> {
+    let inferred = infer_boundary(body);
+    match boundary(content_type_header) {
+        Some(b) => {
+            let out = parts_with(b.as_bytes(), body);
+            match inferred {
+                Some(i) if out.is_empty() && !i.starts_with(b.as_bytes()) => parts_with(i, body),
+                _ => out,
+            }
+        }
+        None => inferred.map(|b| parts_with(b, body)).unwrap_or_default(),
+    }
+}
+
+fn parts_with<'a>(b: &[u8], body: &'a [u8]) -> Vec<Part<'a>> {
     let mut out = Vec::new();
-    let b = match boundary(content_type_header) {
-        Some(b) => b.as_bytes(),
-        None => match infer_boundary(body) {
-            Some(b) => b,
-            None => return out,
-        },
-    };
     let mut delim = Vec::with_capacity(b.len().saturating_add(2));
     delim.extend_from_slice(b"--");
     delim.extend_from_slice(b);
@@ -306,6 +348,13 @@ Content-Disposition: recording-session\r\n\
             MAX_PARTS
         );
         // Part without a blank line is all headers.
+        // A declared boundary that matches nothing falls back to the body's own.
+        let ps = parts("m/m;boundary=other", b"--b\nContent-Type: a/b\n\nx\n--b--");
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].body, b"x");
+        let d = Disposition::parse("session ; handling = \"optional\"");
+        assert!(d.is("SESSION") && d.optional);
+        assert!(!Disposition::parse("recording-session").optional);
         let ps = parts("m/m;boundary=b", b"--b\r\nContent-Type: a/b\r\n--b--");
         assert_eq!(ps[0].content_type, Some("a/b"));
         assert!(ps[0].body.is_empty());
