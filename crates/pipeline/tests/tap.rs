@@ -636,7 +636,10 @@ fn validate(vcons: &[Value]) {
         eprintln!("skipped: validate-vcon not found (set VCONTAP_SHARED)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("vcontap-pipeline-{}", std::process::id()));
+    // One directory per call: tests run in parallel threads of one process.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vcontap-pipeline-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for v in vcons {
@@ -654,4 +657,5 @@ fn validate(vcons: &[Value]) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
