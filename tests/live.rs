@@ -375,5 +375,16 @@ fn hep_from_sngrep_gives_the_calls_of_a_replay() {
     a.sort_by(|x, y| x.0.cmp(&y.0));
     b.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(a, b, "{err}");
+    // Each vCon names the agent (sngrep's id 2002, as sngrep writes it: 16-bit swapped)
+    // and says the times are the agent's.
+    for v in &got {
+        let h = &v["vcontap"]["hep"];
+        let agents = h["agents"].as_array().unwrap();
+        assert_eq!(agents.len(), 1, "{h}");
+        assert_eq!(agents[0]["capture_id"], 2002u32 << 16, "{h}");
+        assert_eq!(agents[0]["packets"], h["packets"], "{h}");
+        assert!(h["packets"].as_u64().unwrap() >= 2, "{h}");
+        assert_eq!(h["timestamps"], "agent", "{h}");
+    }
     common::validate(&[&out]);
 }
