@@ -9,85 +9,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use vcontap_afpacket::Injector;
 use vcontap_synth::SynthConfig;
 use vcontap_wire::PcapReader;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).to_string())
-    }
-}
-
-/// Two namespaces and a veth pair; deleted on drop.
-struct Veth {
-    ns_send: String,
-    ns_cap: String,
-    if_send: String,
-    if_cap: String,
-}
-
-impl Veth {
-    fn new() -> Option<Veth> {
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let v = Veth {
-            ns_send: format!("vcl-{id}-s"),
-            ns_cap: format!("vcl-{id}-c"),
-            if_send: format!("vls{id}"),
-            if_cap: format!("vlc{id}"),
-        };
-        if let Err(e) = ip(&["netns", "add", &v.ns_send]) {
-            eprintln!("skipped: cannot create a network namespace (root needed): {e}");
-            return None;
-        }
-        ip(&["netns", "add", &v.ns_cap]).unwrap();
-        for ns in [&v.ns_send, &v.ns_cap] {
-            // Only our frames on the link: no IPv6 router solicitations or MLD reports.
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ])
-                .status();
-            ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
-        }
-        ip(&[
-            "link", "add", &v.if_send, "netns", &v.ns_send, "type", "veth", "peer", "name",
-            &v.if_cap, "netns", &v.ns_cap,
-        ])
-        .unwrap();
-        ip(&["-n", &v.ns_send, "link", "set", &v.if_send, "up"]).unwrap();
-        ip(&["-n", &v.ns_cap, "link", "set", &v.if_cap, "up"]).unwrap();
-        Some(v)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.ns_send]);
-        let _ = ip(&["netns", "del", &self.ns_cap]);
-    }
-}
+use common::netns::Veth;
 
 /// Two answered calls one after the other, 3 s of talk each.
 fn capture(dir: &Path) -> PathBuf {
