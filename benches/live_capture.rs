@@ -340,7 +340,7 @@ fn inject(
             std::thread::yield_now();
         }
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             sent.store(n, Ordering::Relaxed);
             let due = Duration::from_secs_f64(n as f64 / rate as f64);
             let el = start.elapsed();
