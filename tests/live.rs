@@ -316,3 +316,41 @@ fn hep_from_sngrep_gives_the_calls_of_a_replay() {
     }
     common::validate(&[&out]);
 }
+
+/// With the `pcap` feature, `capture.filter` is a BPF expression compiled by libpcap:
+/// `validate` accepts what only libpcap understands and names the field when libpcap refuses.
+#[cfg(feature = "pcap")]
+#[test]
+fn validate_compiles_bpf_filters_with_the_pcap_feature() {
+    let dir = common::tmpdir("validate-bpf");
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("vcontap.example.toml");
+    let text = std::fs::read_to_string(good)
+        .unwrap()
+        .replace("interfaces = [\"eth1\"]", "interfaces = [\"lo\"]")
+        .replace(
+            "/var/lib/vcontap/vcons",
+            dir.join("vcons").to_str().unwrap(),
+        );
+    let from = "# filter = \"port 5060 or portrange 10000-20000\"";
+    assert!(text.contains(from));
+    for (filter, ok) in [
+        (
+            "udp port 5060 and udp[8:4] != 0 and not ether broadcast",
+            true,
+        ),
+        ("udp port", false),
+    ] {
+        let f = dir.join("f.toml");
+        std::fs::write(&f, text.replace(from, &format!("filter = \"{filter}\""))).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_vcontap"))
+            .arg("validate")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{filter}: {err}");
+        if !ok {
+            assert!(err.contains("capture.filter"), "{err}");
+        }
+    }
+}
