@@ -1,8 +1,9 @@
 //! The [`Tap`]: wire decoder + shard router + engine shards behind one sans-IO-style
 //! interface — `handle_packet`, `handle_timeout`, `poll_timeout`, `finish` — so every
 //! driver (file replay, live capture, HEP, benches) runs the same code and none can forget
-//! a timer. Datagrams that arrive already decoded (HEP) enter through `handle_datagram`,
-//! the same per-datagram path as the ones decoded from frames.
+//! a timer. Datagrams that arrive already decoded enter through `handle_datagram` (or
+//! `handle_hep`, which adds the HEP capture agent as a 4-byte `Origin`), the same
+//! per-datagram path as the ones decoded from frames.
 //!
 //! # Time
 //!
