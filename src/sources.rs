@@ -17,7 +17,12 @@ use crate::live::{LiveSettings, LiveSource};
 
 /// Checks a capture filter expression (for `validate`).
 pub fn check_filter(f: &str) -> Result<()> {
-    vcontap_afpacket::filter::Filter::parse(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cfg!(feature = "pcap") {
+        // Compiled as the kernel will run it on a named Ethernet interface.
+        vcontap_afpacket::bpf::compile(f, false, 65535).map_err(|e| anyhow::anyhow!("{e}"))?;
+    } else {
+        vcontap_afpacket::filter::Filter::parse(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     Ok(())
 }
 
@@ -52,10 +57,16 @@ struct Rings {
 
 impl Rings {
     fn open(s: &LiveSettings) -> Result<Self> {
-        let filter = match &s.filter {
-            Some(f) => vcontap_afpacket::filter::Filter::parse(f)
-                .map_err(|e| anyhow::anyhow!("--filter: {e}"))?,
-            None => Default::default(),
+        // With the `pcap` feature the expression is BPF, compiled by libpcap and run by the
+        // kernel (each ring compiles it for its socket); otherwise the user-space filter.
+        let (filter, bpf) = match &s.filter {
+            Some(f) if cfg!(feature = "pcap") => (Default::default(), Some(f.clone())),
+            Some(f) => (
+                vcontap_afpacket::filter::Filter::parse(f)
+                    .map_err(|e| anyhow::anyhow!("--filter: {e}"))?,
+                None,
+            ),
+            None => (Default::default(), None),
         };
         let mut rings = Vec::new();
         let mut labels = Vec::new();
@@ -67,6 +78,7 @@ impl Rings {
             cfg.snaplen = s.snaplen;
             cfg.promiscuous = s.promiscuous;
             cfg.filter = filter.clone();
+            cfg.bpf = bpf.clone();
             let cap = if s.rings > 1 {
                 // A group id per process and interface: two daemons must not share one.
                 let group = ((std::process::id() as u16).wrapping_mul(31)).wrapping_add(i as u16);

@@ -9,85 +9,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use vcontap_afpacket::Injector;
 use vcontap_synth::SynthConfig;
 use vcontap_wire::PcapReader;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).to_string())
-    }
-}
-
-/// Two namespaces and a veth pair; deleted on drop.
-struct Veth {
-    ns_send: String,
-    ns_cap: String,
-    if_send: String,
-    if_cap: String,
-}
-
-impl Veth {
-    fn new() -> Option<Veth> {
-        let id = format!(
-            "{}{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let v = Veth {
-            ns_send: format!("vcl-{id}-s"),
-            ns_cap: format!("vcl-{id}-c"),
-            if_send: format!("vls{id}"),
-            if_cap: format!("vlc{id}"),
-        };
-        if let Err(e) = ip(&["netns", "add", &v.ns_send]) {
-            eprintln!("skipped: cannot create a network namespace (root needed): {e}");
-            return None;
-        }
-        ip(&["netns", "add", &v.ns_cap]).unwrap();
-        for ns in [&v.ns_send, &v.ns_cap] {
-            // Only our frames on the link: no IPv6 router solicitations or MLD reports.
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ])
-                .status();
-            ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
-        }
-        ip(&[
-            "link", "add", &v.if_send, "netns", &v.ns_send, "type", "veth", "peer", "name",
-            &v.if_cap, "netns", &v.ns_cap,
-        ])
-        .unwrap();
-        ip(&["-n", &v.ns_send, "link", "set", &v.if_send, "up"]).unwrap();
-        ip(&["-n", &v.ns_cap, "link", "set", &v.if_cap, "up"]).unwrap();
-        Some(v)
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.ns_send]);
-        let _ = ip(&["netns", "del", &self.ns_cap]);
-    }
-}
+use common::netns::Veth;
 
 /// Two answered calls one after the other, 3 s of talk each.
 fn capture(dir: &Path) -> PathBuf {
@@ -375,5 +303,54 @@ fn hep_from_sngrep_gives_the_calls_of_a_replay() {
     a.sort_by(|x, y| x.0.cmp(&y.0));
     b.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(a, b, "{err}");
+    // Each vCon names the agent (sngrep's id 2002, as sngrep writes it: 16-bit swapped)
+    // and says the times are the agent's.
+    for v in &got {
+        let h = &v["vcontap"]["hep"];
+        let agents = h["agents"].as_array().unwrap();
+        assert_eq!(agents.len(), 1, "{h}");
+        assert_eq!(agents[0]["capture_id"], 2002u32 << 16, "{h}");
+        assert_eq!(agents[0]["packets"], h["packets"], "{h}");
+        assert!(h["packets"].as_u64().unwrap() >= 2, "{h}");
+        assert_eq!(h["timestamps"], "agent", "{h}");
+    }
     common::validate(&[&out]);
+}
+
+/// With the `pcap` feature, `capture.filter` is a BPF expression compiled by libpcap:
+/// `validate` accepts what only libpcap understands and names the field when libpcap refuses.
+#[cfg(feature = "pcap")]
+#[test]
+fn validate_compiles_bpf_filters_with_the_pcap_feature() {
+    let dir = common::tmpdir("validate-bpf");
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("vcontap.example.toml");
+    let text = std::fs::read_to_string(good)
+        .unwrap()
+        .replace("interfaces = [\"eth1\"]", "interfaces = [\"lo\"]")
+        .replace(
+            "/var/lib/vcontap/vcons",
+            dir.join("vcons").to_str().unwrap(),
+        );
+    let from = "# filter = \"port 5060 or portrange 10000-20000\"";
+    assert!(text.contains(from));
+    for (filter, ok) in [
+        (
+            "udp port 5060 and udp[8:4] != 0 and not ether broadcast",
+            true,
+        ),
+        ("udp port", false),
+    ] {
+        let f = dir.join("f.toml");
+        std::fs::write(&f, text.replace(from, &format!("filter = \"{filter}\""))).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_vcontap"))
+            .arg("validate")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{filter}: {err}");
+        if !ok {
+            assert!(err.contains("capture.filter"), "{err}");
+        }
+    }
 }

@@ -30,6 +30,7 @@
 )]
 #![deny(missing_docs)]
 
+pub mod bpf;
 pub mod filter;
 pub mod ring;
 mod sys;

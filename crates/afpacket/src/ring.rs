@@ -61,6 +61,9 @@ pub struct RingConfig {
     pub fanout: Option<Fanout>,
     /// User-space filter applied before a frame is handed out.
     pub filter: Filter,
+    /// A BPF expression run by the kernel before the ring (needs the `pcap` feature; see
+    /// [`crate::bpf`]).
+    pub bpf: Option<String>,
 }
 
 impl RingConfig {
@@ -78,6 +81,7 @@ impl RingConfig {
             promiscuous: true,
             fanout: None,
             filter: Filter::default(),
+            bpf: None,
         }
     }
 }
@@ -169,6 +173,14 @@ impl Ring {
 
     fn open_here(cfg: &RingConfig) -> Result<Ring, CaptureError> {
         let any = cfg.interface == "any";
+        // Compiled before any socket exists: a bad expression is a configuration error.
+        let bpf = match &cfg.bpf {
+            Some(expr) => Some(
+                crate::bpf::compile(expr, any, cfg.snaplen)
+                    .map_err(|e| CaptureError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let ifindex = if any {
             0
         } else {
@@ -178,7 +190,10 @@ impl Ring {
         let os = |op: &'static str| move |e| CaptureError::Os(op, e);
         let fd = sys::packet_socket(any).map_err(os("socket"))?;
         sys::set_tpacket_v3(&fd).map_err(os("PACKET_VERSION"))?;
-        sys::set_snaplen(&fd, cfg.snaplen).map_err(os("SO_ATTACH_FILTER"))?;
+        match &bpf {
+            None => sys::set_snaplen(&fd, cfg.snaplen).map_err(os("SO_ATTACH_FILTER"))?,
+            Some(prog) => sys::attach_filter(&fd, prog).map_err(os("SO_ATTACH_FILTER"))?,
+        }
         let map = MappedRing::new(
             &fd,
             RingGeometry {

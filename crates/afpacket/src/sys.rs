@@ -194,6 +194,34 @@ pub(crate) fn set_snaplen(fd: &OwnedFd, snaplen: u32) -> io::Result<()> {
     )
 }
 
+/// Attaches a classic BPF program (compiled by libpcap, see `bpf.rs`); the kernel checks
+/// it (`sk_chk_filter`) and refuses an invalid one with EINVAL.
+pub(crate) fn attach_filter(fd: &OwnedFd, insns: &[crate::bpf::Insn]) -> io::Result<()> {
+    let prog: Vec<SockFilter> = insns
+        .iter()
+        .map(|i| SockFilter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let len =
+        u16::try_from(prog.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fprog = SockFprog {
+        len,
+        filter: prog.as_ptr(),
+    };
+    // `prog` outlives the setsockopt inside (the kernel copies the program).
+    setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &fprog,
+        "SO_ATTACH_FILTER",
+    )
+}
+
 /// Binds to `ifindex` (0 = every interface), receiving every protocol when `receive`,
 /// none otherwise (a send-only socket).
 pub(crate) fn bind(fd: &OwnedFd, ifindex: u32, receive: bool) -> io::Result<()> {

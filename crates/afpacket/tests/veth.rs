@@ -479,6 +479,82 @@ fn filters_drop_what_they_should_and_count_it() {
     assert_eq!(st[0].frames, 80);
 }
 
+/// `--filter` with the `pcap` feature: a full BPF expression compiled by libpcap and run by
+/// the kernel. Refused frames never reach the ring (the kernel does not count them either),
+/// and the snap length still applies to the ones accepted.
+#[cfg(feature = "pcap")]
+#[test]
+fn bpf_expressions_filter_in_the_kernel() {
+    let Some(v) = Veth::new() else { return };
+    let mut cfg = v.ring();
+    cfg.bpf = Some(
+        "udp and (port 5060 or portrange 10000-10010) and not src host 10.98.0.1 \
+         and udp[8:4] != 12"
+            .into(),
+    );
+    cfg.snaplen = 100;
+    let mut cap = Capture::open(&[cfg]).unwrap();
+    let inj = v.injector();
+    let cases: [(bool, [u8; 4], u16, u16); 6] = [
+        (true, [10, 77, 0, 1], 40000, 5060),
+        (true, [10, 77, 0, 1], 5060, 40000),
+        (true, [10, 77, 0, 1], 40000, 10005),
+        (false, [10, 98, 0, 1], 40000, 5060),
+        (false, [10, 77, 0, 1], 40000, 10011),
+        (false, [10, 77, 0, 1], 1, 2),
+    ];
+    let mut frames = Vec::new();
+    for round in 0..20u32 {
+        for (k, (_, src, sp, dp)) in cases.iter().enumerate() {
+            frames.push(frame(
+                &[],
+                *src,
+                [10, 77, 0, 2],
+                *sp,
+                *dp,
+                round * 10 + k as u32,
+                100,
+            ));
+        }
+    }
+    // Seq 12 (round 1, case 2) passes the ports but not the payload test.
+    send_all(&inj, &frames);
+    let want = frames
+        .iter()
+        .filter(|f| {
+            let seq = seq_of(f, 14);
+            cases[(seq % 10) as usize].0 && seq != 12
+        })
+        .count();
+    let got = collect(&mut cap, want, Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_millis(50));
+    let extra = collect(&mut cap, 1, Duration::from_millis(100), |_| true);
+    assert!(extra.is_empty(), "nothing else passes the kernel filter");
+    assert_eq!(got.len(), want);
+    for g in &got {
+        let seq = seq_of(&g.data, 14);
+        assert!(
+            cases[(seq % 10) as usize].0 && seq != 12,
+            "seq {seq} passed"
+        );
+        assert_eq!(g.data.len(), 100, "the snap length still applies");
+        assert_eq!(g.orig_len, 14 + 20 + 8 + 4 + 100);
+    }
+    let st = cap.stats().unwrap();
+    assert_eq!(st[0].kernel_packets, want as u64, "{st:?}");
+    assert_eq!(st[0].filtered, 0, "no user-space filtering: {st:?}");
+}
+
+/// Without a compiler a BPF expression is refused when the ring opens, with the reason.
+#[cfg(not(feature = "pcap"))]
+#[test]
+fn bpf_expressions_need_the_pcap_feature() {
+    let mut cfg = RingConfig::new("lo");
+    cfg.bpf = Some("udp port 5060".into());
+    let e = Capture::open(&[cfg]).unwrap_err().to_string();
+    assert!(e.contains("`pcap` feature"), "{e}");
+}
+
 #[test]
 fn a_full_ring_drops_and_counts_and_occupancy_shows_it() {
     let Some(v) = Veth::new() else { return };

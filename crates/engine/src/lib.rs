@@ -76,12 +76,14 @@
 mod build;
 mod call;
 mod config;
+mod origin;
 mod router;
 mod session;
 mod stats;
 
 pub use call::FinishReason;
 pub use config::{EngineConfig, RecordMode};
+pub use origin::{AgentId, AgentInfo, Origin, MAX_AGENTS, MAX_AGENTS_PER_CALL};
 pub use router::{Router, Shards};
 pub use session::{
     Participant, PayloadFormat, SessionError, SessionId, SessionSpec, Side, StreamSpec,
@@ -392,6 +394,10 @@ pub struct Engine {
     /// [`Engine::poll_timeout`], kept current so the per-packet check is one load.
     next_timeout: Timestamp,
     stats: EngineStats,
+    /// Capture agents the driver registered, by [`AgentId`] (at most [`MAX_AGENTS`]).
+    agents: Vec<Option<Arc<AgentInfo>>>,
+    /// The origin of the datagram being handled ([`Engine::handle_datagram_from`]).
+    origin: Option<Origin>,
 }
 
 /// How long a finished call's Call-ID is remembered: RFC 3261 Timer B (64 × T1 = 32 s) is
@@ -433,6 +439,8 @@ impl Engine {
             timer_now: Timestamp(i64::MIN),
             next_timeout: Timestamp(i64::MIN),
             stats: EngineStats::default(),
+            agents: Vec::new(),
+            origin: None,
             cfg,
         }
     }
@@ -511,6 +519,30 @@ impl Engine {
             }
         } else {
             self.handle_sip(d);
+        }
+    }
+
+    /// Feeds one datagram that another host captured (HEP) with where it came from: the
+    /// calls it reaches note its agent and whose clock stamped it (`vcontap.hep`).
+    pub fn handle_datagram_from(&mut self, d: &Datagram<'_>, origin: Origin) {
+        self.origin = Some(origin);
+        self.handle_datagram(d);
+        self.origin = None;
+    }
+
+    /// Makes `id` name `info` for [`Origin`]s handed in later. The driver interns each
+    /// distinct agent once; ids at or above [`MAX_AGENTS`] are ignored (their packets are
+    /// counted as from unnamed agents).
+    pub fn register_agent(&mut self, id: AgentId, info: Arc<AgentInfo>) {
+        let i = usize::from(id.0);
+        if i >= MAX_AGENTS {
+            return;
+        }
+        if self.agents.len() <= i {
+            self.agents.resize(i + 1, None);
+        }
+        if let Some(slot) = self.agents.get_mut(i) {
+            *slot = Some(info);
         }
     }
 
@@ -890,6 +922,9 @@ impl Engine {
         let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) else {
             return;
         };
+        if let Some(o) = self.origin {
+            call.note_origin(o, &self.agents);
+        }
         let mut new_ssrc = None;
         if dir.rtcp {
             call.handle_rtcp(dir.sender, d);
@@ -987,7 +1022,10 @@ impl Engine {
             }
         };
         let now = self.now;
-        if let Some(call) = self.call_mut(h) {
+        if let Some(call) = self.calls.get_mut(h.0 as usize).and_then(|c| c.as_mut()) {
+            if let Some(o) = self.origin {
+                call.note_origin(o, &self.agents);
+            }
             call.handle_sip(&msg, d, now);
         }
         self.sync_routes(h);

@@ -2,7 +2,7 @@
 //! socket and a TCP listener (`--hep-listen ADDR`, HEP's usual port 9060), checks the optional
 //! auth key, counts every message by outcome, and hands the SIP and RTP it carries to the
 //! driver as owned [`HepDatagram`]s (a [`vcontap_wire::Datagram`] plus [`HepMeta`]: capture
-//! agent id, node name, correlation id), which the driver feeds to [`crate::Tap::handle_datagram`].
+//! agent id, node name, correlation id), which the driver feeds to [`crate::Tap::handle_hep`].
 //!
 //! # Threads and bounds
 //!
@@ -521,7 +521,7 @@ impl HepListener {
         clock: &Clock,
         max: usize,
     ) -> Result<usize, PipelineError> {
-        self.poll(max, |d, _| tap.handle_datagram(d, clock.now()))
+        self.poll(max, |d, m| tap.handle_hep(d, m, clock.now()))
     }
 
     /// Stops the threads and waits for them.

@@ -29,6 +29,7 @@
     )
 )]
 
+mod agents;
 pub mod clock;
 pub mod hep;
 pub mod media;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use vcontap_engine::{
-    Engine, EngineConfig, EngineStats, FinishReason, Output, RecordMode, VconEvent,
+    Engine, EngineConfig, EngineStats, FinishReason, Origin, Output, RecordMode, VconEvent,
 };
 use vcontap_wire::{Datagram, Timestamp};
 
@@ -90,9 +90,13 @@ impl ShardCore {
     pub(crate) fn handle_datagram(
         &mut self,
         d: &Datagram<'_>,
+        origin: Option<Origin>,
         emit: &mut EmitFn<'_>,
     ) -> Result<(), PipelineError> {
-        self.engine.handle_datagram(d);
+        match origin {
+            None => self.engine.handle_datagram(d),
+            Some(o) => self.engine.handle_datagram_from(d, o),
+        }
         self.drain(emit)
     }
 

@@ -1,8 +1,9 @@
 //! The [`Tap`]: wire decoder + shard router + engine shards behind one sans-IO-style
 //! interface — `handle_packet`, `handle_timeout`, `poll_timeout`, `finish` — so every
 //! driver (file replay, live capture, HEP, benches) runs the same code and none can forget
-//! a timer. Datagrams that arrive already decoded (HEP) enter through `handle_datagram`,
-//! the same per-datagram path as the ones decoded from frames.
+//! a timer. Datagrams that arrive already decoded enter through `handle_datagram` (or
+//! `handle_hep`, which adds the HEP capture agent as a 4-byte `Origin`), the same
+//! per-datagram path as the ones decoded from frames.
 //!
 //! # Time
 //!
@@ -37,11 +38,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use vcontap_engine::{EngineConfig, EngineStats, EventKind, FinishReason, Router, VconEvent};
+use vcontap_engine::{
+    AgentId, AgentInfo, EngineConfig, EngineStats, EventKind, FinishReason, Origin, Router,
+    VconEvent,
+};
 use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, RawPacket, Timestamp, Transport,
 };
 
+use crate::agents::AgentTable;
+use crate::hep::HepMeta;
 use crate::media::{MediaStore, MediaTotals};
 use crate::queue::{QueueCounters, QueuePolicy, QueueSnapshot};
 use crate::shard::{ShardCore, ShardTotals};
@@ -168,6 +174,7 @@ type BatchItem = (
     Transport,
     Option<u16>,
     Range<usize>,
+    Option<Origin>,
 );
 
 /// Datagrams with owned payloads, packed into one buffer.
@@ -184,6 +191,8 @@ enum ShardMsg {
     Finish(Timestamp, FinishReason),
     /// The source dropped packets in this span (kernel ring drops).
     CaptureLoss(Timestamp, Timestamp, u64),
+    /// A HEP capture agent interned by the driver, before any datagram naming it.
+    Agent(AgentId, Arc<AgentInfo>),
 }
 
 struct RemoteShard {
@@ -221,6 +230,8 @@ pub struct Tap {
     next_decoder_sweep: Timestamp,
     counters: Arc<TapCounters>,
     packets: u64,
+    /// HEP capture agents seen so far.
+    agents: AgentTable,
 }
 
 impl Tap {
@@ -296,6 +307,7 @@ impl Tap {
             next_decoder_sweep: Timestamp(i64::MIN),
             counters,
             packets: 0,
+            agents: AgentTable::default(),
         })
     }
 
@@ -342,7 +354,7 @@ impl Tap {
         let (mode, policy, counters) = (&mut self.mode, self.policy, &*self.counters);
         self.decoder.decode(pkt, &mut |d| {
             if err.is_none() {
-                err = dispatch(mode, &d, now, policy, counters).err();
+                err = dispatch(mode, &d, None, now, policy, counters).err();
             }
         });
         match err {
@@ -361,7 +373,53 @@ impl Tap {
         now: Timestamp,
     ) -> Result<(), PipelineError> {
         let now = self.before_input(now)?;
-        dispatch(&mut self.mode, d, now, self.policy, &self.counters)
+        dispatch(&mut self.mode, d, None, now, self.policy, &self.counters)
+    }
+
+    /// Feeds one datagram taken out of HEP, with what HEP said about it: as
+    /// [`Tap::handle_datagram`], and the calls it reaches name its capture agent and say
+    /// whose clock stamped it (`vcontap.hep`). Each distinct agent is interned once.
+    pub fn handle_hep(
+        &mut self,
+        d: &Datagram<'_>,
+        meta: &HepMeta,
+        now: Timestamp,
+    ) -> Result<(), PipelineError> {
+        let now = self.before_input(now)?;
+        let (agent, new) = self.agents.intern(meta.capture_id, meta.node_name.as_ref());
+        if let (Some(id), Some(info)) = (agent, new) {
+            self.register_agent(id, info);
+        }
+        let origin = Origin {
+            agent,
+            arrival_time: meta.arrival_time,
+        };
+        dispatch(
+            &mut self.mode,
+            d,
+            Some(origin),
+            now,
+            self.policy,
+            &self.counters,
+        )
+    }
+
+    /// HEP agents not named in vCons because the agent table was full.
+    pub fn agents_overflow(&self) -> u64 {
+        self.agents.overflow
+    }
+
+    fn register_agent(&mut self, id: AgentId, info: Arc<AgentInfo>) {
+        match &mut self.mode {
+            Mode::Inline { core, .. } => core.engine.register_agent(id, info),
+            Mode::Threads { shards, .. } => {
+                for s in shards.iter_mut() {
+                    // Once per agent: blocking is fine, and it must precede the batch that
+                    // names the agent (same channel, so it does).
+                    let _ = s.tx.send(ShardMsg::Agent(id, info.clone()));
+                }
+            }
+        }
     }
 
     /// What every input does first: run due timers, count the packet; returns the timer
@@ -540,6 +598,7 @@ impl Tap {
 fn dispatch(
     mode: &mut Mode,
     d: &Datagram<'_>,
+    origin: Option<Origin>,
     now: Timestamp,
     policy: QueuePolicy,
     counters: &TapCounters,
@@ -547,7 +606,7 @@ fn dispatch(
     match mode {
         Mode::Inline { core, handler } => {
             let mut emit = counting(counters, handler);
-            core.handle_datagram(d, &mut emit)
+            core.handle_datagram(d, origin, &mut emit)
         }
         Mode::Threads { shards, router, .. } => {
             // Usually one shard; each shard sharing a media address (B2BUA legs on
@@ -557,8 +616,15 @@ fn dispatch(
                 let b = &mut s.batch;
                 let start = b.buf.len();
                 b.buf.extend_from_slice(d.payload);
-                b.items
-                    .push((d.ts, d.src, d.dst, d.transport, d.vlan, start..b.buf.len()));
+                b.items.push((
+                    d.ts,
+                    d.src,
+                    d.dst,
+                    d.transport,
+                    d.vlan,
+                    start..b.buf.len(),
+                    origin,
+                ));
                 s.batch_since.get_or_insert(now);
                 if b.items.len() >= BATCH_DATAGRAMS {
                     send_batch(s, now, policy, counters)?;
@@ -631,7 +697,7 @@ fn shard_loop(
     for msg in rx {
         match msg {
             ShardMsg::Batch(b) => {
-                for (ts, src, dst, transport, vlan, r) in &b.items {
+                for (ts, src, dst, transport, vlan, r, origin) in &b.items {
                     let d = Datagram {
                         ts: *ts,
                         src: *src,
@@ -640,13 +706,14 @@ fn shard_loop(
                         vlan: *vlan,
                         payload: b.buf.get(r.clone()).unwrap_or(&[]),
                     };
-                    core.handle_datagram(&d, &mut emit)?;
+                    core.handle_datagram(&d, *origin, &mut emit)?;
                 }
                 core.handle_timeout(b.now, &mut emit)?;
                 core.publish_deadline(b.now);
             }
             ShardMsg::Finish(ts, reason) => core.finish(ts, reason, &mut emit)?,
             ShardMsg::CaptureLoss(a, b, n) => core.engine.note_capture_loss(a, b, n),
+            ShardMsg::Agent(id, info) => core.engine.register_agent(id, info),
         }
     }
     Ok(core.close())

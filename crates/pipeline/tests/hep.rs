@@ -1,6 +1,6 @@
 //! HEP in, end to end over real loopback sockets: a synthesized capture's SIP and RTP are
 //! wrapped into HEP3 (UDP, and TCP in another test), sent to a `HepListener`, fed to a `Tap`
-//! with `handle_datagram`, and the finished vCons must equal those of the same capture fed
+//! with `handle_hep`, and the finished vCons must equal those of the same capture fed
 //! as frames. sngrep (Debian `sngrep`), when installed, sends a capture as HEP too. Wrong
 //! auth keys and malformed input are counted and the listener keeps working.
 
@@ -192,7 +192,7 @@ fn replay_hep(
             .poll(usize::MAX, |d, m| {
                 metas.push(m.clone());
                 let now = clock.on_packet(d.ts);
-                tap.handle_datagram(d, now)
+                tap.handle_hep(d, m, now)
             })
             .unwrap();
     }
@@ -203,9 +203,13 @@ fn replay_hep(
     (v, metas)
 }
 
-/// A vCon without what legitimately differs between two runs: recording file URLs.
+/// A vCon without what legitimately differs between two runs: recording file URLs, and the
+/// HEP agents (`vcontap.hep`, checked by [`hep_agents`]) which frames do not have.
 fn comparable(v: &Value) -> Value {
     let mut v = v.clone();
+    if let Some(o) = v["vcontap"].as_object_mut() {
+        o.remove("hep");
+    }
     if let Some(ds) = v["dialog"].as_array_mut() {
         for d in ds {
             if let Some(o) = d.as_object_mut() {
@@ -214,6 +218,29 @@ fn comparable(v: &Value) -> Value {
         }
     }
     v
+}
+
+/// `vcontap.hep` of a vCon: (capture id, node name, packets) per agent, the HEP packet
+/// count and whose clock stamped them.
+fn hep_agents(v: &Value) -> (Vec<(Value, Value, u64)>, u64, String) {
+    let h = &v["vcontap"]["hep"];
+    let agents = h["agents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no vcontap.hep in {}", v["uuid"]))
+        .iter()
+        .map(|a| {
+            (
+                a["capture_id"].clone(),
+                a["node_name"].clone(),
+                a["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        agents,
+        h["packets"].as_u64().unwrap(),
+        h["timestamps"].as_str().unwrap().to_string(),
+    )
 }
 
 fn by_uuid(vs: &[Value]) -> std::collections::BTreeMap<String, Value> {
@@ -318,6 +345,18 @@ fn hep_over_udp_gives_the_same_vcons_as_frames() {
         assert_eq!(v["parties"], w["parties"], "{uuid}");
         assert_eq!(v, w, "{uuid}");
     }
+    // Every call names the one agent that sent all its packets, on the agent's clock.
+    for v in &hep {
+        let (agents, packets, clock) = hep_agents(v);
+        assert_eq!(
+            agents,
+            vec![(Value::from(4242), Value::from("edge-7"), packets)],
+            "{}",
+            v["uuid"]
+        );
+        assert!(packets >= 3, "{packets}");
+        assert_eq!(clock, "agent");
+    }
     // Some answered with recordings, some failed.
     let recorded = hep
         .iter()
@@ -329,6 +368,94 @@ fn hep_over_udp_gives_the_same_vcons_as_frames() {
         .count();
     assert!(recorded >= 3 && failed >= 1, "{recorded} {failed}");
     validate(&hep, "udp");
+}
+
+/// SIP from one agent, RTP from another whose messages carried no timestamp, through a
+/// Tap with two engine shards (agents are registered with every shard before the batch
+/// that names them): each answered call names both agents and says its clocks were mixed.
+#[test]
+fn calls_name_every_agent_and_whose_clock_through_shards() {
+    let pcap = synth(4, SipTransport::Udp, 21);
+    let dir = tmpdir("agents");
+    let mut cfg = TapConfig::replay(EngineConfig {
+        record: RecordMode::None,
+        host: "hep.test".into(),
+        ..EngineConfig::default()
+    });
+    cfg.shards = 2;
+    cfg.media = Some(Arc::new(LocalFiles::new(&dir, None).unwrap()));
+    let done: Finished = Arc::new(Mutex::new(Vec::new()));
+    let d = done.clone();
+    let mut tap = Tap::new(
+        cfg,
+        Box::new(move |e| {
+            if e.kind == EventKind::Finished {
+                d.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&e.vcon_json).unwrap());
+            }
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let meta = |capture_id: u32, node: &str, arrival_time: bool| HepMeta {
+        version: 3,
+        proto_type: 1,
+        capture_id: Some(capture_id),
+        node_name: Some(Arc::from(node)),
+        correlation_id: None,
+        peer: "127.0.0.1:9".parse().unwrap(),
+        via: HepVia::Udp,
+        arrival_time,
+    };
+    let (sip_agent, rtp_agent) = (meta(11, "sbc-1", false), meta(22, "media-1", true));
+    let mut clock = Clock::capture();
+    let (mut sip, mut rtp) = (0, 0);
+    for o in datagrams(&pcap) {
+        let d = vcontap_wire::Datagram {
+            ts: o.ts,
+            src: o.src,
+            dst: o.dst,
+            transport: o.transport,
+            vlan: None,
+            payload: &o.payload,
+        };
+        let now = clock.on_packet(o.ts);
+        if vcontap_sip::looks_like_sip(&o.payload) {
+            sip += 1;
+            tap.handle_hep(&d, &sip_agent, now).unwrap();
+        } else {
+            rtp += 1;
+            tap.handle_hep(&d, &rtp_agent, now).unwrap();
+        }
+    }
+    assert!(sip > 0 && rtp > 0);
+    assert_eq!(tap.agents_overflow(), 0);
+    tap.finish(clock.now()).unwrap();
+    let vcons = done.lock().unwrap().clone();
+    assert_eq!(vcons.len(), 4);
+    let mut answered = 0;
+    for v in &vcons {
+        let (agents, packets, clocks) = hep_agents(v);
+        let names: Vec<_> = agents.iter().map(|a| (a.0.clone(), a.1.clone())).collect();
+        let total: u64 = agents.iter().map(|a| a.2).sum();
+        assert_eq!(total, packets, "{}", v["uuid"]);
+        if v["vcontap"]["answered_at"].is_string() {
+            answered += 1;
+            assert_eq!(
+                names,
+                vec![
+                    (Value::from(11), Value::from("sbc-1")),
+                    (Value::from(22), Value::from("media-1"))
+                ]
+            );
+            assert_eq!(clocks, "mixed");
+        } else {
+            assert_eq!(names[0], (Value::from(11), Value::from("sbc-1")));
+        }
+    }
+    assert!(answered >= 2, "{answered}");
+    validate(&vcons, "agents");
 }
 
 #[test]
@@ -672,6 +799,15 @@ fn sngrep_sends_a_capture_as_hep() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(incomplete(v), incomplete(w), "{uuid}");
+        // The agent is named as sngrep wrote its id; its SIP carried sngrep's capture time.
+        let raw = hep.iter().find(|x| x["uuid"] == w["uuid"]).unwrap();
+        let (agents, packets, clock) = hep_agents(raw);
+        assert_eq!(
+            agents,
+            vec![(Value::from(2002u32 << 16), Value::Null, packets)]
+        );
+        assert!(packets >= 2, "{uuid} {packets}");
+        assert_eq!(clock, "agent");
         // No RTP arrived: no stream in the quality report.
         let streams = w["vcontap"]["rtp_quality"]["streams"]
             .as_array()

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 use vcontap_vcon::Json;
 use vcontap_vcon::PartyHistory;
 
+use crate::origin::HepView;
+
 /// The live state of a call (`vcon.vcontap`).
 #[derive(Debug, Serialize)]
 pub(super) struct LiveState<'a> {
@@ -28,6 +30,9 @@ pub(super) struct LiveState<'a> {
     pub(super) end_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) ended_at: Option<String>,
+    /// The HEP agents that sent the call's packets and whose clock stamped them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) hep: Option<HepView<'a>>,
     /// Party-history entries beyond the cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) history_dropped: Option<u64>,

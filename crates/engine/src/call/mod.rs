@@ -28,6 +28,7 @@ mod timer;
 
 use crate::build;
 use crate::config::{EngineConfig, RecordMode};
+use crate::origin::{AgentInfo, CallOrigins, Origin};
 pub(crate) use crate::session::Side;
 use crate::stats::EngineStats;
 use crate::{EventKind, Output, SegmentId, StoredSegment, VconEvent};
@@ -330,6 +331,8 @@ pub(crate) struct Call {
     history_dropped: u64,
     /// Capture loss (the tap dropped packets) while the call was live: `(from, to, packets)`.
     capture_loss: Vec<(Timestamp, Timestamp, u64)>,
+    /// HEP agents that sent the call's packets (boxed: sniffed calls have none).
+    hep: Option<Box<CallOrigins>>,
     undecodable: Vec<String>,
 
     segment: Option<Segment>,
@@ -549,6 +552,7 @@ impl Call {
             history_assigned: 0,
             history_dropped: 0,
             capture_loss: Vec::new(),
+            hep: None,
             undecodable: Vec::new(),
             segment: None,
             seg_end: None,
@@ -771,6 +775,7 @@ impl Call {
             }),
             end_reason: self.finish_reason.map(FinishReason::as_str),
             ended_at: self.end_at.map(time),
+            hep: self.hep.as_deref().map(CallOrigins::view),
             history_dropped: (self.history_dropped > 0).then_some(self.history_dropped),
             // No INVITE was seen: the first message of the dialog the tap saw.
             invite_at: (!self.sip.joined).then(|| time(self.invite_at)),
@@ -809,6 +814,12 @@ impl Call {
             Ok(t) => Json::Text(t),
             Err(_) => Json::Tree(Value::Object(base)),
         }
+    }
+
+    /// Counts one datagram that reached the call over HEP (see `origin.rs`).
+    #[inline]
+    pub(crate) fn note_origin(&mut self, o: Origin, agents: &[Option<Arc<AgentInfo>>]) {
+        self.hep.get_or_insert_with(Box::default).note(o, agents);
     }
 
     /// Notes that the tap lost `packets` between `from` and `to` (kernel ring drops): kept
