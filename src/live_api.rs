@@ -1,5 +1,5 @@
 //! The live subscribers API on the `--listen` server: `GET /v1/calls`, `GET /v1/vcons/{uuid}`,
-//! `GET /v1/events` (Server-Sent Events) and the conserver pull pair `GET /vcon/egress`,
+//! `GET /v1/events` (Server-Sent Events, or WebSocket on upgrade) and the conserver pull pair `GET /vcon/egress`,
 //! `GET /vcon/{uuid}`; bearer-token (or `x-conserver-api-token`) auth. Everything it serves
 //! comes from the [`vcontap_live::Hub`] the Tap's event handler feeds; this module is the
 //! thin HTTP shell (axum handlers, the keep-alive timer, file look-ups).
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +40,10 @@ pub struct ApiArgs {
     /// Most concurrent event subscribers (beyond: 503).
     #[arg(long, value_name = "N")]
     pub max_subscribers: Option<usize>,
+    /// Events a subscriber may fall behind before it loses the oldest and gets a `gap`
+    /// (default 4096).
+    #[arg(long, value_name = "N")]
+    pub subscriber_queue: Option<usize>,
 }
 
 /// What the API needs at run time (from flags or `[api]`).
@@ -73,6 +79,9 @@ impl ApiSettings {
         };
         if let Some(n) = a.max_subscribers {
             hub.max_subscribers = n;
+        }
+        if let Some(n) = a.subscriber_queue {
+            hub.channel = n;
         }
         let tokens = match &a.api_token_file {
             Some(p) => read_token_file(p).context("--api-token-file")?,
@@ -336,6 +345,7 @@ async fn events(
     State(api): State<Arc<LiveApi>>,
     h: HeaderMap,
     Query(q): Query<FilterQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(r) = api.authorize(&h, q.access_token.as_deref()) {
         return r;
@@ -373,6 +383,19 @@ async fn events(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let period = api.keep_alive;
+    let wants_ws = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_ws {
+        return match ws {
+            Ok(ws) => ws
+                .max_message_size(MAX_WS_IN)
+                .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
+                .on_upgrade(move |socket| websocket(socket, sub, period)),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
     let mut ka = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures_util::stream::unfold((sub, ka), |(mut sub, mut ka)| async move {
@@ -392,6 +415,43 @@ async fn events(
     hd.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     hd.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+/// Largest message a WebSocket client may send (it has nothing to say).
+const MAX_WS_IN: usize = 4096;
+/// Bytes buffered for a WebSocket client before `send` waits on the socket (meanwhile the
+/// subscription falls behind in the hub and gets a `gap`).
+const MAX_WS_WRITE_BUFFER: usize = 4 << 20;
+
+/// The WebSocket transport: one text message per event (the same JSON as SSE `data:`),
+/// pings as keep-alive, client messages ignored, a close frame when the source ends.
+async fn websocket(mut socket: WebSocket, mut sub: vcontap_live::Subscription, period: Duration) {
+    let mut ka = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let out = tokio::select! {
+            biased;
+            f = sub.next() => match f {
+                // Hub frames are built from `String`s: valid UTF-8, checked without copying.
+                Some(f) => match Utf8Bytes::try_from(f.json) {
+                    Ok(t) => Message::Text(t),
+                    Err(_) => continue,
+                },
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+            _ = ka.tick() => Message::Ping(Bytes::new()),
+        };
+        if socket.send(out).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
