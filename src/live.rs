@@ -107,8 +107,15 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let hub = vcontap_live::Hub::new(s.api.hub.clone());
     if let Some(addr) = s.api.listen {
         let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
-        let local = crate::api::serve(&rt, addr, api.clone(), Some(live), stop_rx.clone())
-            .with_context(|| format!("--listen {addr}"))?;
+        let local = crate::api::serve(
+            &rt,
+            addr,
+            api.clone(),
+            Some(live),
+            s.api.tls()?,
+            stop_rx.clone(),
+        )
+        .with_context(|| format!("--listen {addr}"))?;
         if s.api.tokens.is_empty() {
             tracing::info!(%local, "serving the API on loopback only (no API token configured)");
         } else {

@@ -44,6 +44,12 @@ pub struct ApiArgs {
     /// (default 4096).
     #[arg(long, value_name = "N")]
     pub subscriber_queue: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What the API needs at run time (from flags or `[api]`).
@@ -53,6 +59,8 @@ pub struct ApiSettings {
     /// Accepted tokens (resolved: no `env:` left).
     pub tokens: Vec<String>,
     pub hub: HubConfig,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Reads a token file: one token per line, blank lines and `#` comments skipped.
@@ -91,6 +99,8 @@ impl ApiSettings {
             listen: a.listen,
             tokens,
             hub,
+            tls_cert: a.tls_cert.clone(),
+            tls_key: a.tls_key.clone(),
         })
     }
 
@@ -110,7 +120,18 @@ impl ApiSettings {
                 bail!("API tokens must be at least 16 characters");
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)");
+        }
         Ok(())
+    }
+
+    /// The TLS server configuration, when a certificate and key are configured.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some(crate::tls::server_config(c, k)?)),
+            _ => Ok(None),
+        }
     }
 }
 

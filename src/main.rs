@@ -18,6 +18,7 @@ mod replay;
 mod sink;
 mod sources;
 mod spool_cmd;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -356,6 +357,8 @@ fn api_settings(
         listen,
         tokens,
         hub,
+        tls_cert: t.tls_cert.clone(),
+        tls_key: t.tls_key.clone(),
     };
     s.check()?;
     Ok(s)

@@ -85,6 +85,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             addr,
             api_state.clone(),
             Some(live),
+            api.tls()?,
             stop_rx,
         )
         .with_context(|| format!("--listen {addr}"))?;

@@ -668,3 +668,72 @@ fn a_stalled_subscriber_gets_a_gap_and_does_not_hold_up_the_replay() {
     let _ = child.wait();
     let _ = std::fs::remove_file(&pcap);
 }
+
+#[test]
+fn tls_serves_the_event_stream_over_https() {
+    let out = common::tmpdir("live-api-tls");
+    let (cert, key) = (out.with_extension("crt"), out.with_extension("key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=vcontap-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: openssl could not make a test certificate");
+        return;
+    }
+    let port = free_port();
+    let child = spawn_replay(
+        &demo(),
+        &out,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--wait-subscribers",
+            "1",
+        ],
+    );
+    let url = format!("https://127.0.0.1:{port}/v1/events");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let o = loop {
+        let o = Command::new("curl")
+            .args(["-sSN", "--max-time", "120", "--cacert"])
+            .arg(&cert)
+            .arg(&url)
+            .output();
+        let Ok(o) = o else {
+            eprintln!("skipped: curl not found");
+            let mut child = child;
+            child.kill().unwrap();
+            let _ = child.wait();
+            return;
+        };
+        // Connection refused until the server is up.
+        if o.status.success() || Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_exit(child, &out);
+    let mut buf = String::from_utf8(o.stdout).unwrap();
+    let mut frames = Vec::new();
+    parse_frames(&mut buf, &mut frames);
+    let d: Vec<&str> = frames.iter().map(|f| f.data.as_str()).collect();
+    assert_eq!(d, events_lines(&out));
+}
