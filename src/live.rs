@@ -104,8 +104,12 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let rt = outputs.runtime_handle();
     let api = ApiState::new(outputs.delivery.metrics().clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let hub = vcontap_live::Hub::new(s.api.hub.clone());
-    if let Some(addr) = s.api.listen {
+    // Only with --listen: without a server nobody could read what the hub keeps.
+    let hub = s
+        .api
+        .listen
+        .map(|_| vcontap_live::Hub::new(s.api.hub.clone()));
+    if let (Some(addr), Some(hub)) = (s.api.listen, &hub) {
         let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
         let local = crate::api::serve(
             &rt,
@@ -179,7 +183,9 @@ pub fn run(s: LiveSettings) -> Result<()> {
         cfg,
         Box::new(move |e| {
             crate::api::observe_event(&latency.event_latency, e.at.nanos());
-            handler_hub.publish(e);
+            if let Some(h) = &handler_hub {
+                h.publish(e);
+            }
             if let Some(f) = handler_events
                 .lock()
                 .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
@@ -267,7 +273,9 @@ pub fn run(s: LiveSettings) -> Result<()> {
     {
         f.flush()?;
     }
-    hub.close();
+    if let Some(h) = &hub {
+        h.close();
+    }
     let spool_dir = outputs.spool_dir.clone();
     let report = outputs.finish();
     stop_tx.send_replace(true);
