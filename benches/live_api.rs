@@ -57,7 +57,7 @@ fn snapshot(call: usize, seq: u64) -> String {
         "vcontap": {
             "answered_at": "2026-01-01T00:00:01.838Z", "invite_at": "2026-01-01T00:00:00Z",
             "sip_call_id": format!("ba3b85a8aa36f368714acba4-{call:08}@synth.example"),
-            "state": if seq % 2 == 0 { "answered" } else { "held" },
+            "state": if seq.is_multiple_of(2) { "answered" } else { "held" },
             "party_history": (0..seq.min(8)).map(|i| serde_json::json!({
                 "button": "1", "event": "keydown", "party": 0, "time": format!("2026-01-01T00:00:0{i}.854Z")
             })).collect::<Vec<_>>(),
