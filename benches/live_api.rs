@@ -9,8 +9,8 @@
 //! is not counted as the server's (threads are told apart by name in /proc).
 //!
 //! Phases (results and their reading: docs/PERFORMANCE.md):
-//! 1. `latency-sse` / `latency-ws`: 1,000 calls created, then `updated` events round-robin
-//!    over them at a steady 2,000 events/s for 5 s; each of 100 subscribers records
+//! 1. `latency-sse` / `latency-ws` (and `-200`): 1,000 calls created, then `updated` events
+//!    round-robin over them at a steady 2,000 (200) events/s for 5 s; each of 100 subscribers records
 //!    receive time − publish time of every event (p50/p99/max), server CPU per subscriber.
 //! 2. `throughput-sse`: the publisher emits as fast as it can; events/s delivered to 100
 //!    subscribers, and how many they lost (gaps) when they could not keep up.
@@ -181,14 +181,22 @@ async fn sse_client(port: u16, clock: Arc<Clock0>, until: u64) -> ClientResult {
         let now = clock.now();
         carry.extend_from_slice(&buf[..n]);
         let mut consumed = 0;
-        while let Some(p) = find(&carry[consumed..], b"\n\n") {
+        while let Some(p) = find2(&carry[consumed..]) {
             let frame = &carry[consumed..consumed + p];
-            if frame.windows(11).any(|w| w == b"event: gap\n") {
+            if frame[..frame.len().min(24)]
+                .windows(10)
+                .any(|w| w == b"event: gap")
+            {
                 r.gaps += 1;
             }
-            if let Some(i) = find(frame, b"id: ") {
+            // Frames are `id: …\ndata: …`, possibly after a chunk-size line.
+            let start = frame
+                .iter()
+                .position(|&c| c == b'i')
+                .filter(|&i| frame[i..].starts_with(b"id: "));
+            if let Some(i) = start {
                 let rest = &frame[i + 4..];
-                let end = find(rest, b"\n").unwrap_or(rest.len());
+                let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
                 let id = std::str::from_utf8(&rest[..end]).unwrap();
                 if let Some(k) = Clock0::index(id) {
                     if k >= CALLS {
@@ -242,6 +250,19 @@ async fn ws_client(port: u16, clock: Arc<Clock0>, until: u64) -> ClientResult {
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
+}
+
+/// Position of the next blank line (`\n\n`), scanning for `\n` only.
+fn find2(h: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = h[from..].iter().position(|&c| c == b'\n') {
+        let at = from + i;
+        if h.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 fn pct(v: &mut [u64], p: f64) -> f64 {
@@ -378,7 +399,9 @@ fn main() {
         publish_cost();
     }
     if on("latency") {
-        // 2,000 events/s for 5 s over 1,000 calls.
+        // 200 events/s (1,000 calls with an event every 5 s each) and 2,000 events/s, 5 s.
+        run_phase("latency-sse-200", false, 200.0, CALLS + 1_000, 4096);
+        run_phase("latency-ws-200", true, 200.0, CALLS + 1_000, 4096);
         run_phase("latency-sse", false, 2000.0, CALLS + 10_000, 4096);
         run_phase("latency-ws", true, 2000.0, CALLS + 10_000, 4096);
     }
