@@ -141,6 +141,10 @@ fn server(cfg: HubConfig) -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
+    // As `api::serve` does: no Nagle delay on event writes.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     rt.spawn(async move { axum::serve(listener, app).await });
     Server { hub, port, _rt: rt }
 }

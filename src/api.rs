@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use vcontap_pipeline::TapCounters;
 use vcontap_sinks::metrics::{Histogram, Metrics};
@@ -300,6 +301,10 @@ pub fn serve(
                 Err(e) => Err(e),
             },
             None => {
+                // Events are small writes that should leave at once: no Nagle delay.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await

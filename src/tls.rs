@@ -73,6 +73,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Events are small writes that should leave at once: no Nagle delay.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
