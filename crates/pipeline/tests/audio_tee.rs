@@ -107,7 +107,7 @@ fn subscribers_hear_the_pcm_of_the_wav_segments() {
         Box::new(move |e| {
             t.on_event(e);
             let mut s = s.lock().unwrap();
-            let early = created % 2 == 0;
+            let early = created.is_multiple_of(2);
             let join = match e.kind {
                 EventKind::Created => {
                     created += 1;
