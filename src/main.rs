@@ -8,6 +8,7 @@
 //! network sinks.
 
 mod api;
+mod audio_ws;
 mod config;
 mod live;
 mod notify;
@@ -17,6 +18,7 @@ mod replay;
 mod sink;
 mod sources;
 mod spool_cmd;
+mod web;
 
 use std::path::PathBuf;
 
