@@ -330,6 +330,94 @@ mod tests {
         }
     }
 
+    /// A media directory with one recording, and a secret beside it.
+    fn media_dir(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+        let root = std::env::temp_dir().join(format!("vcontap-web-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("media");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(root.join("secret.txt"), b"TOP SECRET").unwrap();
+        // Bigger than one streamed chunk, with a pattern so offsets are checked.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("019b-000.wav"), &data).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("secret.txt"), dir.join("link.wav")).unwrap();
+        (dir, data)
+    }
+
+    #[test]
+    fn serves_files_whole_and_by_range() {
+        use crate::web::testing::{get, header, server};
+        let (dir, data) = media_dir("range");
+        let slots = crate::web::WebSlots::default();
+        slots.set_media_dir(dir);
+        let (_rt, addr) = server(slots);
+
+        let (st, h, body) = get(addr, "/media/019b-000.wav", "");
+        assert_eq!(st, 200);
+        assert_eq!(body, data);
+        assert_eq!(header(&h, "content-type"), Some("audio/wav"));
+        assert_eq!(header(&h, "accept-ranges"), Some("bytes"));
+        assert_eq!(header(&h, "content-length"), Some("200000"));
+        assert!(header(&h, "last-modified").unwrap().ends_with(" GMT"));
+
+        let (st, h, body) = get(addr, "/media/019b-000.wav", "Range: bytes=100-199\r\n");
+        assert_eq!(st, 206);
+        assert_eq!(body, &data[100..200]);
+        assert_eq!(header(&h, "content-range"), Some("bytes 100-199/200000"));
+
+        // Open-ended, across chunk boundaries, and a suffix.
+        let (st, _, body) = get(addr, "/media/019b-000.wav", "Range: bytes=65000-\r\n");
+        assert_eq!(st, 206);
+        assert_eq!(body, &data[65000..]);
+        let (st, h, body) = get(addr, "/media/019b-000.wav", "Range: bytes=-10\r\n");
+        assert_eq!((st, body.as_slice()), (206, &data[199_990..]));
+        assert_eq!(
+            header(&h, "content-range"),
+            Some("bytes 199990-199999/200000")
+        );
+
+        let (st, h, _) = get(addr, "/media/019b-000.wav", "Range: bytes=300000-\r\n");
+        assert_eq!(st, 416);
+        assert_eq!(header(&h, "content-range"), Some("bytes */200000"));
+        // Several ranges: the whole file (allowed by RFC 9110).
+        let (st, _, body) = get(addr, "/media/019b-000.wav", "Range: bytes=0-1,5-6\r\n");
+        assert_eq!((st, body.len()), (200, data.len()));
+        assert_eq!(get(addr, "/media/nope.wav", "").0, 404);
+    }
+
+    #[test]
+    fn path_traversal_is_refused() {
+        use crate::web::testing::{get, server};
+        let (dir, _) = media_dir("traversal");
+        let slots = crate::web::WebSlots::default();
+        slots.set_media_dir(dir);
+        let (_rt, addr) = server(slots);
+        for target in [
+            "/media/../secret.txt",
+            "/media/..%2fsecret.txt",
+            "/media/%2e%2e%2fsecret.txt",
+            "/media/%2E%2E/secret.txt",
+            "/media/..%5csecret.txt",
+            "/media/./../secret.txt",
+            "/media//etc/passwd",
+            "/media/%2fetc%2fpasswd",
+            "/media/..",
+            "/media/.",
+            "/media/",
+            "/media/link.wav",
+            "/media/019b-000.wav%00.txt",
+            "/media/019b-000.wav/..",
+        ] {
+            let (st, _, body) = get(addr, target, "");
+            assert_ne!(st, 200, "{target}");
+            assert_ne!(st, 206, "{target}");
+            let body = String::from_utf8_lossy(&body);
+            assert!(!body.contains("TOP SECRET"), "{target}");
+            assert!(!body.contains("root:"), "{target}");
+        }
+    }
+
     #[test]
     fn http_dates() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
