@@ -259,6 +259,10 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::Mutex;
 
     fn seg(index: u32, channels: u16) -> SegmentInfo {
         SegmentInfo {
@@ -366,5 +370,233 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| matches!(o, Out::Text(t) if t.contains("\"mix\""))));
+    }
+
+    /// A minimal WebSocket client (RFC 6455): handshake, then every message until the
+    /// server's close frame. Server frames are unmasked and, from axum, unfragmented.
+    fn ws_connect(addr: SocketAddr, path: &str) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        s
+    }
+
+    enum Msg {
+        Text(String),
+        Bin(Vec<u8>),
+    }
+
+    fn ws_read_all(mut s: TcpStream) -> Vec<Msg> {
+        let mut out = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            s.read_exact(&mut h).unwrap();
+            let op = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).unwrap();
+                len = u64::from(u16::from_be_bytes(b));
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                s.read_exact(&mut b).unwrap();
+                len = u64::from_be_bytes(b);
+            }
+            let mut p = vec![0u8; len as usize];
+            s.read_exact(&mut p).unwrap();
+            match op {
+                1 => out.push(Msg::Text(String::from_utf8(p).unwrap())),
+                2 => out.push(Msg::Bin(p)),
+                8 => return out,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn websocket_audio_reassembles_to_the_wav_segments() {
+        use vcontap_engine::{EngineConfig, EventKind, RecordMode};
+        use vcontap_pipeline::{AudioTee, Clock, LocalFiles, Tap, TapConfig};
+
+        let synth = vcontap_synth::SynthConfig {
+            calls: 3,
+            concurrent: 3,
+            seconds: 4.0,
+            seed: 17,
+            hold: true,
+            failure_every: 0,
+            ..vcontap_synth::SynthConfig::default()
+        };
+        let mut pcap = Vec::new();
+        vcontap_synth::generate(&synth, &mut pcap).unwrap();
+        let dir = std::env::temp_dir().join(format!("vcontap-audio-ws-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tee = AudioTee::wrap(Arc::new(LocalFiles::new(&dir, None).unwrap()));
+        let slots = crate::web::WebSlots::default();
+        slots.set_audio(tee.clone());
+        let (_rt, addr) = crate::web::testing::server(slots);
+
+        let mut cfg = TapConfig::replay(EngineConfig {
+            record: RecordMode::Stereo,
+            segment_seconds: 1,
+            host: "ws.test".into(),
+            ..EngineConfig::default()
+        });
+        cfg.media = Some(tee.clone());
+        // The first call is joined at `created` (from the event handler, before any of its
+        // audio exists); the others mid-call, halfway through the capture.
+        type Reader = std::thread::JoinHandle<Vec<Msg>>;
+        let readers: Arc<Mutex<Vec<(String, bool, Reader)>>> = Arc::default();
+        let uuids: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (t, r, u) = (tee.clone(), readers.clone(), uuids.clone());
+        let join = move |uuid: &str, at_created: bool, r: &Mutex<Vec<(String, bool, Reader)>>| {
+            let s = ws_connect(addr, &format!("/v1/calls/{uuid}/audio"));
+            r.lock().unwrap().push((
+                uuid.to_string(),
+                at_created,
+                std::thread::spawn(move || ws_read_all(s)),
+            ));
+        };
+        let mut tap = Tap::new(
+            cfg,
+            Box::new(move |e| {
+                t.on_event(e);
+                if e.kind == EventKind::Created {
+                    let mut u = u.lock().unwrap();
+                    u.push(e.uuid.to_string());
+                    if u.len() == 1 {
+                        join(&e.uuid, true, &r);
+                    }
+                }
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let mut clock = Clock::capture();
+        let mut rd = vcontap_wire::PcapReader::new(&pcap[..]).unwrap();
+        let mut packets = Vec::new();
+        while let Some(p) = rd.next_packet().unwrap() {
+            packets.push((p.ts, p.link, p.data.to_vec(), p.orig_len));
+        }
+        for (i, (ts, link, data, orig_len)) in packets.iter().enumerate() {
+            if i == packets.len() / 2 {
+                // Let the media writer catch up, then join the other calls mid-call.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let live: Vec<String> = uuids.lock().unwrap().iter().skip(1).cloned().collect();
+                for uuid in live {
+                    join(&uuid, false, &readers);
+                }
+            }
+            let p = vcontap_wire::RawPacket {
+                ts: *ts,
+                link: *link,
+                data,
+                orig_len: *orig_len,
+            };
+            let now = clock.on_packet(p.ts);
+            tap.handle_packet(&p, now).unwrap();
+        }
+        tap.finish(clock.now()).unwrap();
+
+        let readers = std::mem::take(&mut *readers.lock().unwrap());
+        let tee_first_uuid = readers[0].0.clone();
+        assert_eq!(readers.len(), 3);
+        let mut segments_compared = 0;
+        let mut joined_mid_audio = 0;
+        for (uuid, at_created, h) in readers {
+            let msgs = h.join().unwrap();
+            let Some(Msg::Text(first)) = msgs.first() else {
+                panic!("{uuid}: no header")
+            };
+            let header: serde_json::Value = serde_json::from_str(first).unwrap();
+            assert_eq!(header["type"], "header");
+            assert_eq!(header["channels"], 2);
+            assert_eq!(header["channel_parties"], json!(["caller", "callee"]));
+            let rate = header["rate"].as_u64().unwrap();
+            let per = Reframer::frame_samples(rate as u32) * 2;
+            let Some(Msg::Text(last)) = msgs.last() else {
+                panic!("{uuid}: no end")
+            };
+            assert!(last.contains("\"end\""), "{last}");
+            // Reassemble: segment → (first offset, samples), frames contiguous.
+            let mut heard: BTreeMap<u32, (u64, Vec<i16>)> = BTreeMap::new();
+            for m in &msgs {
+                if let Msg::Bin(b) = m {
+                    assert_eq!(b.len(), FRAME_HEADER + per * 2, "fixed-size frames");
+                    let (idx, valid, off, pcm) = parse(b);
+                    let e = heard.entry(idx).or_insert((off, Vec::new()));
+                    assert_eq!(e.0 + e.1.len() as u64 / 2, off, "contiguous");
+                    e.1.extend_from_slice(&pcm[..valid as usize * 2]);
+                }
+                if let Msg::Text(t) = m {
+                    assert!(!t.contains("\"gap\""), "nothing lost: {t}");
+                }
+            }
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with(&uuid))
+                .collect();
+            files.sort();
+            assert!(files.len() >= 2, "{uuid}: hold and 1 s cuts make segments");
+            let first_heard = *heard.keys().next().unwrap();
+            if at_created {
+                assert_eq!(first_heard, 0);
+                assert_eq!(heard.len(), files.len());
+            } else {
+                // Joined while ringing (heard from the start) or mid-call.
+                let (off, _) = &heard[&first_heard];
+                joined_mid_audio += usize::from(first_heard > 0 || *off > 0);
+            }
+            for (i, name) in files.iter().enumerate() {
+                let i = i as u32;
+                let Some((off, samples)) = heard.get(&i) else {
+                    assert!(i < first_heard, "{name} not heard");
+                    continue;
+                };
+                let wav: Vec<i16> = hound::WavReader::open(dir.join(name))
+                    .unwrap()
+                    .samples::<i16>()
+                    .map(Result::unwrap)
+                    .collect();
+                if at_created || i > first_heard {
+                    assert_eq!(*off, 0, "{name} from its start");
+                }
+                let skip = *off as usize * 2;
+                assert_eq!(samples.len() + skip, wav.len(), "{name}");
+                assert!(samples[..] == wav[skip..], "{name}: PCM differs");
+                segments_compared += 1;
+            }
+        }
+        assert!(segments_compared >= 5, "{segments_compared}");
+        assert!(
+            joined_mid_audio >= 1,
+            "a client joined while audio was flowing"
+        );
+        // A finished (or unknown) call has no audio to join.
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(
+            c,
+            "GET /v1/calls/{}/audio HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            tee_first_uuid
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 404");
     }
 }
