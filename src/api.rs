@@ -1,6 +1,6 @@
 //! The daemon's HTTP endpoint (`--listen ADDR`): `/metrics` (Prometheus text), `/healthz`
-//! (the capture loop is alive) and `/readyz` (sources are up and the spool has room). The
-//! live API of the subscribers issue mounts on the same server later.
+//! (the capture loop is alive) and `/readyz` (sources are up and the spool has room), plus
+//! the live subscribers API ([`crate::live_api`]) when a hub is wired in.
 //!
 //! axum on the sink runtime: the engines stay on their own threads; handlers only read
 //! atomics.
@@ -17,6 +17,8 @@ use axum::routing::get;
 use axum::Router;
 use vcontap_pipeline::TapCounters;
 use vcontap_sinks::metrics::{Histogram, Metrics};
+
+use crate::live_api::LiveApi;
 
 /// Upper bounds (seconds) of the packet → event latency histogram: kernel timestamp of the
 /// packet that changed a call to its event leaving the engine (events caused by timers
@@ -196,13 +198,79 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
     }
 }
 
-/// The router.
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+/// Largest request body any route accepts (every route is a GET).
+const MAX_BODY: usize = 64 * 1024;
+
+/// The router: the daemon endpoints, the live API when `live` is given, and
+/// [`extra_routes`].
+pub fn router(state: Arc<ApiState>, live: Option<Arc<LiveApi>>) -> Router {
+    let mut r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(live) = live {
+        r = r
+            .merge(crate::live_api::routes(live.clone()))
+            .merge(extra_routes(&state, &live));
+    }
+    r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Mount point for more routes on the same server (the live calls page, `/media/…`, the
+/// audio WebSocket): empty until those modules are wired in.
+pub fn extra_routes(_state: &Arc<ApiState>, _live: &Arc<LiveApi>) -> Router {
+    Router::new()
+}
+
+/// The hub's metric families.
+fn hub_metrics(hub: Arc<vcontap_live::Hub>) -> Render {
+    Box::new(move |out: &mut String| {
+        let s = &hub.stats;
+        for (name, kind, help, v) in [
+            (
+                "vcontap_api_subscribers",
+                "gauge",
+                "event subscribers connected",
+                s.subscribers.load(Relaxed) as u64,
+            ),
+            (
+                "vcontap_api_events_total",
+                "counter",
+                "events published to the live API",
+                s.events.load(Relaxed),
+            ),
+            (
+                "vcontap_api_gaps_total",
+                "counter",
+                "gap events sent to slow subscribers",
+                s.gaps.load(Relaxed),
+            ),
+            (
+                "vcontap_api_lost_events_total",
+                "counter",
+                "events slow subscribers lost",
+                s.lost.load(Relaxed),
+            ),
+            (
+                "vcontap_api_refused_subscribers_total",
+                "counter",
+                "subscriptions refused at the limit",
+                s.refused.load(Relaxed),
+            ),
+            (
+                "vcontap_api_egress_dropped_total",
+                "counter",
+                "uuids dropped from full egress lists",
+                s.egress_dropped.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    })
 }
 
 /// Binds `addr` now (a bad address or a port in use is a start-up error) and serves on
@@ -211,11 +279,15 @@ pub fn serve(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
     state: Arc<ApiState>,
+    live: Option<Arc<LiveApi>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
     let local = listener.local_addr()?;
-    let app = router(state);
+    if let (Some(l), Ok(mut extra)) = (&live, state.extra.lock()) {
+        extra.push(hub_metrics(l.hub.clone()));
+    }
+    let app = router(state, live);
     rt.spawn(async move {
         let mut stop = stop;
         let shutdown = async move {

@@ -69,8 +69,26 @@ pub struct HepTable {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTable {
-    /// `ADDR:PORT` of `/metrics`, `/healthz`, `/readyz`.
+    /// `ADDR:PORT` of `/metrics`, `/healthz`, `/readyz` and the live API.
     pub listen: Option<String>,
+    /// Accepted API tokens (`env:NAME` reads the environment); none: loopback only.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// A file of tokens, one per line.
+    pub token_file: Option<PathBuf>,
+    /// Conserver egress lists served at `/vcon/egress` (finished uuids).
+    #[serde(default)]
+    pub egress_lists: Vec<String>,
+    /// Most concurrent event subscribers (default 256).
+    pub max_subscribers: Option<usize>,
+    /// Events a subscriber may fall behind before it gets a `gap` (default 4096).
+    pub subscriber_queue: Option<usize>,
+    /// Recent events kept for `Last-Event-ID` resume (default 10000).
+    pub recent_events: Option<usize>,
+    /// Finished vCons kept in memory for `GET /v1/vcons/{uuid}` (default 1000).
+    pub finished_vcons: Option<usize>,
+    /// `delta=json-patch`: a full snapshot at least every N events of a call (default 16).
+    pub full_every: Option<u32>,
 }
 
 /// `[output]`.

@@ -41,7 +41,7 @@ pub struct LiveSettings {
     pub promiscuous: bool,
     pub hep_listen: Option<SocketAddr>,
     pub hep_auth_key: Option<String>,
-    pub listen: Option<SocketAddr>,
+    pub api: crate::live_api::ApiSettings,
     pub out: PathBuf,
     pub events: Option<PathBuf>,
     pub record: RecordArg,
@@ -98,19 +98,24 @@ pub fn run(s: LiveSettings) -> Result<()> {
             vcontap_pipeline::tap::MAX_SHARDS
         );
     }
+    s.api.check()?;
     let notifier = Notifier::from_env();
     let outputs = Outputs::start(Some(&s.out), &s.outputs, WhenFull::DropNewest)?;
     let rt = outputs.runtime_handle();
     let api = ApiState::new(outputs.delivery.metrics().clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(addr) = s.listen {
-        let local = crate::api::serve(&rt, addr, api.clone(), stop_rx.clone())
+    let hub = vcontap_live::Hub::new(s.api.hub.clone());
+    if let Some(addr) = s.api.listen {
+        let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
+        let local = crate::api::serve(&rt, addr, api.clone(), Some(live), stop_rx.clone())
             .with_context(|| format!("--listen {addr}"))?;
-        tracing::info!(%local, "serving /metrics, /healthz, /readyz");
-        if !local.ip().is_loopback() {
-            tracing::warn!(%local, "the HTTP endpoint is not on loopback and has no authentication yet");
+        if s.api.tokens.is_empty() {
+            tracing::info!(%local, "serving the API on loopback only (no API token configured)");
+        } else {
+            tracing::info!(%local, "serving the API (token required)");
         }
     }
+    let handler_hub = hub.clone();
     // Signals: the first SIGTERM/SIGINT stops capture (a second one while draining is
     // ignored: the drain has its own deadline).
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,6 +172,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
         cfg,
         Box::new(move |e| {
             crate::api::observe_event(&latency.event_latency, e.at.nanos());
+            handler_hub.publish(e);
             if let Some(f) = handler_events
                 .lock()
                 .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
@@ -254,6 +260,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     {
         f.flush()?;
     }
+    hub.close();
     let spool_dir = outputs.spool_dir.clone();
     let report = outputs.finish();
     stop_tx.send_replace(true);

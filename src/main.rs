@@ -11,6 +11,7 @@ mod api;
 mod audio_ws;
 mod config;
 mod live;
+mod live_api;
 mod notify;
 mod outputs;
 mod progress;
@@ -78,9 +79,8 @@ pub struct CaptureArgs {
     /// Required HEP authentication key (`env:NAME` reads the environment).
     #[arg(long, value_name = "KEY")]
     pub hep_auth_key: Option<String>,
-    /// Serve /metrics, /healthz and /readyz here.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub api: live_api::ApiArgs,
     /// Output directory (file sink `YYYY/MM/DD/<uuid>.vcon.json` and `media/`).
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -173,6 +173,16 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
+    pub api: live_api::ApiArgs,
+    /// With --listen: wait (at most 60 s) until this many clients subscribed to
+    /// /v1/events before reading the captures, so they see every call from `created`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub wait_subscribers: usize,
+    /// With --listen: keep serving this many seconds after the replay ended (the event
+    /// streams end; finished vCons stay readable).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub linger: u64,
+    #[command(flatten)]
     pub outputs: outputs::OutputArgs,
 }
 
@@ -256,7 +266,7 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         promiscuous: !a.no_promiscuous,
         hep_listen: a.hep_listen,
         hep_auth_key: resolve_secret(a.hep_auth_key).context("--hep-auth-key")?,
-        listen: a.listen,
+        api: live_api::ApiSettings::from_args(&a.api)?,
         out: a.out,
         events: a.events,
         record: a.record,
@@ -285,7 +295,7 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
         promiscuous: c.capture.promiscuous.unwrap_or(true),
         hep_listen: parse(&c.hep.listen).context("hep.listen")?,
         hep_auth_key: resolve_secret(c.hep.auth_key.clone()).context("hep.auth_key")?,
-        listen: parse(&c.api.listen).context("api.listen")?,
+        api: api_settings(&c.api, parse(&c.api.listen).context("api.listen")?)?,
         out: c
             .output
             .dir
@@ -307,6 +317,50 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
             media_store: c.output.media_store.clone(),
         },
     })
+}
+
+/// `[api]` resolved: tokens (`env:NAME` read), the token file, hub bounds.
+fn api_settings(
+    t: &config::ApiTable,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<live_api::ApiSettings> {
+    let mut tokens = Vec::new();
+    for v in &t.tokens {
+        tokens.push(
+            vcontap_sinks::spec::resolve_env(v)
+                .map_err(anyhow::Error::msg)
+                .context("api.tokens")?,
+        );
+    }
+    if let Some(p) = &t.token_file {
+        tokens.extend(live_api::read_token_file(p).context("api.token_file")?);
+    }
+    let mut hub = vcontap_live::HubConfig {
+        egress_lists: t.egress_lists.clone(),
+        ..Default::default()
+    };
+    if let Some(n) = t.max_subscribers {
+        hub.max_subscribers = n;
+    }
+    if let Some(n) = t.subscriber_queue {
+        hub.channel = n;
+    }
+    if let Some(n) = t.recent_events {
+        hub.recent_events = n;
+    }
+    if let Some(n) = t.finished_vcons {
+        hub.finished_vcons = n;
+    }
+    if let Some(n) = t.full_every {
+        hub.full_every = n;
+    }
+    let s = live_api::ApiSettings {
+        listen,
+        tokens,
+        hub,
+    };
+    s.check()?;
+    Ok(s)
 }
 
 /// `vcontap validate FILE`: the file parses, every value is in range, every sink builds,

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use vcontap_engine::{EngineConfig, RecordMode};
 use vcontap_pipeline::{
     source, Clock, LocalFiles, Pace, PcapFiles, PipelineError, Tap, TapConfig, TapTotals,
@@ -73,6 +73,28 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let events = Arc::new(Mutex::new(events));
     let handler_events = events.clone();
     let delivery = outputs.delivery.handle();
+    let api = crate::live_api::ApiSettings::from_args(&a.api)?;
+    api.check()?;
+    let hub = vcontap_live::Hub::new(api.hub.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api_state = crate::api::ApiState::new(outputs.delivery.metrics().clone());
+    if let Some(addr) = api.listen {
+        let live = crate::live_api::LiveApi::new(hub.clone(), &api.tokens, Some(a.out.clone()));
+        let local = crate::api::serve(
+            &outputs.runtime_handle(),
+            addr,
+            api_state.clone(),
+            Some(live),
+            stop_rx,
+        )
+        .with_context(|| format!("--listen {addr}"))?;
+        tracing::info!(%local, "serving the API");
+        api_state
+            .ready
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        wait_subscribers(&hub, a.wait_subscribers);
+    }
+    let handler_hub = hub.clone();
     let mut cfg = TapConfig::replay(engine_config(&a));
     cfg.shards = a.shards;
     if a.record != RecordArg::None {
@@ -91,6 +113,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let tap = Tap::new(
         cfg,
         Box::new(move |e| {
+            handler_hub.publish(e);
             // Uncontended: only the pipeline's one event thread (or the driver) calls it.
             if let Some(f) = handler_events
                 .lock()
@@ -114,6 +137,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let mut bursts = 0u64;
     let totals = vcontap_pipeline::run(&mut src, tap, Clock::capture(), &mut |tap| {
         bursts += 1;
+        api_state.beat();
         if bursts.is_multiple_of(256) {
             let c = tap.counters();
             progress.update(
@@ -136,6 +160,13 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         }
         None => 0,
     };
+    // Subscribers drain what was sent and see their streams end; the API stays up for
+    // --linger so finished vCons can still be read.
+    hub.close();
+    if api.listen.is_some() && a.linger > 0 {
+        std::thread::sleep(Duration::from_secs(a.linger));
+    }
+    stop_tx.send_replace(true);
     let spool_dir = outputs.spool_dir.clone();
     let file_sink = outputs.file_sink.clone();
     let report = outputs.finish();
@@ -155,6 +186,26 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     eprintln!("  vcons written       {vcons}");
     crate::outputs::print_report(&report, &spool_dir);
     Ok(())
+}
+
+/// Waits until `n` clients subscribed to the event stream (at most 60 s).
+fn wait_subscribers(hub: &vcontap_live::Hub, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hub
+        .stats
+        .subscribers
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < n
+    {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                n,
+                "--wait-subscribers: not all subscribers came; replaying anyway"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn print_summary(a: &ReplayArgs, src: &PcapFiles, t: &TapTotals, elapsed: Duration) {

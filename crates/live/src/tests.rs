@@ -1,0 +1,276 @@
+//! Hub unit tests: real `VconEvent`s through a real hub and real subscriptions.
+
+use super::*;
+use vcontap_wire::Timestamp;
+
+fn vcon(uuid: &str, state: &str, tel: &str, dialogs: usize) -> String {
+    let d: Vec<Value> = (0..dialogs)
+        .map(|i| json!({"type": "recording", "start": format!("t{i}")}))
+        .collect();
+    json!({
+        "vcon": "0.4.0", "uuid": uuid,
+        "parties": [{"tel": tel, "name": "Alice Example"}, {"sip": "sip:bob@example.com"}],
+        "dialog": d,
+        "vcontap": {"state": state, "invite_at": "2026-01-01T00:00:00Z"},
+    })
+    .to_string()
+}
+
+fn ev(uuid: &str, seq: u64, kind: EventKind, state: &str, dialogs: usize) -> VconEvent {
+    VconEvent {
+        uuid: uuid.into(),
+        seq,
+        kind,
+        at: Timestamp(1_767_225_600_000_000_000 + seq as i64 * 1_000_000_000),
+        reason: None,
+        vcon_json: vcon(uuid, state, "+15551230000", dialogs).into(),
+    }
+}
+
+fn json_of(f: &Frame) -> Value {
+    serde_json::from_slice(&f.json).unwrap()
+}
+
+/// The `data:` of an SSE frame is exactly the JSON, and the frame is well formed.
+fn check_sse(f: &Frame) {
+    let s = std::str::from_utf8(&f.sse).unwrap();
+    assert!(s.ends_with("\n\n"));
+    let data = s.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(data.as_bytes(), &f.json[..]);
+}
+
+#[tokio::test]
+async fn joiner_gets_snapshots_then_live_events_in_order() {
+    let hub = Hub::new(HubConfig::default());
+    hub.publish(&ev("a", 1, EventKind::Created, "calling", 0));
+    hub.publish(&ev("a", 2, EventKind::Updated, "answered", 0));
+    let mut s = hub.subscribe(SubscribeOptions::default()).unwrap();
+    assert_eq!(hub.stats.subscribers.load(Relaxed), 1);
+    hub.publish(&ev("a", 3, EventKind::Segment, "answered", 1));
+    hub.publish(&ev("a", 4, EventKind::Finished, "finished", 1));
+    hub.close();
+    let mut got = Vec::new();
+    while let Some(f) = s.next().await {
+        check_sse(&f);
+        let v = json_of(&f);
+        got.push((
+            v["seq"].as_u64().unwrap(),
+            v["kind"].as_str().unwrap().to_string(),
+        ));
+        assert_eq!(v["vcon"]["uuid"], "a");
+    }
+    assert_eq!(
+        got,
+        vec![
+            (2, "updated".into()),
+            (3, "segment".into()),
+            (4, "finished".into())
+        ]
+    );
+    // Finished: out of the live list, still served from the recent cache.
+    assert!(hub.calls(&Filter::default()).is_empty());
+    assert!(hub.vcon("a").unwrap().contains("\"finished\""));
+    drop(s);
+    assert_eq!(hub.stats.subscribers.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn filters_by_uuid_party_state_and_kind() {
+    let hub = Hub::new(HubConfig::default());
+    let f = Filter::parse(None, Some("BOB@EXAMPLE"), Some("answered"), Some("updated")).unwrap();
+    let mut s = hub
+        .subscribe(SubscribeOptions {
+            filter: f,
+            ..Default::default()
+        })
+        .unwrap();
+    hub.publish(&ev("a", 1, EventKind::Created, "calling", 0));
+    hub.publish(&ev("a", 2, EventKind::Updated, "answered", 0));
+    hub.publish(&ev("a", 3, EventKind::Updated, "held", 0));
+    hub.close();
+    let f = s.next().await.unwrap();
+    assert_eq!(json_of(&f)["seq"], 2);
+    assert!(s.next().await.is_none());
+
+    let hub = Hub::new(HubConfig::default());
+    let mut s = hub
+        .subscribe(SubscribeOptions {
+            filter: Filter::parse(Some("b,c"), Some("+1555123"), None, None).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+    hub.publish(&ev("a", 1, EventKind::Created, "calling", 0));
+    hub.publish(&ev("b", 1, EventKind::Created, "calling", 0));
+    hub.close();
+    assert_eq!(json_of(&s.next().await.unwrap())["uuid"], "b");
+    assert!(s.next().await.is_none());
+    let calls = hub.calls(&Filter::parse(None, Some("alice"), Some("calling"), None).unwrap());
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["parties"][0]["tel"], "+15551230000");
+    assert_eq!(calls[0]["started"], "2026-01-01T00:00:00Z");
+}
+
+#[test]
+fn malformed_filters_are_refused() {
+    assert!(matches!(
+        Filter::parse(None, None, None, Some("created,exploded")),
+        Err(HubError::BadFilter(_))
+    ));
+    let many = vec!["x"; 101].join(",");
+    assert!(Filter::parse(Some(&many), None, None, None).is_err());
+    assert!(Filter::parse(None, Some(&"p".repeat(300)), None, None).is_err());
+    assert!(Filter::parse(Some(""), Some(""), Some(""), Some("")).is_ok());
+}
+
+#[tokio::test]
+async fn delta_patches_reproduce_every_snapshot_with_periodic_full() {
+    let hub = Hub::new(HubConfig {
+        full_every: 4,
+        ..HubConfig::default()
+    });
+    let mut s = hub
+        .subscribe(SubscribeOptions {
+            delta: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut expected = Vec::new();
+    for seq in 1..=12u64 {
+        let kind = if seq == 1 {
+            EventKind::Created
+        } else {
+            EventKind::Segment
+        };
+        let e = ev("a", seq, kind, "answered", seq as usize);
+        expected.push(serde_json::from_str::<Value>(&e.vcon_json).unwrap());
+        hub.publish(&e);
+    }
+    hub.close();
+    let mut doc = Value::Null;
+    let (mut full, mut patches) = (0, 0);
+    let mut i = 0;
+    while let Some(f) = s.next().await {
+        let v = json_of(&f);
+        if let Some(p) = v.get("patch") {
+            patch::tests::apply(&mut doc, p.as_array().unwrap());
+            patches += 1;
+        } else {
+            doc = v["vcon"].clone();
+            full += 1;
+        }
+        assert_eq!(doc, expected[i], "after event {}", i + 1);
+        i += 1;
+    }
+    assert_eq!(i, 12);
+    // 1 created + a full at least every 4 events.
+    assert_eq!((full, patches), (3, 9));
+}
+
+#[tokio::test]
+async fn stalled_subscriber_gets_a_gap_naming_what_it_lost() {
+    let hub = Hub::new(HubConfig {
+        channel: 4,
+        ..HubConfig::default()
+    });
+    let mut s = hub.subscribe(SubscribeOptions::default()).unwrap();
+    // The publisher never waits: 20 events into a 4-slot ring with nobody reading.
+    for seq in 1..=10u64 {
+        hub.publish(&ev("a", seq, EventKind::Updated, "answered", 0));
+        hub.publish(&ev("b", seq, EventKind::Updated, "answered", 0));
+    }
+    hub.close();
+    let gap = s.next().await.unwrap();
+    assert!(gap.sse.starts_with(b"event: gap\n"));
+    let g = json_of(&gap);
+    assert_eq!(g["kind"], "gap");
+    assert_eq!(g["lost"], 16);
+    assert_eq!(g["before"], "a:9");
+    assert_eq!(g["calls"], json!(["a", "b"]));
+    let mut rest = Vec::new();
+    while let Some(f) = s.next().await {
+        let v = json_of(&f);
+        rest.push(format!("{}{}", v["seq"], v["uuid"]));
+    }
+    assert_eq!(rest, ["9\"a\"", "9\"b\"", "10\"a\"", "10\"b\""]);
+    assert_eq!(hub.stats.gaps.load(Relaxed), 1);
+    assert_eq!(hub.stats.lost.load(Relaxed), 16);
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_or_resyncs() {
+    let hub = Hub::new(HubConfig::default());
+    for seq in 1..=3 {
+        hub.publish(&ev("a", seq, EventKind::Updated, "answered", 0));
+    }
+    let mut s = hub
+        .subscribe(SubscribeOptions {
+            last_event_id: Some("a:1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(json_of(&s.next().await.unwrap())["seq"], 2);
+    assert_eq!(json_of(&s.next().await.unwrap())["seq"], 3);
+    let mut s = hub
+        .subscribe(SubscribeOptions {
+            last_event_id: Some("zz:9".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let r = s.next().await.unwrap();
+    assert!(r.sse.starts_with(b"event: resync\n"));
+    assert_eq!(json_of(&s.next().await.unwrap())["seq"], 3);
+}
+
+#[test]
+fn subscriber_limit_and_bounded_caches() {
+    let hub = Hub::new(HubConfig {
+        max_subscribers: 1,
+        recent_events: 3,
+        finished_vcons: 2,
+        egress_lists: vec!["out".into()],
+        egress_max: 2,
+        ..HubConfig::default()
+    });
+    let a = hub.subscribe(SubscribeOptions::default()).unwrap();
+    assert_eq!(
+        hub.subscribe(SubscribeOptions::default()).err(),
+        Some(HubError::TooManySubscribers(1))
+    );
+    drop(a);
+    assert!(hub.subscribe(SubscribeOptions::default()).is_ok());
+    for u in ["u1", "u2", "u3"] {
+        hub.publish(&ev(u, 1, EventKind::Finished, "finished", 0));
+    }
+    assert!(hub.vcon("u1").is_none());
+    assert!(hub.vcon("u3").is_some());
+    assert_eq!(hub.lock().recent.len(), 3);
+    let popped = hub.egress_pop("out", 10).unwrap();
+    assert_eq!(popped, vec![Arc::from("u3"), Arc::from("u2")]);
+    assert!(hub.egress_pop("out", 10).unwrap().is_empty());
+    assert!(hub.egress_pop("nope", 1).is_none());
+    assert_eq!(hub.stats.egress_dropped.load(Relaxed), 1);
+}
+
+#[test]
+fn malformed_snapshots_do_not_break_the_hub() {
+    let hub = Hub::new(HubConfig::default());
+    for junk in [
+        "",
+        "{",
+        "[1,2]",
+        "{\"parties\":7}",
+        "{\"parties\":[{\"tel\":5}]}",
+    ] {
+        hub.publish(&VconEvent {
+            uuid: "j".into(),
+            seq: 1,
+            kind: EventKind::Created,
+            at: Timestamp(0),
+            reason: None,
+            vcon_json: junk.into(),
+        });
+    }
+    let rows = hub.calls(&Filter::default());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["uuid"], "j");
+}
