@@ -168,10 +168,17 @@ pub fn run(s: LiveSettings) -> Result<()> {
             )?)),
         };
     }
+    let audio_tee = s
+        .api
+        .listen
+        .and_then(|_| crate::web::tap_media(&mut cfg.media, &s.out.join("media")));
     let mut tap = Tap::new(
         cfg,
         Box::new(move |e| {
             crate::api::observe_event(&latency.event_latency, e.at.nanos());
+            if let Some(t) = &audio_tee {
+                t.on_event(e);
+            }
             handler_hub.publish(e);
             if let Some(f) = handler_events
                 .lock()

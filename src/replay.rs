@@ -106,6 +106,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             )?)),
         };
     }
+    let audio_tee = api
+        .listen
+        .and_then(|_| crate::web::tap_media(&mut cfg.media, &a.out.join("media")));
     if a.pace == crate::Pace::Realtime {
         // A live demo: events should reach subscribers within tens of milliseconds.
         cfg.batch_latency_ms = 20;
@@ -113,6 +116,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let tap = Tap::new(
         cfg,
         Box::new(move |e| {
+            if let Some(t) = &audio_tee {
+                t.on_event(e);
+            }
             handler_hub.publish(e);
             // Uncontended: only the pipeline's one event thread (or the driver) calls it.
             if let Some(f) = handler_events

@@ -72,20 +72,21 @@ pub fn routes(slots: WebSlots) -> Router {
         .with_state(slots)
 }
 
-/// Wraps the driver's media store in an audio tee when the API is on, registers both with
-/// [`WebSlots::global`], and returns the store for `TapConfig::media` and the tee for
-/// the event handler.
+/// Puts an audio tee in front of the driver's media store (when recording is on) and
+/// registers it, and `local_dir` when the local store writes there, with
+/// [`WebSlots::global`]. Returns the tee for the event handler ([`AudioTee::on_event`]).
 pub fn tap_media(
-    store: Arc<dyn vcontap_pipeline::MediaStore>,
-    local_dir: Option<PathBuf>,
-) -> (Arc<dyn vcontap_pipeline::MediaStore>, Arc<AudioTee>) {
+    media: &mut Option<Arc<dyn vcontap_pipeline::MediaStore>>,
+    local_dir: &std::path::Path,
+) -> Option<Arc<AudioTee>> {
     let slots = WebSlots::global();
-    if let Some(d) = local_dir {
+    if let Ok(d) = std::fs::canonicalize(local_dir) {
         slots.set_media_dir(d);
     }
-    let tee = AudioTee::wrap(store);
+    let tee = AudioTee::wrap(media.take()?);
+    *media = Some(tee.clone());
     slots.set_audio(tee.clone());
-    (tee.clone(), tee)
+    Some(tee)
 }
 
 fn asset(ct: &'static str, body: &'static str) -> impl IntoResponse {
