@@ -68,8 +68,10 @@ function quality(v) {
   }
   if (mos === null && loss === null) return el("span", { class: "mos", text: "—" });
   const cls = mos === null ? "" : mos >= 4 ? "good" : mos >= 3.1 ? "fair" : "poor";
-  const txt = (mos !== null ? `MOS ${mos.toFixed(1)}` : "") + (loss !== null ? ` · ${loss.toFixed(1)}% loss` : "");
-  return el("span", { class: `mos ${cls}`, text: txt.trim(), title: `${ss.length} streams` });
+  const parts = [];
+  if (mos !== null) parts.push(`MOS ${mos.toFixed(1)}`);
+  if (loss !== null) parts.push(`${loss.toFixed(1)}% loss`);
+  return el("span", { class: `mos ${cls}`, text: parts.join(" · "), title: `${ss.length} streams` });
 }
 
 // DTMF and hold marks from the call's party history.
