@@ -24,9 +24,10 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use vcontap_pipeline::{Polled, SegmentInfo, SubscribeError, TeeItem};
@@ -182,8 +183,18 @@ fn frame(seg: SegmentInfo, offset: u64, samples: &[i16], per: usize) -> Vec<u8> 
 pub async fn handler(
     State(slots): State<crate::web::WebSlots>,
     Path(uuid): Path<String>,
-    ws: WebSocketUpgrade,
+    Query(q): Query<crate::web::TokenQuery>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Credentials first: a client without them learns nothing, not even the request shape.
+    if let Err(r) = slots.authorize(&headers, &q) {
+        return r;
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
     let Some(tee) = slots.audio() else {
         return (
             StatusCode::NOT_FOUND,

@@ -99,6 +99,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
         );
     }
     s.api.check()?;
+    crate::web::WebSlots::global().set_tokens(&s.api.tokens);
     let notifier = Notifier::from_env();
     let outputs = Outputs::start(Some(&s.out), &s.outputs, WhenFull::DropNewest)?;
     let rt = outputs.runtime_handle();

@@ -75,6 +75,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let delivery = outputs.delivery.handle();
     let api = crate::live_api::ApiSettings::from_args(&a.api)?;
     api.check()?;
+    crate::web::WebSlots::global().set_tokens(&api.tokens);
     let hub = vcontap_live::Hub::new(api.hub.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_state = crate::api::ApiState::new(outputs.delivery.metrics().clone());

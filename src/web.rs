@@ -11,8 +11,8 @@ pub mod media;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use vcontap_pipeline::AudioTee;
@@ -31,6 +31,15 @@ pub struct WebSlots(Arc<Slots>);
 struct Slots {
     media_dir: OnceLock<PathBuf>,
     audio: OnceLock<Arc<AudioTee>>,
+    /// The API tokens; until set, recordings and audio are refused (fail closed).
+    tokens: OnceLock<Vec<Vec<u8>>>,
+}
+
+/// The token a request may carry in its query (`?access_token=`), for clients that cannot
+/// set headers: `<audio src>`, the browser's WebSocket.
+#[derive(serde::Deserialize, Default)]
+pub struct TokenQuery {
+    access_token: Option<String>,
 }
 
 impl WebSlots {
@@ -49,6 +58,51 @@ impl WebSlots {
     /// Serves live audio from this tee.
     pub fn set_audio(&self, tee: Arc<AudioTee>) {
         let _ = self.0.audio.set(tee);
+    }
+
+    /// The API's tokens (none: the API is loopback only, see `ApiSettings::check`). Set
+    /// before the server starts; `/media/` and the audio socket refuse everything until.
+    pub fn set_tokens(&self, tokens: &[String]) {
+        let _ = self
+            .0
+            .tokens
+            .set(tokens.iter().map(|t| t.as_bytes().to_vec()).collect());
+    }
+
+    /// Checks a request's credentials as the rest of the API does: `Authorization: Bearer`,
+    /// `x-conserver-api-token` or `?access_token=`; 401 without, 403 with a wrong one.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn authorize(&self, h: &HeaderMap, q: &TokenQuery) -> Result<(), Response> {
+        let Some(tokens) = self.0.tokens.get() else {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response());
+        };
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let given = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| h.get("x-conserver-api-token").and_then(|v| v.to_str().ok()))
+            .or(q.access_token.as_deref());
+        let Some(given) = given else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing API token\n",
+            )
+                .into_response());
+        };
+        // Every token is compared in full, so timing says nothing about which matched.
+        let mut ok = false;
+        for t in tokens {
+            ok |= ct_eq(t, given.trim().as_bytes());
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, "bad API token\n").into_response())
+        }
     }
 
     pub(crate) fn media_dir(&self) -> Option<&PathBuf> {
@@ -89,6 +143,15 @@ pub fn tap_media(
     Some(tee)
 }
 
+/// Constant-time equality (time depends on the lengths only), as `live_api` does it.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 fn asset(ct: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
@@ -122,8 +185,10 @@ pub(crate) mod testing {
 
     use super::{routes, WebSlots};
 
-    /// Serves `routes(slots)` on 127.0.0.1 from a runtime kept alive by the caller.
+    /// Serves `routes(slots)` on 127.0.0.1 from a runtime kept alive by the caller (with no
+    /// API token unless the slots already have some).
     pub fn server(slots: WebSlots) -> (tokio::runtime::Runtime, SocketAddr) {
+        slots.set_tokens(&[]);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -203,5 +268,61 @@ mod tests {
             400,
             "not a WebSocket upgrade"
         );
+    }
+
+    #[test]
+    fn recordings_and_audio_need_the_api_token() {
+        let dir = std::env::temp_dir().join(format!("vcontap-web-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.wav"), b"RIFF").unwrap();
+        let slots = WebSlots::default();
+        slots.set_media_dir(dir);
+        // Before the tokens are known (the server started early): refused.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let app = routes(slots.clone());
+        rt.spawn(async move { axum::serve(l, app).await });
+        assert_eq!(get(addr, "/media/a.wav", "").0, 503);
+        assert_eq!(get(addr, "/", "").0, 200, "the page holds nothing secret");
+
+        slots.set_tokens(&["0123456789abcdef-token".into()]);
+        let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+        assert_eq!(get(addr, "/media/a.wav", "").0, 401);
+        assert_eq!(get(addr, "/media/a.wav", &bearer("nope")).0, 403);
+        let (st, _, body) = get(addr, "/media/a.wav", &bearer("0123456789abcdef-token"));
+        assert_eq!((st, body.as_slice()), (200, &b"RIFF"[..]));
+        assert_eq!(
+            get(
+                addr,
+                "/media/a.wav?access_token=0123456789abcdef-tokenX",
+                ""
+            )
+            .0,
+            403
+        );
+        assert_eq!(
+            get(addr, "/media/a.wav?access_token=0123456789abcdef-token", "").0,
+            200
+        );
+        assert_eq!(
+            get(
+                addr,
+                "/media/a.wav",
+                "x-conserver-api-token: 0123456789abcdef-token\r\n"
+            )
+            .0,
+            200
+        );
+        let ws = "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  Sec-WebSocket-Version: 13\r\n";
+        assert_eq!(get(addr, "/v1/calls/x/audio", ws).0, 401);
+        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"abc", b"ab"));
     }
 }

@@ -200,13 +200,36 @@ return {conn: document.getElementById('conn').textContent, live: rows('#live'), 
 
 #[test]
 fn live_page_in_a_headless_browser() {
+    live_page("open", None);
+}
+
+/// The same with an API token: the page takes it from its URL fragment and adds it to its
+/// own requests (event stream, vCon fetches, recordings).
+#[test]
+fn live_page_with_an_api_token() {
+    live_page("token", Some("live-page-test-token-0123456789"));
+}
+
+impl Driver {
+    /// Saves a screenshot as `target/tmp/NAME.png` and prints where.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = base64_decode(self.cmd("GET", "/screenshot", None).as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+        std::fs::write(&shot, &png).unwrap();
+        eprintln!("screenshot: {}", shot.display());
+        shot
+    }
+}
+
+fn live_page(name: &str, token: Option<&str>) {
     let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
         eprintln!(
             "skipped: chromium and chromedriver not installed (apt-get install chromium chromium-driver)"
         );
         return;
     };
-    let dir = common::tmpdir("live-page");
+    let dir = common::tmpdir(&format!("live-page-{name}"));
     let out = dir.join("out");
     let profile = dir.join("chrome-profile");
 
@@ -255,10 +278,15 @@ fn live_page_in_a_headless_browser() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let capture = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/demo.pcap");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcontap"));
+    cmd.arg("replay");
+    if let Some(t) = token {
+        let f = dir.join("tokens");
+        std::fs::write(&f, format!("# test\n{t}\n")).unwrap();
+        cmd.arg("--api-token-file").arg(f);
+    }
     let mut vcontap = Kill(
-        Command::new(env!("CARGO_BIN_EXE_vcontap"))
-            .arg("replay")
-            .arg(&capture)
+        cmd.arg(&capture)
             .args(["--pace", "realtime", "--record", "stereo", "--quiet"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--media-base-url", &format!("{base}/media")])
@@ -281,7 +309,11 @@ fn live_page_in_a_headless_browser() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    driver.cmd("POST", "/url", Some(json!({"url": format!("{base}/")})));
+    let page = match token {
+        Some(t) => format!("{base}/#access_token={t}"),
+        None => format!("{base}/"),
+    };
+    driver.cmd("POST", "/url", Some(json!({"url": page})));
 
     // Watch the page while the calls happen.
     let mut states: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -298,6 +330,9 @@ fn live_page_in_a_headless_browser() {
         let snap = driver.js(SNAPSHOT_JS);
         connected |= snap["conn"] == "live";
         let live = snap["live"].as_array().unwrap();
+        if live.len() >= 2 && max_live < 2 {
+            driver.screenshot(&format!("live-page-{name}-in-progress"));
+        }
         max_live = max_live.max(live.len());
         for r in live {
             let u = r["uuid"].as_str().unwrap().to_string();
@@ -432,12 +467,18 @@ fn live_page_in_a_headless_browser() {
     assert!(hosts.as_array().unwrap().len() >= 2, "{hosts}");
 
     // The screenshot (detail open over the finished calls).
-    let png = base64_decode(driver.cmd("GET", "/screenshot", None).as_str().unwrap());
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
-    std::fs::write(&shot, &png).unwrap();
-    println!("screenshot: {}", shot.display());
-    eprintln!("screenshot: {}", shot.display());
+    driver.screenshot(&format!("live-page-{name}-detail"));
+    if token.is_some() {
+        // Outside the browser, without the token: refused.
+        let file = audio["src"]
+            .as_str()
+            .unwrap()
+            .split("/media/")
+            .nth(1)
+            .unwrap();
+        let file = file.split('?').next().unwrap();
+        assert_eq!(http(api, "GET", &format!("/media/{file}"), None).0, 401);
+    }
 
     drop(driver);
     let _ = vcontap.0.kill();

@@ -6,6 +6,14 @@
 "use strict";
 
 const MAX_FINISHED = 500;
+// With API tokens configured, open the page as /#access_token=TOKEN (the fragment never
+// leaves the browser; the page adds it to its own requests, which EventSource and <audio>
+// cannot give headers to).
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("access_token")
+  || new URLSearchParams(location.search).get("access_token");
+function withToken(u) {
+  return TOKEN ? `${u}${u.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(TOKEN)}` : u;
+}
 const calls = new Map(); // uuid -> {uuid, vcon, kind, seq, at (ms, capture), got (perf ms), finished}
 let openDetail = null;
 
@@ -118,8 +126,10 @@ function outcome(v) {
 // local store through this server's /media/ (by file name only).
 function mediaSrc(d) {
   const u = typeof d.url === "string" ? d.url : "";
-  if (/^https?:\/\//i.test(u)) return u;
-  if (d.filename && /^[A-Za-z0-9._-]+$/.test(d.filename) && !d.filename.startsWith(".")) return `media/${d.filename}`;
+  if (/^https?:\/\//i.test(u)) {
+    try { return new URL(u).origin === location.origin ? withToken(u) : u; } catch (_) { return null; }
+  }
+  if (d.filename && /^[A-Za-z0-9._-]+$/.test(d.filename) && !d.filename.startsWith(".")) return withToken(`media/${d.filename}`);
   return null;
 }
 function recordings(v) {
@@ -246,7 +256,7 @@ function apply(ev) {
 async function resync() {
   for (const c of [...calls.values()].filter((x) => !x.finished)) {
     try {
-      const r = await fetch(`v1/vcons/${encodeURIComponent(c.uuid)}`);
+      const r = await fetch(withToken(`v1/vcons/${encodeURIComponent(c.uuid)}`));
       if (r.status === 404) { calls.delete(c.uuid); rows.delete(c.uuid); continue; }
       if (!r.ok) continue;
       const v = await r.json();
@@ -257,7 +267,7 @@ async function resync() {
 }
 
 function connect() {
-  const es = new EventSource("v1/events");
+  const es = new EventSource(withToken("v1/events"));
   const conn = $("#conn");
   es.onopen = () => { conn.textContent = "live"; conn.className = "conn on"; };
   es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn off"; };
@@ -331,7 +341,7 @@ async function showDetail(uuid, fetchIt = true) {
   let v = c ? c.vcon : null;
   if (fetchIt) {
     try {
-      const r = await fetch(`v1/vcons/${encodeURIComponent(uuid)}`);
+      const r = await fetch(withToken(`v1/vcons/${encodeURIComponent(uuid)}`));
       if (r.ok) v = await r.json();
     } catch (_) { /* keep the snapshot we have */ }
   }

@@ -15,7 +15,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -137,8 +137,12 @@ fn open_inside(dir: &Path, name: &str) -> Option<(std::fs::File, u64, std::time:
 pub async fn serve(
     State(slots): State<super::WebSlots>,
     UrlPath(name): UrlPath<String>,
+    Query(q): Query<super::TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(r) = slots.authorize(&headers, &q) {
+        return r;
+    }
     let Some(dir) = slots.media_dir().cloned() else {
         return not_found();
     };
