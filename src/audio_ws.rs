@@ -50,6 +50,8 @@ pub struct Reframer {
     /// Offset (sample frames into the segment) of `buf`'s first frame.
     buf_offset: u64,
     buf: Vec<i16>,
+    /// Audio of the current segment arrived (so the next chunk's offset is known).
+    started: bool,
 }
 
 /// A message for the socket.
@@ -103,6 +105,7 @@ impl Reframer {
                 self.seg = Some(s);
                 self.buf_offset = 0;
                 self.buf.clear();
+                self.started = false;
             }
             TeeItem::Audio {
                 index,
@@ -115,7 +118,9 @@ impl Reframer {
                 };
                 let ch = u64::from(seg.channels.max(1));
                 let expected = self.buf_offset + self.buf.len() as u64 / ch;
-                if self.buf.is_empty() {
+                if !self.started {
+                    // The first chunk heard of this segment (joining mid-segment: not 0).
+                    self.started = true;
                     self.buf_offset = offset;
                 } else if offset != expected {
                     self.flush(out);
@@ -138,6 +143,7 @@ impl Reframer {
                 if self.seg.is_some_and(|s| s.index == index) {
                     self.flush(out);
                     self.seg = None;
+                    self.started = false;
                     out.push(Out::Text(
                         json!({"type": "segment_end", "index": index}).to_string(),
                     ));
@@ -381,6 +387,28 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| matches!(o, Out::Text(t) if t.contains("\"mix\""))));
+    }
+
+    #[test]
+    fn a_chunk_lost_between_whole_frames_is_a_gap() {
+        let mut r = Reframer::default();
+        let mut out = Vec::new();
+        r.push(TeeItem::SegmentStart(seg(0, 1)), &mut out);
+        r.push(audio(0, 0, 160, 1), &mut out);
+        r.push(audio(0, 320, 160, 1), &mut out);
+        let gaps: Vec<_> = out
+            .iter()
+            .filter(|o| matches!(o, Out::Text(t) if t.contains("gap")))
+            .collect();
+        assert_eq!(gaps.len(), 1, "{out:?}");
+        let offs: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Binary(b) => Some(parse(b).2),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offs, vec![0, 320]);
     }
 
     /// A minimal WebSocket client (RFC 6455): handshake, then every message until the
