@@ -280,6 +280,7 @@ pub fn serve(
     addr: std::net::SocketAddr,
     state: Arc<ApiState>,
     live: Option<Arc<LiveApi>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
@@ -293,10 +294,18 @@ pub fn serve(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let served = match tls {
+            Some(cfg) => match crate::tls::TlsListener::new(listener, cfg) {
+                Ok(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                Err(e) => Err(e),
+            },
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

@@ -89,6 +89,10 @@ pub struct ApiTable {
     pub finished_vcons: Option<usize>,
     /// `delta=json-patch`: a full snapshot at least every N events of a call (default 16).
     pub full_every: Option<u32>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[output]`.

@@ -105,11 +105,22 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let rt = outputs.runtime_handle();
     let api = ApiState::new(outputs.delivery.metrics().clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let hub = vcontap_live::Hub::new(s.api.hub.clone());
-    if let Some(addr) = s.api.listen {
+    // Only with --listen: without a server nobody could read what the hub keeps.
+    let hub = s
+        .api
+        .listen
+        .map(|_| vcontap_live::Hub::new(s.api.hub.clone()));
+    if let (Some(addr), Some(hub)) = (s.api.listen, &hub) {
         let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
-        let local = crate::api::serve(&rt, addr, api.clone(), Some(live), stop_rx.clone())
-            .with_context(|| format!("--listen {addr}"))?;
+        let local = crate::api::serve(
+            &rt,
+            addr,
+            api.clone(),
+            Some(live),
+            s.api.tls()?,
+            stop_rx.clone(),
+        )
+        .with_context(|| format!("--listen {addr}"))?;
         if s.api.tokens.is_empty() {
             tracing::info!(%local, "serving the API on loopback only (no API token configured)");
         } else {
@@ -180,7 +191,9 @@ pub fn run(s: LiveSettings) -> Result<()> {
             if let Some(t) = &audio_tee {
                 t.on_event(e);
             }
-            handler_hub.publish(e);
+            if let Some(h) = &handler_hub {
+                h.publish(e);
+            }
             if let Some(f) = handler_events
                 .lock()
                 .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
@@ -268,7 +281,9 @@ pub fn run(s: LiveSettings) -> Result<()> {
     {
         f.flush()?;
     }
-    hub.close();
+    if let Some(h) = &hub {
+        h.close();
+    }
     let spool_dir = outputs.spool_dir.clone();
     let report = outputs.finish();
     stop_tx.send_replace(true);

@@ -1,5 +1,5 @@
 //! The live subscribers API on the `--listen` server: `GET /v1/calls`, `GET /v1/vcons/{uuid}`,
-//! `GET /v1/events` (Server-Sent Events) and the conserver pull pair `GET /vcon/egress`,
+//! `GET /v1/events` (Server-Sent Events, or WebSocket on upgrade) and the conserver pull pair `GET /vcon/egress`,
 //! `GET /vcon/{uuid}`; bearer-token (or `x-conserver-api-token`) auth. Everything it serves
 //! comes from the [`vcontap_live::Hub`] the Tap's event handler feeds; this module is the
 //! thin HTTP shell (axum handlers, the keep-alive timer, file look-ups).
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +40,16 @@ pub struct ApiArgs {
     /// Most concurrent event subscribers (beyond: 503).
     #[arg(long, value_name = "N")]
     pub max_subscribers: Option<usize>,
+    /// Events a subscriber may fall behind before it loses the oldest and gets a `gap`
+    /// (default 4096).
+    #[arg(long, value_name = "N")]
+    pub subscriber_queue: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What the API needs at run time (from flags or `[api]`).
@@ -47,6 +59,8 @@ pub struct ApiSettings {
     /// Accepted tokens (resolved: no `env:` left).
     pub tokens: Vec<String>,
     pub hub: HubConfig,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Reads a token file: one token per line, blank lines and `#` comments skipped.
@@ -74,6 +88,9 @@ impl ApiSettings {
         if let Some(n) = a.max_subscribers {
             hub.max_subscribers = n;
         }
+        if let Some(n) = a.subscriber_queue {
+            hub.channel = n;
+        }
         let tokens = match &a.api_token_file {
             Some(p) => read_token_file(p).context("--api-token-file")?,
             None => Vec::new(),
@@ -82,6 +99,8 @@ impl ApiSettings {
             listen: a.listen,
             tokens,
             hub,
+            tls_cert: a.tls_cert.clone(),
+            tls_key: a.tls_key.clone(),
         })
     }
 
@@ -101,7 +120,18 @@ impl ApiSettings {
                 bail!("API tokens must be at least 16 characters");
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)");
+        }
         Ok(())
+    }
+
+    /// The TLS server configuration, when a certificate and key are configured.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some(crate::tls::server_config(c, k)?)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -336,6 +366,7 @@ async fn events(
     State(api): State<Arc<LiveApi>>,
     h: HeaderMap,
     Query(q): Query<FilterQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(r) = api.authorize(&h, q.access_token.as_deref()) {
         return r;
@@ -373,6 +404,19 @@ async fn events(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let period = api.keep_alive;
+    let wants_ws = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_ws {
+        return match ws {
+            Ok(ws) => ws
+                .max_message_size(MAX_WS_IN)
+                .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
+                .on_upgrade(move |socket| websocket(socket, sub, period)),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
     let mut ka = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures_util::stream::unfold((sub, ka), |(mut sub, mut ka)| async move {
@@ -392,6 +436,43 @@ async fn events(
     hd.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     hd.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+/// Largest message a WebSocket client may send (it has nothing to say).
+const MAX_WS_IN: usize = 4096;
+/// Bytes buffered for a WebSocket client before `send` waits on the socket (meanwhile the
+/// subscription falls behind in the hub and gets a `gap`).
+const MAX_WS_WRITE_BUFFER: usize = 4 << 20;
+
+/// The WebSocket transport: one text message per event (the same JSON as SSE `data:`),
+/// pings as keep-alive, client messages ignored, a close frame when the source ends.
+async fn websocket(mut socket: WebSocket, mut sub: vcontap_live::Subscription, period: Duration) {
+    let mut ka = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let out = tokio::select! {
+            biased;
+            f = sub.next() => match f {
+                // Hub frames are built from `String`s: valid UTF-8, checked without copying.
+                Some(f) => match Utf8Bytes::try_from(f.json) {
+                    Ok(t) => Message::Text(t),
+                    Err(_) => continue,
+                },
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+            _ = ka.tick() => Message::Ping(Bytes::new()),
+        };
+        if socket.send(out).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod replay;
 mod sink;
 mod sources;
 mod spool_cmd;
+mod tls;
 mod web;
 
 use std::path::PathBuf;
@@ -358,6 +359,8 @@ fn api_settings(
         listen,
         tokens,
         hub,
+        tls_cert: t.tls_cert.clone(),
+        tls_key: t.tls_key.clone(),
     };
     s.check()?;
     Ok(s)

@@ -76,16 +76,18 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let api = crate::live_api::ApiSettings::from_args(&a.api)?;
     api.check()?;
     crate::web::WebSlots::global().set_tokens(&api.tokens);
-    let hub = vcontap_live::Hub::new(api.hub.clone());
+    // Only with --listen: without a server nobody could read what the hub keeps.
+    let hub = api.listen.map(|_| vcontap_live::Hub::new(api.hub.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_state = crate::api::ApiState::new(outputs.delivery.metrics().clone());
-    if let Some(addr) = api.listen {
+    if let (Some(addr), Some(hub)) = (api.listen, &hub) {
         let live = crate::live_api::LiveApi::new(hub.clone(), &api.tokens, Some(a.out.clone()));
         let local = crate::api::serve(
             &outputs.runtime_handle(),
             addr,
             api_state.clone(),
             Some(live),
+            api.tls()?,
             stop_rx,
         )
         .with_context(|| format!("--listen {addr}"))?;
@@ -93,7 +95,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         api_state
             .ready
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        wait_subscribers(&hub, a.wait_subscribers);
+        wait_subscribers(hub, a.wait_subscribers);
     }
     let handler_hub = hub.clone();
     let mut cfg = TapConfig::replay(engine_config(&a));
@@ -120,7 +122,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             if let Some(t) = &audio_tee {
                 t.on_event(e);
             }
-            handler_hub.publish(e);
+            if let Some(h) = &handler_hub {
+                h.publish(e);
+            }
             // Uncontended: only the pipeline's one event thread (or the driver) calls it.
             if let Some(f) = handler_events
                 .lock()
@@ -169,7 +173,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     };
     // Subscribers drain what was sent and see their streams end; the API stays up for
     // --linger so finished vCons can still be read.
-    hub.close();
+    if let Some(h) = &hub {
+        h.close();
+    }
     if api.listen.is_some() && a.linger > 0 {
         std::thread::sleep(Duration::from_secs(a.linger));
     }

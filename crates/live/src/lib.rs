@@ -691,15 +691,21 @@ impl Drop for Subscription {
 impl Subscription {
     fn offer(&mut self, p: &Arc<Published>) {
         if !self.filter.matches(p) {
-            // The patch chain of this call is broken for this subscriber.
-            self.sent.remove(&p.uuid);
+            if self.delta {
+                // The patch chain of this call is broken for this subscriber.
+                self.sent.remove(&p.uuid);
+            }
+            return;
+        }
+        if !self.delta {
+            self.pending.push_back(p.full.clone());
             return;
         }
         let frame = match (&p.delta, self.sent.get(&p.uuid)) {
-            (Some(d), Some(&s)) if self.delta && s.checked_add(1) == Some(p.seq) => d.clone(),
+            (Some(d), Some(&s)) if s.checked_add(1) == Some(p.seq) => d.clone(),
             _ => p.full.clone(),
         };
-        if p.kind == EventKind::Finished || !self.delta {
+        if p.kind == EventKind::Finished {
             self.sent.remove(&p.uuid);
         } else {
             self.sent.insert(p.uuid.clone(), p.seq);
