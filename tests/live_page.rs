@@ -321,6 +321,7 @@ fn live_page(name: &str, token: Option<&str>) {
     let mut marks = BTreeSet::new();
     let mut max_live = 0;
     let mut connected = false;
+    let mut listened: Option<String> = None;
     let t0 = Instant::now();
     let last = loop {
         assert!(
@@ -334,6 +335,26 @@ fn live_page(name: &str, token: Option<&str>) {
             driver.screenshot(&format!("live-page-{name}-in-progress"));
         }
         max_live = max_live.max(live.len());
+        if listened.is_none() {
+            // Listen to the first answered call live (the detail view's button).
+            if let Some(r) = live.iter().find(|r| r["state"] == "answered") {
+                let u = r["uuid"].as_str().unwrap().to_string();
+                // The call may have ended since the snapshot: then try the next one.
+                let clicked = driver.js(&format!(
+                    r#"const td = document.querySelector('#live tr[data-uuid="{u}"] td');
+                       if (!td) return false; td.click(); return true;"#
+                ));
+                if clicked != Value::Bool(true) {
+                    continue;
+                }
+                driver.wait(
+                    "the Listen live button",
+                    Duration::from_secs(5),
+                    "const b = document.getElementById('listen-btn'); if (!b) return false; b.click(); return true;",
+                );
+                listened = Some(u);
+            }
+        }
         for r in live {
             let u = r["uuid"].as_str().unwrap().to_string();
             states
@@ -381,6 +402,21 @@ fn live_page(name: &str, token: Option<&str>) {
         marks.iter().any(|m| m.contains("hold")),
         "hold marks: {marks:?}"
     );
+
+    // The live audio played in the page: 20 ms frames of the call's stereo PCM, then the end.
+    assert!(listened.is_some(), "an answered call was listened to");
+    let heard = driver.wait(
+        "the end of the live audio",
+        Duration::from_secs(10),
+        r#"const l = document.getElementById('listen');
+           return /call ended/.test(l.textContent) ? {...l.dataset, text: l.textContent} : false;"#,
+    );
+    let frames: u64 = heard["frames"].as_str().unwrap().parse().unwrap();
+    assert!(frames >= 25, "at least 0.5 s of audio heard live: {heard}");
+    assert_eq!(heard["channels"], "2", "{heard}");
+    let rate: u32 = heard["rate"].as_str().unwrap().parse().unwrap();
+    assert!(rate == 8000 || rate == 16000, "{heard}");
+    driver.js("document.getElementById('detail-close').click(); return null;");
 
     // Finished: 3 answered with recordings playable from the daemon, 1 busy.
     let finished = last["finished"].as_array().unwrap();
@@ -442,10 +478,16 @@ fn live_page(name: &str, token: Option<&str>) {
         .iter()
         .find(|r| r["audio"].as_u64().unwrap() > 0)
         .unwrap();
-    driver.js(&format!(
-        r#"document.querySelector('#finished tr[data-uuid="{}"] td').click(); return null;"#,
-        answered["uuid"].as_str().unwrap()
-    ));
+    // (Rows are re-rendered on the next animation frame after the filter changed.)
+    driver.wait(
+        "the finished row to click",
+        Duration::from_secs(5),
+        &format!(
+            r#"const td = document.querySelector('#finished tr[data-uuid="{}"] td');
+               if (!td) return false; td.click(); return true;"#,
+            answered["uuid"].as_str().unwrap()
+        ),
+    );
     let labels = driver.wait(
         "the SIP ladder",
         Duration::from_secs(10),

@@ -364,6 +364,11 @@ async function showDetail(uuid, fetchIt = true) {
     for (const e of h) ul.append(el("li", { text: `${fmtTime(e.time)}  party ${e.party}  ${e.event}${e.button ? " " + e.button : ""}` }));
     body.append(ul);
   }
+  if (x.state !== "finished") {
+    const b = el("button", { id: "listen-btn", type: "button", text: "Listen live" });
+    b.addEventListener("click", () => listen(v.uuid));
+    body.append(el("p", {}, b));
+  }
   body.append(el("h3", { text: "Recordings" }), recordings(v));
   body.append(el("h3", { text: "Quality" }), quality(v));
   body.append(el("h3", { text: "SIP ladder" }));
@@ -371,6 +376,67 @@ async function showDetail(uuid, fetchIt = true) {
   body.append(msgs ? ladder(msgs) : el("p", { class: "empty", text: "The SIP trace is attached when the call ends." }));
   $("#detail").hidden = false;
 }
+
+// ---- live audio: GET /v1/calls/{uuid}/audio (docs/live-page.md), played with WebAudio ----
+
+let listening = null;
+function listenStatus(L, text) {
+  const bar = $("#listen");
+  bar.hidden = false;
+  bar.dataset.frames = String(L.frames);
+  bar.dataset.rate = String(L.rate);
+  bar.dataset.channels = String(L.channels);
+  $("#listen-status").textContent = text;
+}
+function stopListening() {
+  if (!listening) return;
+  const L = listening;
+  listening = null;
+  try { L.ws.close(); } catch (_) { /* already closed */ }
+  L.ctx.close().catch(() => {});
+  $("#listen").hidden = true;
+}
+function listen(uuid) {
+  stopListening();
+  const url = new URL(withToken(`v1/calls/${encodeURIComponent(uuid)}/audio`), location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const L = { ws, ctx: new AudioContext(), uuid, frames: 0, next: 0, rate: 0, channels: 0 };
+  listening = L;
+  listenStatus(L, "listening: waiting for audio…");
+  ws.onmessage = (m) => {
+    if (listening !== L) return;
+    if (typeof m.data === "string") {
+      let j;
+      try { j = JSON.parse(m.data); } catch (_) { return; }
+      if (j.type === "header" || j.type === "segment") { L.rate = j.rate; L.channels = j.channels; }
+      if (j.type === "end") { L.ended = true; listenStatus(L, `call ended · ${L.frames} frames heard`); }
+      return;
+    }
+    const dv = new DataView(m.data);
+    if (dv.byteLength < 16 || L.rate < 3000 || L.channels < 1) return;
+    const valid = Math.min(dv.getUint32(4, true), Math.floor((dv.byteLength - 16) / (2 * L.channels)));
+    L.frames++;
+    if (L.frames % 10 === 1) listenStatus(L, `listening · ${L.rate / 1000} kHz × ${L.channels} · ${L.frames} frames`);
+    if (!valid) return;
+    const buf = L.ctx.createBuffer(L.channels, valid, L.rate);
+    for (let c = 0; c < L.channels; c++) {
+      const ch = buf.getChannelData(c);
+      for (let i = 0; i < valid; i++) ch[i] = dv.getInt16(16 + (i * L.channels + c) * 2, true) / 32768;
+    }
+    const src = L.ctx.createBufferSource();
+    src.buffer = buf;
+    src.connect(L.ctx.destination);
+    // A small jitter buffer: restart 100 ms ahead whenever playback caught up.
+    const now = L.ctx.currentTime;
+    if (L.next < now + 0.02) L.next = now + 0.1;
+    src.start(L.next);
+    L.next += valid / L.rate;
+  };
+  ws.onclose = () => { if (listening === L && !L.ended) listenStatus(L, `stopped · ${L.frames} frames heard`); };
+}
+$("#listen-stop").addEventListener("click", stopListening);
 
 $("#detail-close").addEventListener("click", () => { openDetail = null; $("#detail").hidden = true; });
 for (const tb of ["#live tbody", "#finished tbody"]) {
