@@ -17,6 +17,9 @@
 //!
 //! Bounded memory: the live-call table is capped at [`MAX_CALLS`] entries and an entry is
 //! removed at `finished`; subscribers per call are capped at [`MAX_SUBSCRIBERS_PER_CALL`].
+//!
+//! One mutex guards the table: taken at segment start/end, per event, and per audio write
+//! only while someone subscribes (a map lookup; the copy for subscribers is made once).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +129,8 @@ impl SubShared {
 struct CallSlot {
     segment: Option<SegmentInfo>,
     subs: Vec<Arc<SubShared>>,
+    /// An event of the call was seen (its `finished` will remove the slot).
+    live: bool,
 }
 
 #[derive(Default)]
@@ -142,11 +147,15 @@ impl Hub {
             // The writer thread can open a segment before the event handler saw `created`.
             g.insert(uuid.clone(), CallSlot::default());
         }
-        if let Some(slot) = g.get_mut(uuid) {
-            slot.segment = seg;
-            for s in &slot.subs {
-                s.push(item.clone());
-            }
+        let Some(slot) = g.get_mut(uuid) else { return };
+        slot.segment = seg;
+        for s in &slot.subs {
+            s.push(item.clone());
+        }
+        // A slot only the writer knows of (nobody feeds this tee the events) would never
+        // see `finished`: it goes when its segment closes, so the table cannot fill up.
+        if seg.is_none() && !slot.live && slot.subs.is_empty() {
+            g.remove(uuid);
         }
     }
 
@@ -213,8 +222,19 @@ impl AudioTee {
                 }
             }
             _ => {
-                if g.len() < MAX_CALLS && !g.contains_key(&e.uuid) {
-                    g.insert(e.uuid.clone(), CallSlot::default());
+                let full = g.len() >= MAX_CALLS;
+                match g.get_mut(&e.uuid) {
+                    Some(slot) => slot.live = true,
+                    None if !full => {
+                        g.insert(
+                            e.uuid.clone(),
+                            CallSlot {
+                                live: true,
+                                ..CallSlot::default()
+                            },
+                        );
+                    }
+                    None => {}
                 }
             }
         }

@@ -257,3 +257,36 @@ fn a_full_queue_drops_audio_not_the_end() {
     assert!(ended, "the end of the call is never dropped");
     assert!(audio <= 2, "the queue bound holds: {audio}");
 }
+
+#[test]
+fn a_tee_without_events_does_not_keep_calls() {
+    let synth = SynthConfig {
+        calls: 3,
+        concurrent: 3,
+        seconds: 2.0,
+        seed: 8,
+        hold: true,
+        failure_every: 0,
+        ..SynthConfig::default()
+    };
+    let mut pcap = Vec::new();
+    generate(&synth, &mut pcap).unwrap();
+    let dir = tmpdir("noevents");
+    let tee = AudioTee::wrap(Arc::new(LocalFiles::new(&dir, None).unwrap()));
+    let mut cfg = TapConfig::replay(EngineConfig {
+        record: RecordMode::Stereo,
+        host: "tee.test".into(),
+        ..EngineConfig::default()
+    });
+    cfg.media = Some(tee.clone());
+    let mut tap = Tap::new(cfg, Box::new(|_| Ok(()))).unwrap();
+    let mut clock = Clock::capture();
+    let mut r = PcapReader::new(&pcap[..]).unwrap();
+    while let Some(p) = r.next_packet().unwrap() {
+        let now = clock.on_packet(p.ts);
+        tap.handle_packet(&p, now).unwrap();
+    }
+    let totals = tap.finish(clock.now()).unwrap();
+    assert!(totals.media.segments >= 3, "{:?}", totals.media);
+    assert_eq!(tee.live_calls(), 0, "slots go when their segment closes");
+}
