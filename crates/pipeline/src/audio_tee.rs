@@ -80,7 +80,8 @@ pub enum SubscribeError {
     TooMany,
 }
 
-/// Called after something was queued for a subscriber (e.g. `tokio::sync::Notify`).
+/// Called when something was queued for a subscriber whose queue was empty, or the call
+/// ended (e.g. `tokio::sync::Notify::notify_one`, which keeps a permit for a later wait).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 struct SubShared {
@@ -94,7 +95,10 @@ struct SubShared {
 impl SubShared {
     fn push(&self, item: TeeItem) {
         let audio = matches!(item, TeeItem::Audio { .. });
-        let pushed = match self.queue.lock() {
+        // The waker fires only when the queue goes from empty to not empty: a subscriber
+        // drains until it finds the queue empty before it waits (see `AudioSubscription`),
+        // so one wake per burst is enough and a busy writer makes no syscall per chunk.
+        let wake = match self.queue.lock() {
             Ok(mut q) => {
                 let limit = if audio {
                     self.capacity
@@ -102,8 +106,9 @@ impl SubShared {
                     self.capacity + CONTROL_SLACK
                 };
                 if q.len() < limit {
+                    let was_empty = q.is_empty();
                     q.push_back(item);
-                    true
+                    was_empty
                 } else {
                     if let TeeItem::Audio { samples, .. } = &item {
                         self.dropped_samples
@@ -114,7 +119,7 @@ impl SubShared {
             }
             Err(_) => false,
         };
-        if pushed {
+        if wake {
             (self.waker)();
         }
     }
@@ -338,8 +343,10 @@ impl SegmentWriter for TeeSegment {
     }
 }
 
-/// One subscriber's end: drain it with [`AudioSubscription::poll`] when the waker fires.
-/// Dropping it unsubscribes.
+/// One subscriber's end: when the waker fires, [`AudioSubscription::poll`] until it says
+/// [`Polled::Empty`] (the waker fires again only after the queue was found empty), then
+/// wait for the waker. A waker that remembers a wake given before the wait (a
+/// `tokio::sync::Notify` permit, a thread unpark) closes the race. Dropping it unsubscribes.
 pub struct AudioSubscription {
     hub: Arc<Hub>,
     uuid: Arc<str>,
