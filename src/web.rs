@@ -5,6 +5,12 @@
 //! The page is plain HTML/CSS/JS under `src/web/` compiled in with `include_str!`: no CDN,
 //! no build step, nothing read from disk at run time. It drives itself from the API's
 //! `GET /v1/events` SSE stream and `GET /v1/vcons/{uuid}` (docs/live-page.md).
+//!
+//! `/media/` and the audio socket check the API's tokens themselves (the same three
+//! carriers as `live_api`), failing closed until the driver set them; the page's own
+//! files hold no data and are served to anyone who can reach the port. The routes read
+//! their configuration from [`WebSlots`], filled in by the drivers after the server
+//! started, so `api::serve` mounts them with one line.
 
 pub mod media;
 
