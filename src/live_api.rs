@@ -489,6 +489,43 @@ mod tests {
     }
 
     #[test]
+    fn finished_vcons_are_found_in_the_output_layout() {
+        let dir = std::env::temp_dir().join(format!("vcontap-outdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // 0x019b76daa800 ms = 2026-01-01T00:00:00Z: found by the uuid's date.
+        let u1 = "019b76da-a800-895e-829f-2737e1fe9678";
+        std::fs::create_dir_all(dir.join("2026/01/01")).unwrap();
+        std::fs::write(dir.join(format!("2026/01/01/{u1}.vcon.json")), "{\"a\":1}").unwrap();
+        assert_eq!(find_in_out_dir(&dir, u1).unwrap(), b"{\"a\":1}");
+        // Filed under another date: found by the scan.
+        let u2 = "019b76da-a800-895e-829f-2737e1fe0000";
+        std::fs::create_dir_all(dir.join("2025/12/31")).unwrap();
+        std::fs::write(dir.join(format!("2025/12/31/{u2}.vcon.json")), "{}").unwrap();
+        assert_eq!(find_in_out_dir(&dir, u2).unwrap(), b"{}");
+        assert!(find_in_out_dir(&dir, "019b76da-a800-895e-829f-2737e1fe1111").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_token_means_loopback_only() {
+        let mut s = ApiSettings {
+            listen: Some("0.0.0.0:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("not a loopback address"), "{e}");
+        s.listen = Some("[::1]:9100".parse().unwrap());
+        s.check().unwrap();
+        s.listen = Some("0.0.0.0:9100".parse().unwrap());
+        s.tokens = vec!["short".into()];
+        assert!(s.check().is_err());
+        s.tokens = vec!["0123456789abcdef0123".into()];
+        s.check().unwrap();
+        s.tls_cert = Some("c.pem".into());
+        assert!(s.check().is_err());
+    }
+
+    #[test]
     fn uuid_check_keeps_paths_inside_the_output_dir() {
         assert!(valid_uuid("019b76da-a800-895e-829f-2737e1fe9678"));
         assert!(!valid_uuid("../../../../etc/passwd/aaaaaaaaaaaaaaaaaa"));
