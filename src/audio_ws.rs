@@ -39,6 +39,8 @@ pub const FRAME_HEADER: usize = 16;
 /// Audio chunks queued per subscriber (the engine hands out about one per RTP packet,
 /// 20 ms): about 20 s of audio before the newest is dropped.
 pub const QUEUE_CHUNKS: usize = 1024;
+/// Audio sockets open at once, over all calls (each holds up to [`QUEUE_CHUNKS`] chunks).
+pub const MAX_SOCKETS: usize = 256;
 /// Tee items taken per turn of the socket loop.
 const BATCH: usize = 64;
 
@@ -208,6 +210,13 @@ pub async fn handler(
         )
             .into_response();
     };
+    if tee.subscribers() >= MAX_SOCKETS {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live audio sockets\n",
+        )
+            .into_response();
+    }
     let notify = Arc::new(tokio::sync::Notify::new());
     let n = notify.clone();
     let sub = match tee.subscribe(&uuid, QUEUE_CHUNKS, Arc::new(move || n.notify_one())) {

@@ -245,6 +245,11 @@ impl AudioTee {
         }
     }
 
+    /// Subscriptions alive, over all calls.
+    pub fn subscribers(&self) -> usize {
+        self.hub.subscribers.load(Ordering::Relaxed)
+    }
+
     /// Calls the tee knows to be live.
     pub fn live_calls(&self) -> usize {
         self.hub.calls.lock().map(|g| g.len()).unwrap_or(0)

@@ -290,3 +290,38 @@ fn a_tee_without_events_does_not_keep_calls() {
     assert!(totals.media.segments >= 3, "{:?}", totals.media);
     assert_eq!(tee.live_calls(), 0, "slots go when their segment closes");
 }
+
+#[test]
+fn subscribers_per_call_are_capped() {
+    use vcontap_pipeline::audio_tee::MAX_SUBSCRIBERS_PER_CALL;
+    let dir = tmpdir("cap");
+    let tee = AudioTee::wrap(Arc::new(LocalFiles::new(&dir, None).unwrap()));
+    let uuid: Arc<str> = "019b76da-a800-895e-829f-2737e1fe9678".into();
+    let ev = |kind| vcontap_engine::VconEvent {
+        uuid: uuid.clone(),
+        seq: 1,
+        kind,
+        at: vcontap_wire::Timestamp(0),
+        reason: None,
+        vcon_json: "{}".into(),
+    };
+    assert_eq!(
+        tee.subscribe(&uuid, 4, Arc::new(|| {})).err(),
+        Some(SubscribeError::NotLive)
+    );
+    tee.on_event(&ev(EventKind::Created));
+    let mut subs: Vec<_> = (0..MAX_SUBSCRIBERS_PER_CALL)
+        .map(|_| tee.subscribe(&uuid, 4, Arc::new(|| {})).unwrap())
+        .collect();
+    assert_eq!(tee.subscribers(), MAX_SUBSCRIBERS_PER_CALL);
+    assert_eq!(
+        tee.subscribe(&uuid, 4, Arc::new(|| {})).err(),
+        Some(SubscribeError::TooMany)
+    );
+    subs.pop();
+    subs.push(tee.subscribe(&uuid, 4, Arc::new(|| {})).unwrap());
+    tee.on_event(&ev(EventKind::Finished));
+    assert!(subs.iter().all(|s| s.poll(8) == Polled::Ended));
+    drop(subs);
+    assert_eq!(tee.subscribers(), 0);
+}
