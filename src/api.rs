@@ -221,7 +221,7 @@ pub fn router(state: Arc<ApiState>, live: Option<Arc<LiveApi>>) -> Router {
 /// Mount point for more routes on the same server (the live calls page, `/media/…`, the
 /// audio WebSocket): empty until those modules are wired in.
 pub fn extra_routes(_state: &Arc<ApiState>, _live: &Arc<LiveApi>) -> Router {
-    Router::new()
+    crate::web::routes(crate::web::WebSlots::global())
 }
 
 /// The hub's metric families.

@@ -99,6 +99,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
         );
     }
     s.api.check()?;
+    crate::web::WebSlots::global().set_tokens(&s.api.tokens);
     let notifier = Notifier::from_env();
     let outputs = Outputs::start(Some(&s.out), &s.outputs, WhenFull::DropNewest)?;
     let rt = outputs.runtime_handle();
@@ -179,10 +180,17 @@ pub fn run(s: LiveSettings) -> Result<()> {
             )?)),
         };
     }
+    let audio_tee = s
+        .api
+        .listen
+        .and_then(|_| crate::web::tap_media(&mut cfg.media, &s.out.join("media")));
     let mut tap = Tap::new(
         cfg,
         Box::new(move |e| {
             crate::api::observe_event(&latency.event_latency, e.at.nanos());
+            if let Some(t) = &audio_tee {
+                t.on_event(e);
+            }
             if let Some(h) = &handler_hub {
                 h.publish(e);
             }

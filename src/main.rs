@@ -8,6 +8,7 @@
 //! network sinks.
 
 mod api;
+mod audio_ws;
 mod config;
 mod live;
 mod live_api;
@@ -19,6 +20,7 @@ mod sink;
 mod sources;
 mod spool_cmd;
 mod tls;
+mod web;
 
 use std::path::PathBuf;
 

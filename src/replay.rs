@@ -75,6 +75,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let delivery = outputs.delivery.handle();
     let api = crate::live_api::ApiSettings::from_args(&a.api)?;
     api.check()?;
+    crate::web::WebSlots::global().set_tokens(&api.tokens);
     // Only with --listen: without a server nobody could read what the hub keeps.
     let hub = api.listen.map(|_| vcontap_live::Hub::new(api.hub.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -108,6 +109,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             )?)),
         };
     }
+    let audio_tee = api
+        .listen
+        .and_then(|_| crate::web::tap_media(&mut cfg.media, &a.out.join("media")));
     if a.pace == crate::Pace::Realtime {
         // A live demo: events should reach subscribers within tens of milliseconds.
         cfg.batch_latency_ms = 20;
@@ -115,6 +119,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let tap = Tap::new(
         cfg,
         Box::new(move |e| {
+            if let Some(t) = &audio_tee {
+                t.on_event(e);
+            }
             if let Some(h) = &handler_hub {
                 h.publish(e);
             }

@@ -30,6 +30,7 @@
 )]
 
 mod agents;
+pub mod audio_tee;
 pub mod clock;
 pub mod hep;
 pub mod media;
@@ -38,6 +39,7 @@ mod shard;
 pub mod source;
 pub mod tap;
 
+pub use audio_tee::{AudioSubscription, AudioTee, Polled, SegmentInfo, SubscribeError, TeeItem};
 pub use clock::Clock;
 pub use hep::{HepConfig, HepCounters, HepDatagram, HepListener, HepMeta, HepStats, HepVia};
 pub use media::{FinishedSegment, LocalFiles, MediaStore, MediaTotals, SegmentMeta, SegmentWriter};
