@@ -49,6 +49,11 @@ pub struct CaptureTable {
     pub rings: Option<u32>,
     /// Ring size per ring in MiB (default 64).
     pub ring_mib: Option<u32>,
+    /// Ring block size in KiB (default 128): a power of two from 64 to 65536, at most the
+    /// ring size.
+    pub block_kib: Option<u32>,
+    /// Block retire timeout in ms (default 2), 1 to 1000.
+    pub block_timeout_ms: Option<u32>,
     /// Bytes kept of each frame (default 65535).
     pub snaplen: Option<u32>,
     /// Promiscuous mode (default true).
@@ -195,6 +200,23 @@ pub fn load(path: &Path) -> Result<Config> {
     if let Some(m) = cfg.capture.ring_mib {
         if !(1..=4096).contains(&m) {
             return Err(bad("capture.ring_mib", format!("{m}: must be 1 to 4096")));
+        }
+    }
+    if let Some(b) = cfg.capture.block_kib {
+        let ring_kib = cfg.capture.ring_mib.unwrap_or(64).saturating_mul(1024);
+        if !b.is_power_of_two() || !(64..=65536).contains(&b) || b > ring_kib {
+            return Err(bad(
+                "capture.block_kib",
+                format!("{b}: must be a power of two from 64 to 65536, at most ring_mib × 1024"),
+            ));
+        }
+    }
+    if let Some(t) = cfg.capture.block_timeout_ms {
+        if !(1..=1000).contains(&t) {
+            return Err(bad(
+                "capture.block_timeout_ms",
+                format!("{t}: must be 1 to 1000"),
+            ));
         }
     }
     if cfg.capture.interfaces.is_empty() && cfg.hep.listen.is_none() && path_is_run_config(&cfg) {

@@ -68,6 +68,13 @@ pub struct CaptureArgs {
     /// Memory per ring, MiB.
     #[arg(long, default_value_t = 64)]
     pub ring_mib: u32,
+    /// Ring block size, KiB (the kernel fills one block at a time; docs/capture.md).
+    #[arg(long, default_value_t = live::DEFAULT_BLOCK_KIB)]
+    pub block_kib: u32,
+    /// Longest a partly filled block waits before the kernel hands it over, ms: bounds the
+    /// packet → event latency on a quiet link.
+    #[arg(long, default_value_t = live::DEFAULT_BLOCK_TIMEOUT_MS)]
+    pub block_timeout_ms: u32,
     /// Bytes kept of each frame.
     #[arg(long, default_value_t = 65535)]
     pub snaplen: u32,
@@ -263,6 +270,8 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         filter: a.filter,
         rings: a.rings,
         ring_mib: a.ring_mib,
+        block_kib: a.block_kib,
+        block_timeout_ms: a.block_timeout_ms,
         snaplen: a.snaplen,
         promiscuous: !a.no_promiscuous,
         hep_listen: a.hep_listen,
@@ -292,6 +301,11 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
         filter: c.capture.filter.clone(),
         rings: c.capture.rings.unwrap_or(1),
         ring_mib: c.capture.ring_mib.unwrap_or(64),
+        block_kib: c.capture.block_kib.unwrap_or(live::DEFAULT_BLOCK_KIB),
+        block_timeout_ms: c
+            .capture
+            .block_timeout_ms
+            .unwrap_or(live::DEFAULT_BLOCK_TIMEOUT_MS),
         snaplen: c.capture.snaplen.unwrap_or(65535),
         promiscuous: c.capture.promiscuous.unwrap_or(true),
         hep_listen: parse(&c.hep.listen).context("hep.listen")?,

@@ -72,9 +72,10 @@ impl Rings {
         let mut labels = Vec::new();
         for (i, iface) in s.interfaces.iter().enumerate() {
             let mut cfg = RingConfig::new(iface);
-            // Ring memory = block size × blocks; 1 MiB blocks keep small rings possible.
-            cfg.block_size = 1 << 20;
-            cfg.block_count = s.ring_mib.max(1);
+            // Ring memory = block size × blocks.
+            cfg.block_size = s.block_kib.saturating_mul(1024);
+            cfg.block_count = (s.ring_mib.max(1).saturating_mul(1024) / s.block_kib.max(1)).max(2);
+            cfg.block_timeout_ms = s.block_timeout_ms;
             cfg.snaplen = s.snaplen;
             cfg.promiscuous = s.promiscuous;
             cfg.filter = filter.clone();
