@@ -15,6 +15,7 @@ mod outputs;
 mod progress;
 mod replay;
 mod sink;
+mod siprec;
 mod sources;
 mod spool_cmd;
 
@@ -48,6 +49,8 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration file: names the bad field and why, exits non-zero.
     Validate(ValidateArgs),
+    /// SIPREC recording server (RFC 7866): SBCs fork calls to it, it writes vCons.
+    Siprec(siprec::SiprecArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -236,6 +239,7 @@ fn main() -> Result<()> {
         Cmd::Capture(a) => live::run(settings_from_args(a)?),
         Cmd::Run(a) => live::run(settings_from_config(&a.config)?),
         Cmd::Validate(a) => validate(&a.file),
+        Cmd::Siprec(a) => siprec::run(a),
     }
 }
 
