@@ -1,5 +1,6 @@
 //! `vcontap siprec` against a real SRC: SIPp (Debian `sip-tester`) runs the project's own
-//! scenario (tests/siprec/src-two-streams.xml) on loopback: a multipart SIPREC INVITE with
+//! scenario (tests/siprec/src-two-streams.xml) on loopback, over UDP and over TCP: a
+//! multipart SIPREC INVITE with
 //! two labelled streams and RFC 7865 metadata, ACK, BYE. While the dialog is up the test
 //! reads the 200 OK from SIPp's message trace, checks the answer (plain SDP, `recvonly`,
 //! both labels echoed, even RTP ports from the range) and sends 2 s of PCMU to the
@@ -88,13 +89,23 @@ fn pcmu(seq: u16, ssrc: u32, freq: f64) -> Vec<u8> {
 }
 
 #[test]
-fn sipp_src_two_labelled_streams_to_a_vcon() {
+fn sipp_src_over_udp_two_labelled_streams_to_a_vcon() {
+    two_streams("udp", "u1");
+}
+
+#[test]
+fn sipp_src_over_tcp_two_labelled_streams_to_a_vcon() {
+    two_streams("tcp", "t1");
+}
+
+fn two_streams(name: &str, transport: &str) {
     let Some(sipp) = sipp() else { return };
-    let dir = common::tmpdir("siprec-sipp");
+    let dir = common::tmpdir(&format!("siprec-sipp-{name}"));
     let out = dir.join("out");
     let sip_port = free_port();
     // A range of its own per run (pid-derived), so parallel runs do not collide.
-    let base = 42000 + (std::process::id() % 400) as u16 * 20;
+    let base =
+        42000 + (std::process::id() % 200) as u16 * 40 + if transport == "t1" { 20 } else { 0 };
     let range = format!("{base}-{}", base + 19);
     let mut vcontap = Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["siprec", "--listen"])
@@ -124,7 +135,18 @@ fn sipp_src_two_labelled_streams_to_a_vcon() {
         .arg(format!("127.0.0.1:{sip_port}"))
         .arg("-sf")
         .arg(&scenario)
-        .args(["-m", "1", "-i", "127.0.0.1", "-p", "0", "-timeout", "30"])
+        .args([
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-timeout",
+            "30",
+            "-t",
+            transport,
+        ])
         .args(["-trace_msg", "-message_file"])
         .arg(&trace)
         .stdin(Stdio::null())
