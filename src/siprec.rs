@@ -65,6 +65,8 @@ const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// After SIGTERM, how long the BYEs get to be answered before the sessions are finished.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// After SIGTERM, how long the loop keeps serving SIP even when every session has ended.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(300);
 
 /// `vcontap siprec` options.
 #[derive(clap::Args, Debug)]
@@ -817,7 +819,9 @@ pub fn run(a: SiprecArgs) -> Result<()> {
             sh.drain()?;
         }
         if let Some(t) = shutdown_at {
-            if sh.sessions.is_empty() || t.elapsed() >= SHUTDOWN_GRACE {
+            // A moment for the SRCs' answers to our BYEs (and their retransmissions).
+            let settled = sh.sessions.is_empty() && t.elapsed() >= SHUTDOWN_LINGER;
+            if settled || t.elapsed() >= SHUTDOWN_GRACE {
                 break;
             }
         }

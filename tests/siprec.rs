@@ -14,7 +14,7 @@ mod common;
 use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -43,13 +43,13 @@ fn free_port() -> u16 {
 }
 
 /// The 200 OK to the INVITE in SIPp's message trace, once it is there.
-fn answer_from_trace(path: &Path, deadline: Instant) -> String {
+fn answer_from_trace(path: &Path, deadline: Instant, labels: usize) -> String {
     while Instant::now() < deadline {
         if let Ok(s) = std::fs::read_to_string(path) {
             if let Some(i) = s.find("SIP/2.0 200 OK") {
                 let msg = &s[i..];
                 // The body ends with the last SDP line before the next trace entry.
-                if msg.contains("m=audio") && msg.matches("a=label:").count() >= 2 {
+                if msg.contains("m=audio") && msg.matches("a=label:").count() >= labels {
                     let end = msg.find("\n\n---").unwrap_or(msg.len());
                     return msg[..end].to_owned();
                 }
@@ -72,6 +72,89 @@ fn answered_streams(answer: &str) -> Vec<(u16, String)> {
         }
     }
     out
+}
+
+/// `vcontap siprec` on 127.0.0.1:`sip_port`, once it listens.
+fn start_server(out: &Path, sip_port: u16, range: &str) -> Child {
+    let vcontap = Command::new(env!("CARGO_BIN_EXE_vcontap"))
+        .args(["siprec", "--listen"])
+        .arg(format!("127.0.0.1:{sip_port}"))
+        .args([
+            "--rtp-ports",
+            range,
+            "--host",
+            "siprec.test.vcontap.example",
+        ])
+        .arg("--out")
+        .arg(out)
+        .arg("--spool")
+        .arg(common::spool_for(out))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vcontap siprec");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", sip_port)).is_err() {
+        assert!(Instant::now() < deadline, "vcontap siprec did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vcontap
+}
+
+/// SIPp running `scenario` (tests/siprec/) once against the server, tracing messages.
+fn start_sipp(sipp: &Path, scenario: &str, sip_port: u16, transport: &str, trace: &Path) -> Child {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/siprec")
+        .join(scenario);
+    Command::new(sipp)
+        .arg(format!("127.0.0.1:{sip_port}"))
+        .arg("-sf")
+        .arg(&scenario)
+        .args([
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-timeout",
+            "30",
+            "-t",
+            transport,
+        ])
+        .args(["-trace_msg", "-message_file"])
+        .arg(trace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sipp")
+}
+
+/// Waits for SIPp to end its scenario successfully.
+fn sipp_ok(mut src: Child) {
+    let st = src.wait().unwrap();
+    let mut sipp_err = String::new();
+    src.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut sipp_err)
+        .ok();
+    assert!(st.success(), "sipp scenario failed ({st}): {sipp_err}");
+}
+
+/// SIGTERM; the server must exit 0 without a panic. Returns its stderr.
+fn stop_server(mut vcontap: Child) -> String {
+    assert!(Command::new("kill")
+        .args(["-TERM", &vcontap.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = vcontap.wait().unwrap();
+    let mut err = String::new();
+    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
+    assert!(st.success(), "vcontap siprec exit: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
 }
 
 /// One 20 ms PCMU packet of a `freq` tone.
@@ -107,55 +190,12 @@ fn two_streams(name: &str, transport: &str) {
     let base =
         42000 + (std::process::id() % 200) as u16 * 40 + if transport == "t1" { 20 } else { 0 };
     let range = format!("{base}-{}", base + 19);
-    let mut vcontap = Command::new(env!("CARGO_BIN_EXE_vcontap"))
-        .args(["siprec", "--listen"])
-        .arg(format!("127.0.0.1:{sip_port}"))
-        .args([
-            "--rtp-ports",
-            &range,
-            "--host",
-            "siprec.test.vcontap.example",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .arg("--spool")
-        .arg(common::spool_for(&out))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vcontap siprec");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", sip_port)).is_err() {
-        assert!(Instant::now() < deadline, "vcontap siprec did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let vcontap = start_server(&out, sip_port, &range);
 
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/siprec/src-two-streams.xml");
     let trace = dir.join("sipp-messages.log");
-    let mut src = Command::new(sipp)
-        .arg(format!("127.0.0.1:{sip_port}"))
-        .arg("-sf")
-        .arg(&scenario)
-        .args([
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-timeout",
-            "30",
-            "-t",
-            transport,
-        ])
-        .args(["-trace_msg", "-message_file"])
-        .arg(&trace)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sipp");
+    let src = start_sipp(&sipp, "src-two-streams.xml", sip_port, transport, &trace);
 
-    let answer = answer_from_trace(&trace, Instant::now() + Duration::from_secs(15));
+    let answer = answer_from_trace(&trace, Instant::now() + Duration::from_secs(15), 2);
     assert!(
         answer.contains("Content-Type: application/sdp"),
         "plain SDP answer: {answer}"
@@ -187,27 +227,11 @@ fn two_streams(name: &str, transport: &str) {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
 
-    let st = src.wait().unwrap();
-    let mut sipp_err = String::new();
-    src.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut sipp_err)
-        .ok();
-    assert!(st.success(), "sipp scenario failed ({st}): {sipp_err}");
+    sipp_ok(src);
 
     // The BYE ended the session; SIGTERM then stops the server and drains the sinks.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(Command::new("kill")
-        .args(["-TERM", &vcontap.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let st = vcontap.wait().unwrap();
-    let mut err = String::new();
-    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "vcontap siprec exit: {err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let err = stop_server(vcontap);
 
     let vcons = common::vcons(&out);
     assert_eq!(vcons.len(), 1, "one vCon for one recording session: {err}");
@@ -265,6 +289,49 @@ fn two_streams(name: &str, transport: &str) {
     assert!(l440 > 0.5 && l1k < 0.05, "caller's tone left: {l440} {l1k}");
     assert!(r1k > 0.5 && r440 < 0.05, "agent's tone right: {r1k} {r440}");
 
+    common::validate(&[&out]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM while a session is up: the recorder sends BYE (the SRC answers it), the vCon is
+/// finished with reason `shutdown` and still holds the audio received so far. Also covers
+/// metadata before SDP in the multipart and a single mono-labelled PCMA stream.
+#[test]
+fn sigterm_ends_open_sessions_with_bye_and_reason_shutdown() {
+    let Some(sipp) = sipp() else { return };
+    let dir = common::tmpdir("siprec-sipp-sigterm");
+    let out = dir.join("out");
+    let sip_port = free_port();
+    let base = 50000 + (std::process::id() % 200) as u16 * 20;
+    let vcontap = start_server(&out, sip_port, &format!("{base}-{}", base + 19));
+    let trace = dir.join("sipp-messages.log");
+    let src = start_sipp(&sipp, "src-until-bye.xml", sip_port, "u1", &trace);
+    let answer = answer_from_trace(&trace, Instant::now() + Duration::from_secs(15), 1);
+    let streams = answered_streams(&answer);
+    assert_eq!(streams.len(), 1, "{answer}");
+    assert_eq!(streams[0].1, "7");
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..50u16 {
+        let mut p = pcmu(seq, 0x77, 440.0);
+        p[1] = 8; // PCMA payload type; the payload bytes are any A-law noise
+        tx.send_to(&p, ("127.0.0.1", streams[0].0)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let err = stop_server(vcontap);
+    sipp_ok(src);
+    let vcons = common::vcons(&out);
+    assert_eq!(vcons.len(), 1, "{err}");
+    let v = &vcons[0];
+    assert_eq!(v["vcontap"]["end_reason"], "shutdown", "{v}");
+    assert_eq!(v["parties"][0]["tel"], "+442079460018");
+    let recs = v["dialog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "recording")
+        .count();
+    assert_eq!(recs, 1, "{v}");
     common::validate(&[&out]);
     let _ = std::fs::remove_dir_all(&dir);
 }
