@@ -81,6 +81,11 @@ pub struct SiprecArgs {
     /// a wildcard).
     #[arg(long, value_name = "IP")]
     pub media_address: Option<IpAddr>,
+    /// Accept SIP only from these networks (repeatable, `10.0.0.0/8`, `2001:db8::/32`,
+    /// or a single address); others are dropped unanswered (UDP) or disconnected (TCP).
+    /// Default: every source.
+    #[arg(long = "allow", value_name = "NET")]
+    pub allow: Vec<String>,
     /// Most concurrent recording sessions (more get 503 + Retry-After).
     #[arg(long, default_value_t = 1000)]
     pub max_sessions: usize,
@@ -104,6 +109,60 @@ pub struct SiprecArgs {
     pub media_base_url: Option<String>,
     #[command(flatten)]
     pub outputs: OutputArgs,
+}
+
+/// An allowed source network. Hand-written: a prefix match is a few lines, not a
+/// dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Net {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Net {
+    fn parse(s: &str) -> Result<Net> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .with_context(|| format!("--allow {s}: not an address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .with_context(|| format!("--allow {s}: bad prefix length"))?,
+            None => max,
+        };
+        Ok(Net { addr, len })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32u32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.len);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+/// True when `ip` may talk SIP to us (no list: everyone).
+fn allowed(acl: &[Net], ip: IpAddr) -> bool {
+    acl.is_empty() || acl.iter().any(|n| n.contains(ip))
 }
 
 /// What the readers hand to the loop.
@@ -171,6 +230,7 @@ struct Rs {
 #[derive(Default)]
 struct Counters {
     input_dropped: AtomicU64,
+    acl_refused: AtomicU64,
     rtp_packets: AtomicU64,
     rtp_unknown: AtomicU64,
     sessions_opened: AtomicU64,
@@ -566,7 +626,12 @@ impl Shell {
     }
 }
 
-fn spawn_udp_reader(sock: UdpSocket, tx: SyncSender<Input>, counters: Arc<Counters>) -> Result<()> {
+fn spawn_udp_reader(
+    sock: UdpSocket,
+    tx: SyncSender<Input>,
+    counters: Arc<Counters>,
+    acl: Arc<Vec<Net>>,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("siprec-udp".into())
         .spawn(move || {
@@ -574,6 +639,9 @@ fn spawn_udp_reader(sock: UdpSocket, tx: SyncSender<Input>, counters: Arc<Counte
             let mut buf = vec![0u8; 65535];
             loop {
                 match sock.recv_from(&mut buf) {
+                    Ok((_, from)) if !allowed(&acl, from.ip()) => {
+                        counters.acl_refused.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok((n, from)) => {
                         let peer = Peer {
                             transport: Transport::Udp,
@@ -605,6 +673,7 @@ fn spawn_tcp_acceptor(
     tx: SyncSender<Input>,
     conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
     counters: Arc<Counters>,
+    acl: Arc<Vec<Net>>,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("siprec-tcp".into())
@@ -619,6 +688,10 @@ fn spawn_tcp_acceptor(
                 let Ok(addr) = stream.peer_addr() else {
                     continue;
                 };
+                if !allowed(&acl, addr.ip()) {
+                    counters.acl_refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let Ok(writer) = stream.try_clone() else {
                     continue;
                 };
@@ -671,6 +744,12 @@ pub fn run(a: SiprecArgs) -> Result<()> {
         );
     }
     let pool = PortPool::parse(&a.rtp_ports)?;
+    let acl = Arc::new(
+        a.allow
+            .iter()
+            .map(|n| Net::parse(n))
+            .collect::<Result<Vec<Net>>>()?,
+    );
     let media_ip = match a.media_address {
         Some(ip) => ip,
         None if !a.listen.ip().is_unspecified() => a.listen.ip(),
@@ -752,8 +831,8 @@ pub fn run(a: SiprecArgs) -> Result<()> {
     let (tx, rx): (SyncSender<Input>, Receiver<Input>) = sync_channel(INPUT_QUEUE);
     let counters = Arc::new(Counters::default());
     let conns = Arc::new(Mutex::new(HashMap::new()));
-    spawn_udp_reader(udp.try_clone()?, tx.clone(), counters.clone())?;
-    spawn_tcp_acceptor(tcp, tx.clone(), conns.clone(), counters.clone())?;
+    spawn_udp_reader(udp.try_clone()?, tx.clone(), counters.clone(), acl.clone())?;
+    spawn_tcp_acceptor(tcp, tx.clone(), conns.clone(), counters.clone(), acl)?;
     let keys = std::collections::hash_map::RandomState::new();
     let seed = keys.hash_one(std::process::id());
     let host = if local.ip().is_unspecified() {
@@ -798,6 +877,7 @@ pub fn run(a: SiprecArgs) -> Result<()> {
                 let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_opened_total counter\nvcontap_siprec_sessions_opened_total {}", c.sessions_opened.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_open gauge\nvcontap_siprec_sessions_open {}", c.sessions_open.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_packets_total counter\nvcontap_siprec_rtp_packets_total {}", c.rtp_packets.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# TYPE vcontap_siprec_acl_refused_total counter\nvcontap_siprec_acl_refused_total {}", c.acl_refused.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_input_dropped_total counter\nvcontap_siprec_input_dropped_total {}", c.input_dropped.load(Ordering::Relaxed));
             }));
         }
@@ -860,4 +940,44 @@ pub fn run(a: SiprecArgs) -> Result<()> {
     );
     crate::outputs::print_report(&report, &spool_dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_networks_parse_and_match() {
+        let acl: Vec<Net> = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "0.0.0.0/0"]
+            .iter()
+            .map(|s| Net::parse(s).unwrap())
+            .collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(acl[0].contains(ip("10.200.1.1")));
+        assert!(!acl[0].contains(ip("11.0.0.1")));
+        assert!(acl[0].contains(ip("::ffff:10.1.2.3")), "v4-mapped peer");
+        assert!(acl[1].contains(ip("192.0.2.7")));
+        assert!(!acl[1].contains(ip("192.0.2.8")));
+        assert!(acl[2].contains(ip("2001:db8:1::5")));
+        assert!(!acl[2].contains(ip("2001:db9::5")));
+        assert!(!acl[2].contains(ip("10.0.0.1")), "families never match");
+        assert!(acl[3].contains(ip("203.0.113.9")), "/0 is everyone");
+        assert!(allowed(&[], ip("203.0.113.9")));
+        assert!(!allowed(&acl[..2], ip("203.0.113.9")));
+        for bad in ["10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x", ""] {
+            assert!(Net::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rtp_port_ranges_give_even_pairs_inside_the_range() {
+        let p = PortPool::parse("40001-40006").unwrap();
+        assert_eq!(p.free, [40002, 40004]);
+        let p = PortPool::parse("40000-40001").unwrap();
+        assert_eq!(p.free, [40000]);
+        assert!(PortPool::parse("40000-40000").is_err(), "no room for RTCP");
+        assert!(PortPool::parse("65535-65535").is_err());
+        assert!(PortPool::parse("40000").is_err());
+        assert!(PortPool::parse("b-a").is_err());
+    }
 }
