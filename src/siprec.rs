@@ -335,7 +335,11 @@ impl Shell {
                 self.spawn_reader(rtp, port),
                 self.spawn_reader(rtcp, port.wrapping_add(1)),
             ];
-            let (Some(a), Some(b)) = (tasks[0].clone(), tasks[1].clone()) else {
+            let [Some(a), Some(b)] = tasks else {
+                // Half started: stop the half that did (its socket closes with it).
+                for t in tasks.iter().flatten() {
+                    t.abort();
+                }
                 self.pool.free.push_back(port);
                 continue;
             };
