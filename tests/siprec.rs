@@ -75,7 +75,7 @@ fn answered_streams(answer: &str) -> Vec<(u16, String)> {
 }
 
 /// `vcontap siprec` on 127.0.0.1:`sip_port`, once it listens.
-fn start_server(out: &Path, sip_port: u16, range: &str) -> Child {
+fn start_server(out: &Path, sip_port: u16, range: &str, shards: &str) -> Child {
     let vcontap = Command::new(env!("CARGO_BIN_EXE_vcontap"))
         .args(["siprec", "--listen"])
         .arg(format!("127.0.0.1:{sip_port}"))
@@ -85,6 +85,7 @@ fn start_server(out: &Path, sip_port: u16, range: &str) -> Child {
             "--host",
             "siprec.test.vcontap.example",
         ])
+        .args(["--shards", shards])
         .arg("--out")
         .arg(out)
         .arg("--spool")
@@ -173,15 +174,16 @@ fn pcmu(seq: u16, ssrc: u32, freq: f64) -> Vec<u8> {
 
 #[test]
 fn sipp_src_over_udp_two_labelled_streams_to_a_vcon() {
-    two_streams("udp", "u1");
+    two_streams("udp", "u1", "1");
 }
 
 #[test]
-fn sipp_src_over_tcp_two_labelled_streams_to_a_vcon() {
-    two_streams("tcp", "t1");
+fn sipp_src_over_tcp_two_labelled_streams_to_a_vcon_on_two_shards() {
+    // Threaded shards too: the session runs on a shard thread.
+    two_streams("tcp", "t1", "2");
 }
 
-fn two_streams(name: &str, transport: &str) {
+fn two_streams(name: &str, transport: &str, shards: &str) {
     let Some(sipp) = sipp() else { return };
     let dir = common::tmpdir(&format!("siprec-sipp-{name}"));
     let out = dir.join("out");
@@ -190,7 +192,7 @@ fn two_streams(name: &str, transport: &str) {
     let base =
         42000 + (std::process::id() % 200) as u16 * 40 + if transport == "t1" { 20 } else { 0 };
     let range = format!("{base}-{}", base + 19);
-    let vcontap = start_server(&out, sip_port, &range);
+    let vcontap = start_server(&out, sip_port, &range, shards);
 
     let trace = dir.join("sipp-messages.log");
     let src = start_sipp(&sipp, "src-two-streams.xml", sip_port, transport, &trace);
@@ -303,7 +305,7 @@ fn sigterm_ends_open_sessions_with_bye_and_reason_shutdown() {
     let out = dir.join("out");
     let sip_port = free_port();
     let base = 50000 + (std::process::id() % 200) as u16 * 20;
-    let vcontap = start_server(&out, sip_port, &format!("{base}-{}", base + 19));
+    let vcontap = start_server(&out, sip_port, &format!("{base}-{}", base + 19), "1");
     let trace = dir.join("sipp-messages.log");
     let src = start_sipp(&sipp, "src-until-bye.xml", sip_port, "u1", &trace);
     let answer = answer_from_trace(&trace, Instant::now() + Duration::from_secs(15), 1);
