@@ -881,6 +881,8 @@ pub fn run(a: SiprecArgs) -> Result<()> {
                 let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_opened_total counter\nvcontap_siprec_sessions_opened_total {}", c.sessions_opened.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_open gauge\nvcontap_siprec_sessions_open {}", c.sessions_open.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_packets_total counter\nvcontap_siprec_rtp_packets_total {}", c.rtp_packets.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_unknown_total counter\nvcontap_siprec_rtp_unknown_total {}", c.rtp_unknown.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# TYPE vcontap_siprec_port_bind_failures_total counter\nvcontap_siprec_port_bind_failures_total {}", c.bind_failures.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_acl_refused_total counter\nvcontap_siprec_acl_refused_total {}", c.acl_refused.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_input_dropped_total counter\nvcontap_siprec_input_dropped_total {}", c.input_dropped.load(Ordering::Relaxed));
             }));
