@@ -17,6 +17,7 @@ mod outputs;
 mod progress;
 mod replay;
 mod sink;
+mod siprec;
 mod sources;
 mod spool_cmd;
 mod tls;
@@ -52,6 +53,8 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration file: names the bad field and why, exits non-zero.
     Validate(ValidateArgs),
+    /// SIPREC recording server (RFC 7866): SBCs fork calls to it, it writes vCons.
+    Siprec(siprec::SiprecArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -256,6 +259,7 @@ fn main() -> Result<()> {
         Cmd::Capture(a) => live::run(settings_from_args(a)?),
         Cmd::Run(a) => live::run(settings_from_config(&a.config)?),
         Cmd::Validate(a) => validate(&a.file),
+        Cmd::Siprec(a) => siprec::run(a),
     }
 }
 

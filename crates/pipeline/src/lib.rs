@@ -46,7 +46,7 @@ pub use media::{FinishedSegment, LocalFiles, MediaStore, MediaTotals, SegmentMet
 pub use queue::{QueueCounters, QueuePolicy, QueueSnapshot};
 pub use shard::{ShardTotals, FLUSH_WAIT};
 pub use source::{Pace, PacketSource, PcapFiles, Poll};
-pub use tap::{EventHandler, Tap, TapConfig, TapCounters, TapTotals};
+pub use tap::{EventHandler, SessionCall, SessionHandle, Tap, TapConfig, TapCounters, TapTotals};
 
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub enum PipelineError {
     /// The event handler failed (e.g. the output disk is full).
     #[error("event handler: {0}")]
     Handler(String),
+    /// The engine refused a session-API call (inline mode only: a threaded shard logs it).
+    #[error("session: {0}")]
+    Session(#[from] vcontap_engine::SessionError),
 }
 
 /// Longest a live driver sleeps between polls of an idle source.

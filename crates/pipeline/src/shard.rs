@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use vcontap_engine::{
-    Engine, EngineConfig, EngineStats, FinishReason, Origin, Output, RecordMode, VconEvent,
+    Engine, EngineConfig, EngineStats, FinishReason, Origin, Output, RecordMode, SessionError,
+    SessionId, VconEvent,
 };
 use vcontap_wire::{Datagram, Timestamp};
 
@@ -59,6 +60,9 @@ pub(crate) struct ShardCore {
     flush_wait: Duration,
     /// The store did not answer in time: its threads are detached, not joined.
     abandoned: bool,
+    /// Open sessions of the session API: the Tap's handle → the engine's id (bounded by
+    /// the engine's call table: an open that the engine refuses is not inserted).
+    sessions: std::collections::HashMap<u64, SessionId>,
 }
 
 impl ShardCore {
@@ -84,7 +88,43 @@ impl ShardCore {
             deadline,
             flush_wait,
             abandoned: false,
+            sessions: std::collections::HashMap::new(),
         })
+    }
+
+    /// One session-API call ([`crate::tap::SessionCall`]) for the Tap's session `handle`.
+    pub(crate) fn session_call(
+        &mut self,
+        handle: u64,
+        call: crate::tap::SessionCall<'_>,
+        emit: &mut EmitFn<'_>,
+    ) -> Result<Result<(), SessionError>, PipelineError> {
+        use crate::tap::SessionCall;
+        let r = match call {
+            SessionCall::Open(spec) => self.engine.open_session(spec).map(|id| {
+                self.sessions.insert(handle, id);
+            }),
+            call => match self.sessions.get(&handle).copied() {
+                None => Err(SessionError::UnknownSession),
+                Some(id) => match call {
+                    SessionCall::Open(_) => Ok(()),
+                    SessionCall::Media { stream, datagram } => {
+                        self.engine.session_media(id, stream, &datagram)
+                    }
+                    SessionCall::Participants { participants, at } => {
+                        self.engine.update_participants(id, &participants, at)
+                    }
+                    SessionCall::Pause(at) => self.engine.pause_session(id, at),
+                    SessionCall::Resume(at) => self.engine.resume_session(id, at),
+                    SessionCall::End(reason, at) => {
+                        self.sessions.remove(&handle);
+                        self.engine.end_session(id, reason, at)
+                    }
+                },
+            },
+        };
+        self.drain(emit)?;
+        Ok(r)
     }
 
     pub(crate) fn handle_datagram(

@@ -26,6 +26,12 @@
 //! | driver → shard | [`SHARD_QUEUE_BATCHES`] batches of at most [`BATCH_DATAGRAMS`] | [`QueuePolicy`]: `block` (replay) or `drop_newest` (live; counted) |
 //! | shards → event handler thread | [`EVENT_QUEUE`] events | block: the handler is the durable path to the sinks |
 //!
+//! Sessions (the engine's session API, for sources that are not sniffed: SIPREC) go to
+//! one shard each, picked by their [`SessionHandle`]; inline they run at once and the
+//! engine's refusals come back as [`PipelineError::Session`], threaded they travel as
+//! messages on the same shard queue (control calls block, media follows the queue
+//! policy like frames do) and a refusal is logged by the shard.
+//!
 //! A shard's partial batch is sent when it fills, when its oldest datagram has waited
 //! [`TapConfig::batch_latency_ms`] of timer time, or when the shard's own next deadline
 //! (published after every batch) has passed, so every shard sees time when its deadline
@@ -39,8 +45,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use vcontap_engine::{
-    AgentId, AgentInfo, EngineConfig, EngineStats, EventKind, FinishReason, Origin, Router,
-    VconEvent,
+    AgentId, AgentInfo, EngineConfig, EngineStats, EventKind, FinishReason, Origin, Participant,
+    Router, SessionSpec, VconEvent,
 };
 use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, RawPacket, Timestamp, Transport,
@@ -193,6 +199,41 @@ enum ShardMsg {
     CaptureLoss(Timestamp, Timestamp, u64),
     /// A HEP capture agent interned by the driver, before any datagram naming it.
     Agent(AgentId, Arc<AgentInfo>),
+    /// A session control call (never carries `Media`) at timer time `.2`.
+    Session(u64, SessionCall<'static>, Timestamp),
+    /// A session's packet on stream `.1`, payload owned, at timer time `.4`.
+    SessionMedia(u64, usize, BatchItem, Vec<u8>, Timestamp),
+}
+
+/// A session opened through [`Tap::open_session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionHandle(pub u64);
+
+/// One call of the engine's session API, routed by the [`Tap`] to the session's shard.
+#[derive(Debug, Clone)]
+pub enum SessionCall<'a> {
+    /// `Engine::open_session` (use [`Tap::open_session`]).
+    Open(SessionSpec),
+    /// `Engine::session_media`: one packet of declared stream `stream`.
+    Media {
+        /// Index into the spec's streams.
+        stream: usize,
+        /// The packet as received.
+        datagram: Datagram<'a>,
+    },
+    /// `Engine::update_participants`.
+    Participants {
+        /// The whole new list.
+        participants: Vec<Participant>,
+        /// When it changed.
+        at: Timestamp,
+    },
+    /// `Engine::pause_session`.
+    Pause(Timestamp),
+    /// `Engine::resume_session`.
+    Resume(Timestamp),
+    /// `Engine::end_session`.
+    End(FinishReason, Timestamp),
 }
 
 struct RemoteShard {
@@ -232,6 +273,8 @@ pub struct Tap {
     packets: u64,
     /// HEP capture agents seen so far.
     agents: AgentTable,
+    /// The next [`SessionHandle`].
+    next_session: u64,
 }
 
 impl Tap {
@@ -308,6 +351,7 @@ impl Tap {
             counters,
             packets: 0,
             agents: AgentTable::default(),
+            next_session: 0,
         })
     }
 
@@ -593,6 +637,106 @@ impl Tap {
     }
 }
 
+impl Tap {
+    /// Opens a session (the engine's session API) on one shard; `now` is the timer clock.
+    /// Inline, a refusal (duplicate key, table full) is [`PipelineError::Session`];
+    /// threaded, the shard logs it and later calls on the handle are ignored the same way.
+    pub fn open_session(
+        &mut self,
+        spec: SessionSpec,
+        now: Timestamp,
+    ) -> Result<SessionHandle, PipelineError> {
+        let h = SessionHandle(self.next_session);
+        self.next_session = self.next_session.wrapping_add(1);
+        self.session(h, SessionCall::Open(spec), now)?;
+        Ok(h)
+    }
+
+    /// One call on an open session: media counts as a packet (and may be dropped by a full
+    /// live queue, counted like frames), control calls are never dropped.
+    pub fn session(
+        &mut self,
+        h: SessionHandle,
+        call: SessionCall<'_>,
+        now: Timestamp,
+    ) -> Result<(), PipelineError> {
+        // Timers due first, as for frames; the engine takes each call's own time.
+        if matches!(call, SessionCall::Media { .. }) {
+            self.before_input(now)?;
+        } else if now >= self.poll_timeout() {
+            self.handle_timeout(now)?;
+        }
+        let now = self.now.max(now);
+        let counters = &self.counters;
+        match &mut self.mode {
+            Mode::Inline { core, handler } => {
+                let mut emit = counting(counters, handler);
+                core.session_call(h.0, call, &mut emit)?
+                    .map_err(PipelineError::Session)
+            }
+            Mode::Threads { shards, .. } => {
+                let n = shards.len().max(1) as u64;
+                let Some(s) = usize::try_from(h.0 % n)
+                    .ok()
+                    .and_then(|i| shards.get_mut(i))
+                else {
+                    return Ok(());
+                };
+                let msg = match call {
+                    SessionCall::Media {
+                        stream,
+                        datagram: d,
+                    } => ShardMsg::SessionMedia(
+                        h.0,
+                        stream,
+                        (
+                            d.ts,
+                            d.src,
+                            d.dst,
+                            d.transport,
+                            d.vlan,
+                            0..d.payload.len(),
+                            None,
+                        ),
+                        d.payload.to_vec(),
+                        now,
+                    ),
+                    SessionCall::Open(spec) => ShardMsg::Session(h.0, SessionCall::Open(spec), now),
+                    SessionCall::Participants { participants, at } => {
+                        ShardMsg::Session(h.0, SessionCall::Participants { participants, at }, now)
+                    }
+                    SessionCall::Pause(at) => ShardMsg::Session(h.0, SessionCall::Pause(at), now),
+                    SessionCall::Resume(at) => ShardMsg::Session(h.0, SessionCall::Resume(at), now),
+                    SessionCall::End(r, at) => ShardMsg::Session(h.0, SessionCall::End(r, at), now),
+                };
+                let q = &counters.shard_queue;
+                let msg = match s.tx.try_send(msg) {
+                    Ok(()) => {
+                        QueueCounters::add(&q.sent, 1);
+                        return Ok(());
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Err(PipelineError::Stopped("engine shard"))
+                    }
+                    Err(TrySendError::Full(m)) => m,
+                };
+                QueueCounters::add(&q.full, 1);
+                if matches!(msg, ShardMsg::SessionMedia(..))
+                    && self.policy == QueuePolicy::DropNewest
+                {
+                    QueueCounters::add(&q.dropped, 1);
+                    QueueCounters::add(&q.dropped_packets, 1);
+                    return Ok(());
+                }
+                s.tx.send(msg)
+                    .map_err(|_| PipelineError::Stopped("engine shard"))?;
+                QueueCounters::add(&q.sent, 1);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One datagram into the engine: inline, or batched for the shard(s) the router picks.
 #[inline(always)]
 fn dispatch(
@@ -683,6 +827,20 @@ fn send_batch(
     Ok(())
 }
 
+/// After a session message: the timers a batch would have run (a shard fed only by
+/// sessions still needs time), and the deadline published for the Tap.
+fn session_timers(
+    core: &mut ShardCore,
+    now: Timestamp,
+    emit: &mut crate::shard::EmitFn<'_>,
+) -> Result<(), PipelineError> {
+    if now >= core.next_deadline(now) {
+        core.handle_timeout(now, emit)?;
+    }
+    core.publish_deadline(now);
+    Ok(())
+}
+
 fn shard_loop(
     mut core: ShardCore,
     rx: Receiver<ShardMsg>,
@@ -714,6 +872,31 @@ fn shard_loop(
             ShardMsg::Finish(ts, reason) => core.finish(ts, reason, &mut emit)?,
             ShardMsg::CaptureLoss(a, b, n) => core.engine.note_capture_loss(a, b, n),
             ShardMsg::Agent(id, info) => core.engine.register_agent(id, info),
+            ShardMsg::Session(h, call, now) => {
+                if let Err(e) = core.session_call(h, call, &mut emit)? {
+                    tracing::warn!(error = %e, session = h, "The engine refused a session call.");
+                }
+                session_timers(&mut core, now, &mut emit)?;
+            }
+            ShardMsg::SessionMedia(
+                h,
+                stream,
+                (ts, src, dst, transport, vlan, _, _),
+                payload,
+                now,
+            ) => {
+                let datagram = Datagram {
+                    ts,
+                    src,
+                    dst,
+                    transport,
+                    vlan,
+                    payload: &payload,
+                };
+                // A packet after the end or for an unknown stream: nothing to record.
+                let _ = core.session_call(h, SessionCall::Media { stream, datagram }, &mut emit)?;
+                session_timers(&mut core, now, &mut emit)?;
+            }
         }
     }
     Ok(core.close())
