@@ -54,6 +54,13 @@ pub struct CaptureTable {
     pub block_kib: Option<u32>,
     /// Block retire timeout in ms (default 2), 1 to 1000.
     pub block_timeout_ms: Option<u32>,
+    /// `blocks` (default: TPACKET_V3, throughput) or `frames` (TPACKET_V2: each frame
+    /// handed over at once, sub-millisecond latency; frames longer than `frame_size` − 80
+    /// are cut, so turn GRO/LRO off).
+    pub ring_layout: Option<String>,
+    /// Slot size of the `frames` layout in bytes (default 2048): a multiple of 16 from 256
+    /// to 65536.
+    pub frame_size: Option<u32>,
     /// Bytes kept of each frame (default 65535).
     pub snaplen: Option<u32>,
     /// Promiscuous mode (default true).
@@ -208,6 +215,22 @@ pub fn load(path: &Path) -> Result<Config> {
             return Err(bad(
                 "capture.block_kib",
                 format!("{b}: must be a power of two from 64 to 65536, at most ring_mib × 1024"),
+            ));
+        }
+    }
+    if let Some(l) = &cfg.capture.ring_layout {
+        if l != "blocks" && l != "frames" {
+            return Err(bad(
+                "capture.ring_layout",
+                format!("`{l}`: must be `blocks` or `frames`"),
+            ));
+        }
+    }
+    if let Some(f) = cfg.capture.frame_size {
+        if !crate::live::frame_size_ok(f) {
+            return Err(bad(
+                "capture.frame_size",
+                format!("{f}: must be a multiple of 16 from 256 to 65536"),
             ));
         }
     }

@@ -39,6 +39,13 @@ const IDLE_WAIT: Duration = Duration::from_millis(1);
 pub const DEFAULT_BLOCK_KIB: u32 = 128;
 /// Ring block retire timeout, ms (`tp_retire_blk_tov`).
 pub const DEFAULT_BLOCK_TIMEOUT_MS: u32 = 2;
+/// Slot size of a frame ring (`--frame-ring`): an MTU-sized Ethernet frame with room for
+/// VLAN tags and the V2 header, 16 slots per 32 KiB (a 64 MiB ring holds 32,768 frames).
+pub const DEFAULT_FRAME_SIZE: u32 = 2048;
+/// With a single source that can sleep until input arrives (poll(2) on the rings, the
+/// HEP queue), the longest such wait: short enough for the watchdog, the periodic log and
+/// the stop flag.
+const SOURCE_WAIT: Duration = Duration::from_millis(20);
 
 /// Everything the daemon needs, from the command line (`capture`) or a file (`run`).
 #[derive(Debug, Clone)]
@@ -49,6 +56,9 @@ pub struct LiveSettings {
     pub ring_mib: u32,
     pub block_kib: u32,
     pub block_timeout_ms: u32,
+    /// TPACKET_V2 frame ring with `frame_size`-byte slots instead of V3 blocks.
+    pub frame_ring: bool,
+    pub frame_size: u32,
     pub snaplen: u32,
     pub promiscuous: bool,
     pub hep_listen: Option<SocketAddr>,
@@ -77,6 +87,12 @@ pub trait LiveSource {
     fn metrics(&self) -> crate::api::Render;
     /// A one-line status for the periodic log and systemd's STATUS=.
     fn status(&self) -> String;
+    /// Sleeps until input may be ready or `timeout` passes. The default sleeps; sources
+    /// that can be woken by their input (rings: poll(2); HEP: its queue) override it, so
+    /// a lone source hands a frame to the engine as soon as the kernel has it.
+    fn wait(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
 }
 
 fn engine_config(s: &LiveSettings) -> EngineConfig {
@@ -90,6 +106,12 @@ fn engine_config(s: &LiveSettings) -> EngineConfig {
         host: s.host.clone().unwrap_or_else(crate::replay::host_name),
         ..EngineConfig::default()
     }
+}
+
+/// A frame ring's slot size: the V2 header and a minimal frame fit, frames stay 16-aligned,
+/// and it stays below the largest block.
+pub fn frame_size_ok(n: u32) -> bool {
+    (256..=65536).contains(&n) && n.is_multiple_of(16)
 }
 
 /// Opens the sources the settings name.
@@ -111,6 +133,12 @@ pub fn run(s: LiveSettings) -> Result<()> {
         bail!(
             "--block-kib {}: must be a power of two from 64 to 65536, at most --ring-mib × 1024",
             s.block_kib
+        );
+    }
+    if s.frame_ring && !frame_size_ok(s.frame_size) {
+        bail!(
+            "--frame-size {}: must be a multiple of 16 from 256 to 65536",
+            s.frame_size
         );
     }
     if !(1..=1000).contains(&s.block_timeout_ms) {
@@ -273,7 +301,10 @@ pub fn run(s: LiveSettings) -> Result<()> {
                 .nanos()
                 .saturating_sub(clock.now().nanos());
             let until = Duration::from_nanos(u64::try_from(until).unwrap_or(0));
-            std::thread::sleep(until.min(IDLE_WAIT));
+            match sources.as_mut_slice() {
+                [one] => one.wait(until.min(SOURCE_WAIT)),
+                _ => std::thread::sleep(until.min(IDLE_WAIT)),
+            }
         }
         api.beat();
         // The watchdog is fed from the loop itself: a wedged loop stops feeding it.

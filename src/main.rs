@@ -78,6 +78,14 @@ pub struct CaptureArgs {
     /// packet → event latency on a quiet link.
     #[arg(long, default_value_t = live::DEFAULT_BLOCK_TIMEOUT_MS)]
     pub block_timeout_ms: u32,
+    /// Hand every frame over on its own (TPACKET_V2, fixed slots of --frame-size bytes)
+    /// instead of in blocks: sub-millisecond latency, frames longer than the slot are cut
+    /// (turn GRO/LRO off on the interface); docs/capture.md.
+    #[arg(long)]
+    pub frame_ring: bool,
+    /// Slot size of --frame-ring, bytes (multiple of 16; holds frames up to size − 80).
+    #[arg(long, default_value_t = live::DEFAULT_FRAME_SIZE)]
+    pub frame_size: u32,
     /// Bytes kept of each frame.
     #[arg(long, default_value_t = 65535)]
     pub snaplen: u32,
@@ -276,6 +284,8 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         ring_mib: a.ring_mib,
         block_kib: a.block_kib,
         block_timeout_ms: a.block_timeout_ms,
+        frame_ring: a.frame_ring,
+        frame_size: a.frame_size,
         snaplen: a.snaplen,
         promiscuous: !a.no_promiscuous,
         hep_listen: a.hep_listen,
@@ -310,6 +320,8 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
             .capture
             .block_timeout_ms
             .unwrap_or(live::DEFAULT_BLOCK_TIMEOUT_MS),
+        frame_ring: c.capture.ring_layout.as_deref() == Some("frames"),
+        frame_size: c.capture.frame_size.unwrap_or(live::DEFAULT_FRAME_SIZE),
         snaplen: c.capture.snaplen.unwrap_or(65535),
         promiscuous: c.capture.promiscuous.unwrap_or(true),
         hep_listen: parse(&c.hep.listen).context("hep.listen")?,

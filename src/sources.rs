@@ -76,6 +76,10 @@ impl Rings {
             cfg.block_size = s.block_kib.saturating_mul(1024);
             cfg.block_count = (s.ring_mib.max(1).saturating_mul(1024) / s.block_kib.max(1)).max(2);
             cfg.block_timeout_ms = s.block_timeout_ms;
+            if s.frame_ring {
+                cfg.layout = vcontap_afpacket::Layout::Frames;
+                cfg.frame_size = s.frame_size.min(cfg.block_size);
+            }
             cfg.snaplen = s.snaplen;
             cfg.promiscuous = s.promiscuous;
             cfg.filter = filter.clone();
@@ -207,6 +211,14 @@ impl LiveSource for Rings {
         })
     }
 
+    fn wait(&mut self, timeout: Duration) {
+        // poll(2) on every ring: wakes when a block (or, with a frame ring, a frame) is
+        // handed over.
+        if self.cap.wait(timeout).is_err() {
+            std::thread::sleep(timeout);
+        }
+    }
+
     fn status(&self) -> String {
         let g = self.stats.lock().map(|g| g.clone()).unwrap_or_default();
         let frames: u64 = g.iter().map(|s| s.frames).sum();
@@ -241,6 +253,14 @@ impl LiveSource for Hep {
         max: usize,
     ) -> Result<usize, PipelineError> {
         self.listener.feed(tap, clock, max)
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        if !self.listener.wait(timeout) {
+            // A closed queue answers at once: sleep the rest rather than spin.
+            std::thread::sleep(timeout.saturating_sub(start.elapsed()));
+        }
     }
 
     fn metrics(&self) -> Render {

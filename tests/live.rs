@@ -206,6 +206,16 @@ fn validate_names_the_bad_field() {
         ),
         ("rings = 1", "ringz = 1", "ringz"),
         (
+            "ring_layout = \"blocks\"",
+            "ring_layout = \"bursts\"",
+            "capture.ring_layout",
+        ),
+        (
+            "frame_size = 2048",
+            "frame_size = 2047",
+            "capture.frame_size",
+        ),
+        (
             "ingress = [\"default\"]",
             "ingres = [\"default\"]",
             "ingres",

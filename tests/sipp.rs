@@ -6,6 +6,8 @@
 //! vCons must show the parties, the answer, the duration SIPp held the call for, both RTP
 //! streams with their packets, a stereo recording with each tone on its own channel, and
 //! pass validate-vcon. Skipped with a message when not root or when SIPp is not installed.
+//! vcontap captures with `--frame-ring` (TPACKET_V2) here; tests/live.rs uses the default
+//! block ring.
 
 mod common;
 
@@ -251,6 +253,8 @@ fn sipp_calls_between_namespaces_become_vcons() {
             &v.if_cap,
             "--ring-mib",
             "8",
+            // The frame ring (TPACKET_V2): tests/live.rs covers the default block ring.
+            "--frame-ring",
             "--record",
             "stereo",
             "--host",

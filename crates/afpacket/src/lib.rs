@@ -1,5 +1,6 @@
 //! Live capture for vcontap on Linux: AF_PACKET sockets with memory-mapped TPACKET_V3
-//! receive rings, PACKET_FANOUT (hash) so several rings share one interface, VLAN tags put
+//! receive rings (or TPACKET_V2 frame rings when latency matters more than throughput,
+//! [`Layout::Frames`]), PACKET_FANOUT (hash) so several rings share one interface, VLAN tags put
 //! back into the frames the kernel stripped them from, the `any` device as cooked SLL2,
 //! user-space filters (ports, networks, VLANs) and the kernel's drop counters.
 //!
@@ -43,7 +44,7 @@ use vcontap_pipeline::{PacketSource, PipelineError, Poll};
 use vcontap_wire::RawPacket;
 
 pub use filter::{Filter, FilterError};
-pub use ring::{Fanout, Ring, RingConfig, RingStats};
+pub use ring::{Fanout, Layout, Ring, RingConfig, RingStats};
 
 /// Why capture could not start or continue.
 #[derive(Debug, thiserror::Error)]

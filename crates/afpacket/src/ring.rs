@@ -1,5 +1,6 @@
 //! One capture ring: an AF_PACKET socket with a TPACKET_V3 receive ring, walked block by
-//! block in safe code over the slices [`crate::sys`] hands out. Owns the per-frame work:
+//! block in safe code over the slices [`crate::sys`] hands out — or, with
+//! [`Layout::Frames`], a TPACKET_V2 ring handed over frame by frame. Owns the per-frame work:
 //! header checks, the link type (Ethernet, raw IP, or a built SLL2 header for `any`), VLAN
 //! tag restore, snap length, the user-space [`Filter`], and the counters of [`RingStats`].
 
@@ -18,6 +19,12 @@ const TP_STATUS_VLAN_VALID: u32 = 0x10;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
 /// Size of `struct tpacket3_hdr`, after which `struct sockaddr_ll` starts (TPACKET_ALIGN).
 const HDR_LEN: usize = 48;
+/// Size of `struct tpacket2_hdr` (TPACKET_ALIGN), after which `struct sockaddr_ll` starts.
+const HDR2_LEN: usize = 32;
+/// Bytes of a V2 frame before the link-layer header of an Ethernet frame: the kernel puts
+/// the network header at `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80 and the MAC header
+/// 14 bytes before it; 80 leaves room for any link header up to 16 bytes.
+pub const FRAME_OVERHEAD: u32 = 80;
 /// `PACKET_FANOUT_HASH`.
 const FANOUT_HASH: u16 = 0;
 /// `PACKET_FANOUT_FLAG_DEFRAG`: reassemble IP fragments before hashing, so every fragment
@@ -36,6 +43,22 @@ pub struct Fanout {
     pub defrag: bool,
 }
 
+/// How the kernel hands captured frames to user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// TPACKET_V3: variable-length frames packed into blocks; a block is handed over when
+    /// full or after the block timeout. Fewest wake-ups and no frame-size limit: the
+    /// throughput choice, and the default. Latency on a lightly loaded link is up to the
+    /// block timeout.
+    #[default]
+    Blocks,
+    /// TPACKET_V2: fixed-size frame slots, each handed over as soon as the kernel wrote it
+    /// (sub-millisecond latency). A frame longer than the slot (`frame_size` −
+    /// [`FRAME_OVERHEAD`]) is cut and counted as `truncated`, so GRO/LRO should be off on
+    /// the tapped interface (TCP segments merged by GRO can be 64 KB).
+    Frames,
+}
+
 /// How to open a [`Ring`].
 #[derive(Debug, Clone)]
 pub struct RingConfig {
@@ -48,8 +71,11 @@ pub struct RingConfig {
     pub block_size: u32,
     /// Blocks in the ring. Memory per ring = `block_size × block_count`.
     pub block_count: u32,
-    /// `tp_frame_size` (only checked by the kernel in V3; frames are packed).
+    /// `tp_frame_size`: only checked by the kernel with [`Layout::Blocks`] (frames are
+    /// packed); with [`Layout::Frames`] the slot size, a multiple of 16.
     pub frame_size: u32,
+    /// Blocks (TPACKET_V3) or frames (TPACKET_V2).
+    pub layout: Layout,
     /// Block retire timeout (`tp_retire_blk_tov`), ms: a partly filled block is handed to
     /// user space after this long, which bounds the latency on a quiet link.
     pub block_timeout_ms: u32,
@@ -76,6 +102,7 @@ impl RingConfig {
             block_size: 2 << 20,
             block_count: 16,
             frame_size: 2048,
+            layout: Layout::Blocks,
             block_timeout_ms: 20,
             snaplen: 65535,
             promiscuous: true,
@@ -109,9 +136,10 @@ pub struct RingStats {
     pub unsupported_link: u64,
     /// Blocks with inconsistent headers (handed back unread).
     pub bad_blocks: u64,
-    /// Blocks retired to user space and not yet read (ring occupancy, at the last read).
+    /// Slots (blocks, or frames with [`Layout::Frames`]) handed to user space and not yet
+    /// read (ring occupancy, at the last read).
     pub blocks_waiting: u32,
-    /// Blocks in the ring.
+    /// Slots in the ring (blocks, or frames with [`Layout::Frames`]).
     pub blocks: u32,
 }
 
@@ -128,6 +156,7 @@ pub struct Ring {
     map: MappedRing,
     fd: OwnedFd,
     any: bool,
+    layout: Layout,
     next_block: usize,
     cursor: Option<Cursor>,
     scratch: Vec<u8>,
@@ -189,7 +218,8 @@ impl Ring {
         };
         let os = |op: &'static str| move |e| CaptureError::Os(op, e);
         let fd = sys::packet_socket(any).map_err(os("socket"))?;
-        sys::set_tpacket_v3(&fd).map_err(os("PACKET_VERSION"))?;
+        let frames = cfg.layout == Layout::Frames;
+        sys::set_tpacket_version(&fd, frames).map_err(os("PACKET_VERSION"))?;
         match &bpf {
             None => sys::set_snaplen(&fd, cfg.snaplen).map_err(os("SO_ATTACH_FILTER"))?,
             Some(prog) => sys::attach_filter(&fd, prog).map_err(os("SO_ATTACH_FILTER"))?,
@@ -201,6 +231,7 @@ impl Ring {
                 block_count: cfg.block_count,
                 frame_size: cfg.frame_size,
                 block_timeout_ms: cfg.block_timeout_ms,
+                frames,
             },
         )
         .map_err(os("PACKET_RX_RING"))?;
@@ -220,12 +251,13 @@ impl Ring {
         );
         Ok(Ring {
             stats: RingStats {
-                blocks: cfg.block_count,
+                blocks: u32::try_from(map.slot_count()).unwrap_or(u32::MAX),
                 ..RingStats::default()
             },
             map,
             fd,
             any,
+            layout: cfg.layout,
             next_block: 0,
             cursor: None,
             scratch: Vec::with_capacity(
@@ -260,7 +292,7 @@ impl Ring {
         self.stats.kernel_packets += u64::from(k.packets);
         self.stats.kernel_drops += u64::from(k.drops);
         self.stats.freezes += u64::from(k.freezes);
-        let waiting = (0..self.map.block_count())
+        let waiting = (0..self.map.slot_count())
             .filter(|&i| self.map.is_user(i))
             .count();
         self.stats.blocks_waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
@@ -270,13 +302,65 @@ impl Ring {
     /// Hands up to `max` frames that pass the filter to `f`, walking user-owned blocks and
     /// handing each back once read. Returns the number handed out; 0 when no block is ready.
     /// An error from `f` stops the walk (the frame counts as read) and is returned.
-    pub fn poll<E, F>(&mut self, max: usize, mut f: F) -> Result<usize, E>
+    pub fn poll<E, F>(&mut self, max: usize, f: F) -> Result<usize, E>
+    where
+        F: FnMut(&RawPacket<'_>) -> Result<(), E>,
+    {
+        match self.layout {
+            Layout::Blocks => self.poll_blocks(max, f),
+            Layout::Frames => self.poll_frames(max, f),
+        }
+    }
+
+    /// TPACKET_V2: each user-owned frame slot in ring order, handed back right after use.
+    fn poll_frames<E, F>(&mut self, max: usize, mut f: F) -> Result<usize, E>
     where
         F: FnMut(&RawPacket<'_>) -> Result<(), E>,
     {
         let mut n = 0;
         while n < max {
-            let Some(block) = self.map.user_block(self.next_block) else {
+            let i = self.next_block;
+            let Some(slot) = self.map.user_slot(i) else {
+                break;
+            };
+            let result = match frame_header_v2(slot) {
+                None => {
+                    self.stats.bad_blocks += 1;
+                    Ok(())
+                }
+                Some(h) => match accept(
+                    slot,
+                    &h,
+                    0,
+                    self.any,
+                    self.snaplen,
+                    &mut self.scratch,
+                    &self.filter,
+                    &mut self.stats,
+                ) {
+                    Some(pkt) => {
+                        n += 1;
+                        f(&pkt)
+                    }
+                    None => Ok(()),
+                },
+            };
+            self.map.release(i);
+            self.next_block = (i + 1) % self.map.slot_count().max(1);
+            result?;
+        }
+        Ok(n)
+    }
+
+    /// TPACKET_V3: walk the frames of each user-owned block, handing the block back once
+    /// its last frame was read.
+    fn poll_blocks<E, F>(&mut self, max: usize, mut f: F) -> Result<usize, E>
+    where
+        F: FnMut(&RawPacket<'_>) -> Result<(), E>,
+    {
+        let mut n = 0;
+        while n < max {
+            let Some(block) = self.map.user_slot(self.next_block) else {
                 break;
             };
             let cur = match self.cursor {
@@ -310,36 +394,19 @@ impl Ring {
                 continue;
             }
             self.cursor = Some(next);
-            let Some((link, data)) = build(
+            let Some(pkt) = accept(
                 block,
                 &h,
                 cur.offset,
                 self.any,
                 self.snaplen,
                 &mut self.scratch,
+                &self.filter,
                 &mut self.stats,
             ) else {
                 continue;
             };
-            if !self.filter.matches(link, data) {
-                self.stats.filtered += 1;
-                continue;
-            }
-            let orig_len = h
-                .len
-                .saturating_add(u32::try_from(data.len().saturating_sub(h.snap)).unwrap_or(0));
-            if h.snap < usize::try_from(h.len).unwrap_or(usize::MAX) {
-                self.stats.truncated += 1;
-            }
-            self.stats.frames += 1;
-            self.stats.bytes += data.len() as u64;
             n += 1;
-            let pkt = RawPacket {
-                ts: Timestamp::from_parts(i64::from(h.sec), h.nsec),
-                link,
-                data,
-                orig_len,
-            };
             f(&pkt)?;
         }
         Ok(n)
@@ -348,8 +415,42 @@ impl Ring {
     fn finish_block(&mut self) {
         self.map.release(self.next_block);
         self.cursor = None;
-        self.next_block = (self.next_block + 1) % self.map.block_count().max(1);
+        self.next_block = (self.next_block + 1) % self.map.slot_count().max(1);
     }
+}
+
+/// The frame at `at` of a slot as handed out, or `None` when it is skipped (bad header,
+/// unsupported link, refused by the filter — each counted).
+#[allow(clippy::too_many_arguments)] // disjoint borrows of the ring's fields
+fn accept<'a>(
+    slot: &'a [u8],
+    h: &FrameHeader,
+    at: usize,
+    any: bool,
+    snaplen: usize,
+    scratch: &'a mut Vec<u8>,
+    filter: &Filter,
+    stats: &mut RingStats,
+) -> Option<RawPacket<'a>> {
+    let (link, data) = build(slot, h, at, any, snaplen, scratch, stats)?;
+    if !filter.matches(link, data) {
+        stats.filtered += 1;
+        return None;
+    }
+    let orig_len = h
+        .len
+        .saturating_add(u32::try_from(data.len().saturating_sub(h.snap)).unwrap_or(0));
+    if h.snap < usize::try_from(h.len).unwrap_or(usize::MAX) {
+        stats.truncated += 1;
+    }
+    stats.frames += 1;
+    stats.bytes += data.len() as u64;
+    Some(RawPacket {
+        ts: Timestamp::from_parts(i64::from(h.sec), h.nsec),
+        link,
+        data,
+        orig_len,
+    })
 }
 
 fn check(cfg: &RingConfig) -> Result<(), CaptureError> {
@@ -373,6 +474,12 @@ fn check(cfg: &RingConfig) -> Result<(), CaptureError> {
     {
         return bad(format!(
             "frame size {} must be a multiple of 16, 64..=block size",
+            cfg.frame_size
+        ));
+    }
+    if cfg.layout == Layout::Frames && cfg.frame_size < FRAME_OVERHEAD + 64 {
+        return bad(format!(
+            "frame size {} leaves less than 64 bytes per frame (the V2 header takes {FRAME_OVERHEAD})",
             cfg.frame_size
         ));
     }
@@ -434,6 +541,29 @@ fn frame_header(b: &[u8], at: usize) -> Option<FrameHeader> {
         mac: usize::from(ne16(h, 24)?),
         vlan_tci: u16::try_from(ne32(h, 32)? & 0xffff).ok()?,
         vlan_tpid: ne16(h, 36)?,
+        protocol: sll.get(2..4)?.try_into().ok()?,
+        ifindex: ne32(sll, 4)?,
+        hatype: ne16(sll, 8)?,
+        pkttype: *sll.get(10)?,
+        halen: *sll.get(11)?,
+        addr: sll.get(12..20)?.try_into().ok()?,
+    })
+}
+
+/// `tpacket2_hdr` + `sockaddr_ll` at the start of a V2 frame slot.
+fn frame_header_v2(b: &[u8]) -> Option<FrameHeader> {
+    let h = b.get(..HDR2_LEN + 20)?;
+    let sll = h.get(HDR2_LEN..)?;
+    Some(FrameHeader {
+        next_offset: 0,
+        status: ne32(h, 0)?,
+        len: ne32(h, 4)?,
+        snap: usize::try_from(ne32(h, 8)?).ok()?,
+        mac: usize::from(ne16(h, 12)?),
+        sec: ne32(h, 16)?,
+        nsec: ne32(h, 20)?,
+        vlan_tci: ne16(h, 24)?,
+        vlan_tpid: ne16(h, 26)?,
         protocol: sll.get(2..4)?.try_into().ok()?,
         ifindex: ne32(sll, 4)?,
         hatype: ne16(sll, 8)?,

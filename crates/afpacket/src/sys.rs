@@ -1,6 +1,7 @@
 //! Every system call of the crate, and the only module allowed to use `unsafe`: the
-//! AF_PACKET socket (options, bind, fanout, statistics), the memory-mapped TPACKET_V3 ring
-//! (acquire/release access to a block's status word, the block's bytes as a slice),
+//! AF_PACKET socket (options, bind, fanout, statistics), the memory-mapped receive ring in
+//! either layout — TPACKET_V3 blocks or TPACKET_V2 fixed frames — as *slots* (acquire/release
+//! access to a slot's status word, the slot's bytes as a slice),
 //! poll(2) over several sockets, a raw send socket, and entering a network namespace.
 //!
 //! Built directly on `libc` (pure Rust bindings, no C build): the crates that wrap
@@ -29,6 +30,7 @@ const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
+const TPACKET_V2: libc::c_int = 1;
 const TPACKET_V3: libc::c_int = 2;
 const PACKET_MR_PROMISC: u16 = 1;
 /// `ETH_P_ALL`: every protocol.
@@ -37,8 +39,10 @@ const ETH_P_ALL: u16 = 0x0003;
 pub(crate) const TP_STATUS_USER: u32 = 1;
 /// Hands a block back.
 const TP_STATUS_KERNEL: u32 = 0;
-/// Offset of `hdr.bh1.block_status` in `tpacket_block_desc`.
+/// Offset of `hdr.bh1.block_status` in `tpacket_block_desc` (V3 slots = blocks).
 const BLOCK_STATUS_OFFSET: usize = 8;
+/// Offset of `tp_status` in `tpacket2_hdr` (V2 slots = frames).
+const FRAME_STATUS_OFFSET: usize = 0;
 /// BPF: `ret #k`.
 const BPF_RET_K: u16 = 0x06;
 
@@ -54,7 +58,16 @@ struct TpacketReq3 {
     tp_feature_req_word: u32,
 }
 
-/// `struct tpacket_stats_v3`.
+/// `struct tpacket_req` (TPACKET_V2).
+#[repr(C)]
+struct TpacketReq {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+}
+
+/// `struct tpacket_stats_v3` (a V2 socket fills the first two words only).
 #[repr(C)]
 #[derive(Default)]
 struct TpacketStatsV3 {
@@ -93,6 +106,8 @@ pub(crate) struct RingGeometry {
     pub block_count: u32,
     pub frame_size: u32,
     pub block_timeout_ms: u32,
+    /// TPACKET_V2 (fixed frames, each handed over on its own) instead of V3 blocks.
+    pub frames: bool,
 }
 
 /// Kernel counters of one `PACKET_STATISTICS` read (they reset on every read).
@@ -159,13 +174,13 @@ pub(crate) fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
-/// `PACKET_VERSION = TPACKET_V3`.
-pub(crate) fn set_tpacket_v3(fd: &OwnedFd) -> io::Result<()> {
+/// `PACKET_VERSION`: TPACKET_V2 when `frames`, else TPACKET_V3.
+pub(crate) fn set_tpacket_version(fd: &OwnedFd, frames: bool) -> io::Result<()> {
     setsockopt(
         fd.as_raw_fd(),
         SOL_PACKET,
         PACKET_VERSION,
-        &TPACKET_V3,
+        if frames { &TPACKET_V2 } else { &TPACKET_V3 },
         "PACKET_VERSION",
     )
 }
@@ -344,12 +359,17 @@ pub(crate) fn enter_netns(path: &Path) -> io::Result<()> {
     cvt("setns(CLONE_NEWNET)", rc).map(|_| ())
 }
 
-/// A TPACKET_V3 receive ring mapped into this process.
+/// A receive ring mapped into this process, seen as `slot_count` slots that user space and
+/// the kernel hand each other through a status word: V3 blocks (status in the block
+/// descriptor) or V2 frames (status in `tpacket2_hdr`; frames never straddle blocks).
 pub(crate) struct MappedRing {
     base: NonNull<u8>,
     len: usize,
     block_size: usize,
-    block_count: usize,
+    slot_size: usize,
+    slots_per_block: usize,
+    slot_count: usize,
+    status_offset: usize,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; nothing in it is tied
@@ -360,26 +380,60 @@ impl MappedRing {
     /// Sets `PACKET_RX_RING` on `fd` and maps it.
     pub(crate) fn new(fd: &OwnedFd, g: RingGeometry) -> io::Result<Self> {
         let frames_per_block = g.block_size / g.frame_size.max(1);
-        let req = TpacketReq3 {
-            tp_block_size: g.block_size,
-            tp_block_nr: g.block_count,
-            tp_frame_size: g.frame_size,
-            tp_frame_nr: frames_per_block.saturating_mul(g.block_count),
-            tp_retire_blk_tov: g.block_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        setsockopt(
-            fd.as_raw_fd(),
-            SOL_PACKET,
-            PACKET_RX_RING,
-            &req,
-            "PACKET_RX_RING",
-        )?;
+        let frame_nr = frames_per_block.saturating_mul(g.block_count);
+        if g.frames {
+            let req = TpacketReq {
+                tp_block_size: g.block_size,
+                tp_block_nr: g.block_count,
+                tp_frame_size: g.frame_size,
+                tp_frame_nr: frame_nr,
+            };
+            setsockopt(
+                fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_RX_RING,
+                &req,
+                "PACKET_RX_RING",
+            )?;
+        } else {
+            let req = TpacketReq3 {
+                tp_block_size: g.block_size,
+                tp_block_nr: g.block_count,
+                tp_frame_size: g.frame_size,
+                tp_frame_nr: frame_nr,
+                tp_retire_blk_tov: g.block_timeout_ms,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            setsockopt(
+                fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_RX_RING,
+                &req,
+                "PACKET_RX_RING",
+            )?;
+        }
         let block_size =
             usize::try_from(g.block_size).map_err(|_| io::Error::other("block size"))?;
         let block_count =
             usize::try_from(g.block_count).map_err(|_| io::Error::other("block count"))?;
+        let frame_size =
+            usize::try_from(g.frame_size).map_err(|_| io::Error::other("frame size"))?;
+        let (slot_size, slots_per_block, status_offset) = if g.frames {
+            (
+                frame_size,
+                usize::try_from(frames_per_block).map_err(|_| io::Error::other("frames"))?,
+                FRAME_STATUS_OFFSET,
+            )
+        } else {
+            (block_size, 1, BLOCK_STATUS_OFFSET)
+        };
+        if slots_per_block == 0 || slot_size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame size larger than the block",
+            ));
+        }
         let len = block_size
             .checked_mul(block_count)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
@@ -404,52 +458,63 @@ impl MappedRing {
             base,
             len,
             block_size,
-            block_count,
+            slot_size,
+            slots_per_block,
+            slot_count: slots_per_block.saturating_mul(block_count),
+            status_offset,
         })
     }
 
-    /// Number of blocks.
-    pub(crate) fn block_count(&self) -> usize {
-        self.block_count
+    /// Number of slots (V3: blocks, V2: frames).
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    /// Byte offset of slot `i` (`i < slot_count`, so it lies inside the mapping).
+    fn slot_offset(&self, i: usize) -> usize {
+        (i / self.slots_per_block) * self.block_size + (i % self.slots_per_block) * self.slot_size
     }
 
     fn status_word(&self, i: usize) -> Option<&AtomicU32> {
-        if i >= self.block_count {
+        if i >= self.slot_count {
             return None;
         }
-        // SAFETY: `i < block_count`, so the offset is inside the mapping; blocks start on
-        // page boundaries, so `+8` is 4-byte aligned; the word is shared with the kernel,
-        // hence only accessed atomically.
+        // SAFETY: `i < slot_count`, so the slot (and its status word, at offset 0 or 8 of
+        // a slot at least 64 bytes long) is inside the mapping; blocks start on page
+        // boundaries and frame sizes are multiples of 16 (checked by the ring), so the
+        // word is 4-byte aligned; it is shared with the kernel, hence only accessed
+        // atomically.
         Some(unsafe {
             &*self
                 .base
                 .as_ptr()
-                .add(i * self.block_size + BLOCK_STATUS_OFFSET)
+                .add(self.slot_offset(i) + self.status_offset)
                 .cast::<AtomicU32>()
         })
     }
 
-    /// Whether block `i` is owned by user space (acquire: the kernel's writes to the block
+    /// Whether slot `i` is owned by user space (acquire: the kernel's writes to the slot
     /// happen-before this load observes `TP_STATUS_USER`).
     pub(crate) fn is_user(&self, i: usize) -> bool {
         self.status_word(i)
             .is_some_and(|w| w.load(Ordering::Acquire) & TP_STATUS_USER != 0)
     }
 
-    /// The bytes of block `i` if it is owned by user space.
-    pub(crate) fn user_block(&self, i: usize) -> Option<&[u8]> {
+    /// The bytes of slot `i` if it is owned by user space.
+    pub(crate) fn user_slot(&self, i: usize) -> Option<&[u8]> {
         if !self.is_user(i) {
             return None;
         }
-        // SAFETY: `is_user` checked `i < block_count` and that the kernel handed the block
-        // over (acquire); the kernel does not write to a user-owned block until `release`,
-        // which takes `&mut self`, so no slice from `&self` can outlive the hand-back.
+        // SAFETY: `is_user` checked `i < slot_count` and that the kernel handed the slot
+        // over (acquire); slots lie inside the mapping and do not overlap; the kernel does
+        // not write to a user-owned slot until `release`, which takes `&mut self`, so no
+        // slice from `&self` can outlive the hand-back.
         Some(unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(i * self.block_size), self.block_size)
+            std::slice::from_raw_parts(self.base.as_ptr().add(self.slot_offset(i)), self.slot_size)
         })
     }
 
-    /// Hands block `i` back to the kernel (release: our reads happen-before its reuse).
+    /// Hands slot `i` back to the kernel (release: our reads happen-before its reuse).
     pub(crate) fn release(&mut self, i: usize) {
         if let Some(w) = self.status_word(i) {
             w.store(TP_STATUS_KERNEL, Ordering::Release);

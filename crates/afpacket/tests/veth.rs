@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vcontap_afpacket::{Capture, Filter, Injector, RingConfig};
+use vcontap_afpacket::{Capture, Filter, Injector, Layout, RingConfig};
 use vcontap_engine::{EngineConfig, EventKind, RecordMode};
 use vcontap_pipeline::{PacketSource, Poll, Tap, TapConfig};
 use vcontap_wire::{LinkType, PcapReader, RawPacket, Timestamp};
@@ -364,6 +364,116 @@ fn any_device_gives_sll2_with_the_vlan_tag() {
     }
     // The wire decoder reads the restored tag.
     assert_eq!(&got[1].data[20..22], &42u16.to_be_bytes());
+}
+
+/// `Layout::Frames` (TPACKET_V2): each frame is handed over on its own, long before the
+/// block timeout (set to 1 s here, which a V3 ring would wait out for a lone frame), with
+/// the same bytes, VLAN restore and stats as the block ring; a frame longer than the slot
+/// is cut and counted, and the `any` device still gets SLL2.
+#[test]
+fn frame_ring_hands_over_each_frame_at_once() {
+    let Some(v) = Veth::new() else { return };
+    let mut cfg = v.ring();
+    cfg.layout = Layout::Frames;
+    cfg.block_size = 64 << 10;
+    cfg.block_count = 16;
+    cfg.frame_size = 1024;
+    cfg.block_timeout_ms = 1000;
+    let mut cap = Capture::open(&[cfg.clone()]).unwrap();
+    let st = cap.stats().unwrap()[0];
+    assert_eq!(st.blocks, 16 * 64, "slots are frames: {st:?}");
+    let inj = v.injector();
+
+    // A lone frame is ready at once, not after the 1 s block timeout.
+    let lone = frame(&[], [10, 77, 0, 1], [10, 77, 0, 2], 40000, 5060, 0, 100);
+    let sent = Instant::now();
+    send_all(&inj, std::slice::from_ref(&lone));
+    let got = collect(&mut cap, 1, Duration::from_millis(500), ours);
+    assert_eq!(got.len(), 1, "handed over before the block timeout");
+    assert!(sent.elapsed() < Duration::from_millis(900));
+    assert_eq!(got[0].data, lone);
+
+    // Sizes up to the slot, VLAN tags restored, one frame cut at the slot size.
+    let frames: Vec<Vec<u8>> = (1..400u32)
+        .map(|i| {
+            let tags: &[(u16, u16)] = if i % 3 == 0 { &[(0x8100, 100)] } else { &[] };
+            frame(
+                tags,
+                [10, 77, 0, 1],
+                [10, 77, 0, 2],
+                40000,
+                5060,
+                i,
+                (i as usize * 37) % 1400,
+            )
+        })
+        .collect();
+    send_all(&inj, &frames);
+    let got = collect(&mut cap, frames.len(), Duration::from_secs(10), ours);
+    assert_eq!(got.len(), frames.len());
+    // A frame longer than what the slot holds after the V2 header (at most
+    // FRAME_OVERHEAD bytes of it; the kernel aligns the network header) is cut to the
+    // same length as every other cut frame; a stripped tag takes no room in the slot.
+    let room = got
+        .iter()
+        .zip(&frames)
+        .enumerate()
+        .filter(|(_, (g, f))| g.data.len() < f.len())
+        .map(|(i, (g, _))| g.data.len() - if i % 3 == 2 { 4 } else { 0 })
+        .min()
+        .expect("some frame was cut");
+    assert!(room >= 1024 - 80, "the slot holds {room} bytes");
+    let mut cut = 0;
+    for (i, (g, f)) in got.iter().zip(&frames).enumerate() {
+        assert_eq!(g.link, LinkType::ETHERNET);
+        assert_eq!(g.orig_len as usize, f.len());
+        let tag = if i % 3 == 2 { 4 } else { 0 };
+        if f.len() - tag <= room {
+            assert_eq!(&g.data, f, "frame {i} bytes");
+        } else {
+            cut += 1;
+            assert_eq!(g.data.len(), room + tag, "frame {i} cut at the slot");
+            assert_eq!(&g.data[..], &f[..g.data.len()], "cut frame is a prefix");
+        }
+    }
+    assert!(cut > 50, "{cut} frames longer than the slot");
+    for w in got.windows(2) {
+        assert!(w[1].ts >= w[0].ts, "timestamps never go back");
+    }
+    let st = cap.stats().unwrap()[0];
+    assert_eq!(st.kernel_drops, 0, "{st:?}");
+    assert_eq!(st.vlan_restored, 133, "{st:?}");
+    assert_eq!(st.truncated, cut, "{st:?}");
+    assert_eq!(st.blocks_waiting, 0, "{st:?}");
+
+    // The `any` device: SLL2 built from the V2 frame's sockaddr_ll.
+    let mut any = cfg;
+    any.interface = "any".into();
+    any.promiscuous = false;
+    let mut cap = Capture::open(&[any]).unwrap();
+    let tagged = frame(
+        &[(0x8100, 42)],
+        [10, 77, 0, 1],
+        [10, 77, 0, 2],
+        5060,
+        5060,
+        7,
+        10,
+    );
+    send_all(&inj, std::slice::from_ref(&tagged));
+    let got = collect(&mut cap, 1, Duration::from_secs(10), |p| {
+        p.data.get(12..18) == Some(&SRC_MAC[..])
+    });
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].link, LinkType::LINUX_SLL2);
+    assert_eq!(&got[0].data[20..22], &42u16.to_be_bytes());
+    assert_eq!(&got[0].data[24..], &tagged[18..]);
+
+    // Too small a slot for the V2 header is a configuration error.
+    let mut bad = v.ring();
+    bad.layout = Layout::Frames;
+    bad.frame_size = 128;
+    assert!(Capture::open(&[bad]).is_err());
 }
 
 #[test]
