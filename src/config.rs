@@ -124,6 +124,8 @@ pub struct EngineTable {
     pub segment_seconds: Option<u32>,
     /// Engine shards (threads; default 1).
     pub shards: Option<usize>,
+    /// Live "quality so far" refresh interval, seconds (0: off; default 10).
+    pub quality_interval_s: Option<u32>,
     /// Host name hashed into vCon uuids (default: this machine's).
     pub host: Option<String>,
 }
@@ -181,6 +183,14 @@ pub fn load(path: &Path) -> Result<Config> {
             return Err(bad(
                 "engine.shards",
                 format!("{n}: must be 1 to {}", vcontap_pipeline::tap::MAX_SHARDS),
+            ));
+        }
+    }
+    if let Some(q) = cfg.engine.quality_interval_s {
+        if q > 3600 {
+            return Err(bad(
+                "engine.quality_interval_s",
+                format!("{q}: must be 0 (off) to 3600 seconds"),
             ));
         }
     }

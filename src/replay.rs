@@ -31,6 +31,13 @@ fn engine_config(a: &ReplayArgs) -> EngineConfig {
         },
         segment_seconds: a.segment_seconds,
         host: a.host.clone().unwrap_or_else(host_name),
+        // Quality so far is for live watchers: on for a realtime replay (a demo of a live
+        // source), off for a plain one so its events stay as they were.
+        quality_interval_ms: Some(match (a.quality_interval, a.pace) {
+            (Some(n), _) => i64::from(n) * 1000,
+            (None, crate::Pace::Realtime) => vcontap_engine::DEFAULT_LIVE_QUALITY_INTERVAL_MS,
+            (None, crate::Pace::Max) => 0,
+        }),
         ..EngineConfig::default()
     }
 }

@@ -82,7 +82,9 @@ mod session;
 mod stats;
 
 pub use call::FinishReason;
-pub use config::{EngineConfig, RecordMode};
+pub use config::{
+    EngineConfig, RecordMode, DEFAULT_LIVE_QUALITY_INTERVAL_MS, MAX_QUALITY_INTERVAL_MS,
+};
 pub use origin::{AgentId, AgentInfo, Origin, MAX_AGENTS, MAX_AGENTS_PER_CALL};
 pub use router::{Router, Shards};
 pub use session::{
@@ -667,6 +669,7 @@ impl Engine {
                     if let Some(c) = self.call_mut(h) {
                         c.tick(now);
                         c.flush_update(now);
+                        c.refresh_quality(now);
                     }
                     self.collect(h);
                     self.schedule(h);
