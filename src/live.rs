@@ -140,7 +140,8 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let hub = s
         .api
         .listen
-        .map(|_| vcontap_live::Hub::new(s.api.hub.clone()));
+        .map(|_| crate::live_api::open_hub(&s.api, &s.out))
+        .transpose()?;
     if let (Some(addr), Some(hub)) = (s.api.listen, &hub) {
         let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
         let local = crate::api::serve(

@@ -84,7 +84,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     api.check()?;
     crate::web::WebSlots::global().set_tokens(&api.tokens);
     // Only with --listen: without a server nobody could read what the hub keeps.
-    let hub = api.listen.map(|_| vcontap_live::Hub::new(api.hub.clone()));
+    let hub = api
+        .listen
+        .map(|_| crate::live_api::open_hub(&api, &a.out))
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_state = crate::api::ApiState::new(outputs.delivery.metrics().clone());
     if let (Some(addr), Some(hub)) = (api.listen, &hub) {
