@@ -880,3 +880,97 @@ fn kill(mut child: Child) {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn live_snapshots_and_calls_carry_quality_so_far_before_finished() {
+    let out = common::tmpdir("live-api-quality");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = spawn_replay(
+        &demo(),
+        &out,
+        &[
+            "--pace",
+            "realtime",
+            "--quality-interval",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--wait-subscribers",
+            "1",
+        ],
+    );
+    let rt = runtime();
+    let (frames, row) = rt.block_on(async {
+        wait_up(port).await;
+        let sse = tokio::spawn(sse_collect(format!("{base}/v1/events")));
+        // Mid-call, `GET /v1/calls` shows a live call's streams and quality so far.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let row = loop {
+            assert!(Instant::now() < deadline, "no live call showed quality");
+            let v: Value = reqwest::get(format!("{base}/v1/calls"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .map(|t| serde_json::from_str(&t).unwrap())
+                .unwrap();
+            let hit = v["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["quality"]["streams"][0]["packets"].as_u64() > Some(0))
+                .cloned();
+            if let Some(c) = hit {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        (sse.await.unwrap(), row)
+    });
+    wait_exit(child, &out);
+    assert_eq!(row["streams"], 2, "{row}");
+    assert_ne!(row["state"], "finished");
+    assert!(
+        row["quality"]["streams"][0]["jitter_ms"].is_number(),
+        "{row}"
+    );
+
+    // The stream is the events file, and every answered call's quality showed (and moved)
+    // in live snapshots before its `finished`.
+    let lines = events_lines(&out);
+    let data: Vec<&str> = frames.iter().map(|f| f.data.as_str()).collect();
+    assert_eq!(data, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut by_call: HashMap<String, Vec<(String, Option<u64>)>> = HashMap::new();
+    for l in &lines {
+        let e: Value = serde_json::from_str(l).unwrap();
+        let packets = e["vcon"]["vcontap"]["rtp_quality"]["streams"]
+            .as_array()
+            .map(|s| s.iter().map(|x| x["packets"].as_u64().unwrap()).sum());
+        by_call
+            .entry(e["uuid"].as_str().unwrap().into())
+            .or_default()
+            .push((e["kind"].as_str().unwrap().into(), packets));
+    }
+    let mut answered = 0;
+    for (uuid, evs) in &by_call {
+        let (last, before) = evs.split_last().unwrap();
+        assert_eq!(last.0, "finished", "{uuid}");
+        let live: Vec<u64> = before.iter().filter_map(|(_, p)| *p).collect();
+        if live.is_empty() {
+            continue; // the busy call: no media
+        }
+        answered += 1;
+        assert!(live.len() >= 2, "{uuid}: {evs:?}");
+        assert!(live.windows(2).all(|w| w[1] >= w[0]), "{uuid}: {evs:?}");
+        assert!(live.last() > live.first(), "quality moved: {uuid}: {evs:?}");
+    }
+    assert_eq!(answered, 3, "{by_call:?}");
+    let finals: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "finished")
+        .map(|e| e["vcon"].clone())
+        .collect();
+    validate_all(&finals, &out.with_extension("finals"));
+}

@@ -843,8 +843,8 @@ pub fn call_summary(p: &Published, vcon: &str, created_ns: i64, now_ns: i64) -> 
             .filter(|x| x.get("type").and_then(Value::as_str) == Some("recording"))
             .count()
     });
-    // Quality so far: whatever RTP report the snapshot already carries (the engine adds
-    // it to the vCon at the end; earlier snapshots have none).
+    // Quality so far: the RTP report the snapshot carries (`vcontap.rtp_quality` in live
+    // snapshots when the engine's quality refresh is on; none with it off).
     let quality = ext
         .and_then(|e| e.get("rtp_quality"))
         .cloned()
@@ -870,6 +870,10 @@ pub fn call_summary(p: &Published, vcon: &str, created_ns: i64, now_ns: i64) -> 
         "duration_s": (duration_s * 1000.0).round() / 1000.0,
         "updated_at": v.get("updated_at").cloned().unwrap_or(Value::Null),
         "recordings": recordings,
+        "streams": quality
+            .get("streams")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
         "quality": quality,
     })
 }
