@@ -286,4 +286,17 @@ mod tests {
         assert!(e.contains("sinks[0]"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn quality_interval_is_range_checked() {
+        let d = std::env::temp_dir().join(format!("vcontap-cfg-q-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("q.toml");
+        std::fs::write(&p, "[engine]\nquality_interval_s = 3601\n").unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("engine.quality_interval_s"), "{e}");
+        std::fs::write(&p, "[engine]\nquality_interval_s = 0\n").unwrap();
+        assert_eq!(load(&p).unwrap().engine.quality_interval_s, Some(0));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
