@@ -386,7 +386,7 @@ mod tests {
         let d = dir("damaged");
         std::fs::create_dir_all(&d).unwrap();
         let mut text = b"+a1\n+a2\n\x00\xffgarbage\n+a3\n-a2\n".to_vec();
-        text.extend(std::iter::repeat(b'x').take(10_000));
+        text.extend(std::iter::repeat_n(b'x', 10_000));
         text.extend(b"\n+a4\n+a5-cut");
         std::fs::write(d.join("out.journal"), &text).unwrap();
         let (mut l, r) = EgressList::open(&d, "out", 100).unwrap();
