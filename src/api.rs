@@ -265,6 +265,24 @@ fn hub_metrics(hub: Arc<vcontap_live::Hub>) -> Render {
                 "uuids dropped from full egress lists",
                 s.egress_dropped.load(Relaxed),
             ),
+            (
+                "vcontap_api_egress_recovered_total",
+                "counter",
+                "uuids reloaded from egress list journals at start-up",
+                s.egress_recovered.load(Relaxed),
+            ),
+            (
+                "vcontap_api_egress_bad_records_total",
+                "counter",
+                "damaged egress journal lines skipped at start-up",
+                s.egress_bad_records.load(Relaxed),
+            ),
+            (
+                "vcontap_api_egress_write_errors_total",
+                "counter",
+                "egress journal writes or syncs that failed (lists go on in memory)",
+                s.egress_write_errors.load(Relaxed),
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -288,6 +306,30 @@ pub fn serve(
     let local = listener.local_addr()?;
     if let (Some(l), Ok(mut extra)) = (&live, state.extra.lock()) {
         extra.push(hub_metrics(l.hub.clone()));
+    }
+    if let Some(l) = live
+        .as_ref()
+        .filter(|l| !l.hub.config().egress_lists.is_empty())
+    {
+        // The egress journals' fsync policy: at most a second of records unsynced.
+        let hub = l.hub.clone();
+        let mut stop = stop.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let h = hub.clone();
+                        let _ = tokio::task::spawn_blocking(move || h.sync_egress()).await;
+                    }
+                    r = stop.changed() => {
+                        if r.is_err() || *stop.borrow() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
     }
     let app = router(state, live);
     rt.spawn(async move {

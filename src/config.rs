@@ -131,6 +131,8 @@ pub struct EngineTable {
     pub segment_seconds: Option<u32>,
     /// Engine shards (threads; default 1).
     pub shards: Option<usize>,
+    /// Live "quality so far" refresh interval, seconds (0: off; default 10).
+    pub quality_interval_s: Option<u32>,
     /// Host name hashed into vCon uuids (default: this machine's).
     pub host: Option<String>,
 }
@@ -188,6 +190,14 @@ pub fn load(path: &Path) -> Result<Config> {
             return Err(bad(
                 "engine.shards",
                 format!("{n}: must be 1 to {}", vcontap_pipeline::tap::MAX_SHARDS),
+            ));
+        }
+    }
+    if let Some(q) = cfg.engine.quality_interval_s {
+        if q > 3600 {
+            return Err(bad(
+                "engine.quality_interval_s",
+                format!("{q}: must be 0 (off) to 3600 seconds"),
             ));
         }
     }
@@ -297,6 +307,19 @@ mod tests {
         std::fs::write(&p, "[[sinks]]\nurl = \"not a url\"\n").unwrap();
         let e = format!("{:#}", load(&p).unwrap_err());
         assert!(e.contains("sinks[0]"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn quality_interval_is_range_checked() {
+        let d = std::env::temp_dir().join(format!("vcontap-cfg-q-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("q.toml");
+        std::fs::write(&p, "[engine]\nquality_interval_s = 3601\n").unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("engine.quality_interval_s"), "{e}");
+        std::fs::write(&p, "[engine]\nquality_interval_s = 0\n").unwrap();
+        assert_eq!(load(&p).unwrap().engine.quality_interval_s, Some(0));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -68,6 +68,8 @@ pub struct LiveSettings {
     pub events: Option<PathBuf>,
     pub record: RecordArg,
     pub segment_seconds: u32,
+    /// `--quality-interval` / `[engine] quality_interval_s` (`None`: the live default).
+    pub quality_interval_s: Option<u32>,
     pub shards: usize,
     pub host: Option<String>,
     pub media_base_url: Option<String>,
@@ -104,6 +106,8 @@ fn engine_config(s: &LiveSettings) -> EngineConfig {
         },
         segment_seconds: s.segment_seconds,
         host: s.host.clone().unwrap_or_else(crate::replay::host_name),
+        // `None` lets `TapConfig::live` apply the live default.
+        quality_interval_ms: s.quality_interval_s.map(|n| i64::from(n) * 1000),
         ..EngineConfig::default()
     }
 }
@@ -164,7 +168,8 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let hub = s
         .api
         .listen
-        .map(|_| vcontap_live::Hub::new(s.api.hub.clone()));
+        .map(|_| crate::live_api::open_hub(&s.api, &s.out))
+        .transpose()?;
     if let (Some(addr), Some(hub)) = (s.api.listen, &hub) {
         let live = crate::live_api::LiveApi::new(hub.clone(), &s.api.tokens, Some(s.out.clone()));
         let local = crate::api::serve(

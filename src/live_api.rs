@@ -120,6 +120,14 @@ impl ApiSettings {
                 bail!("API tokens must be at least 16 characters");
             }
         }
+        for n in &self.hub.egress_lists {
+            if !vcontap_live::egress::valid_name(n) {
+                bail!(
+                    "egress list {n:?}: names become journal file names; use 1 to 128 of \
+                     A-Z a-z 0-9 _ - . (not starting with .)"
+                );
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("TLS needs both a certificate and a key (--tls-cert, --tls-key)");
         }
@@ -133,6 +141,33 @@ impl ApiSettings {
             _ => Ok(None),
         }
     }
+}
+
+/// Where the egress list journals live under the output directory.
+pub const EGRESS_DIR: &str = "egress";
+
+/// The hub of a `--listen` server: egress lists journaled in `OUT/egress/<list>.journal`
+/// (reloaded here; damaged lines are skipped, counted in
+/// `vcontap_api_egress_bad_records_total` and logged).
+pub fn open_hub(s: &ApiSettings, out: &Path) -> Result<Arc<Hub>> {
+    let mut cfg = s.hub.clone();
+    if !cfg.egress_lists.is_empty() {
+        cfg.egress_dir = Some(out.join(EGRESS_DIR));
+    }
+    let (hub, reports) = Hub::open(cfg).context("opening the egress lists")?;
+    for (list, r) in reports {
+        if r.bad_records > 0 {
+            tracing::warn!(
+                list,
+                bad_records = r.bad_records,
+                recovered = r.recovered,
+                "egress journal was damaged: unreadable lines skipped"
+            );
+        } else if r.recovered > 0 {
+            tracing::info!(list, recovered = r.recovered, "egress list reloaded");
+        }
+    }
+    Ok(hub)
 }
 
 /// State of the live routes.

@@ -112,6 +112,12 @@ pub struct CaptureArgs {
     /// Cut recordings every N seconds.
     #[arg(long, default_value_t = 0)]
     pub segment_seconds: u32,
+    /// Live "quality so far": refresh each open call's RTP quality (an `updated` event with
+    /// the report so far) at most every N seconds; 0 turns it off (and leaves quality out of
+    /// live snapshots). Default: 10 for live sources and `replay --pace realtime`, 0 for a
+    /// plain replay.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub quality_interval: Option<u32>,
     /// Public base URL for recordings.
     #[arg(long)]
     pub media_base_url: Option<String>,
@@ -179,6 +185,12 @@ pub struct ReplayArgs {
     /// Cut recordings every N seconds (0: only at hold/resume, codec change, transfer).
     #[arg(long, default_value_t = 0)]
     pub segment_seconds: u32,
+    /// Live "quality so far": refresh each open call's RTP quality (an `updated` event with
+    /// the report so far) at most every N seconds; 0 turns it off (and leaves quality out of
+    /// live snapshots). Default: 10 for live sources and `replay --pace realtime`, 0 for a
+    /// plain replay.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub quality_interval: Option<u32>,
     /// Public base URL for recordings (default: file:// URL of the media directory).
     #[arg(long)]
     pub media_base_url: Option<String>,
@@ -295,6 +307,7 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         events: a.events,
         record: a.record,
         segment_seconds: a.segment_seconds,
+        quality_interval_s: a.quality_interval,
         shards: a.shards,
         host: a.host,
         media_base_url: a.media_base_url,
@@ -335,6 +348,7 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
         events: c.output.events.clone(),
         record,
         segment_seconds: c.engine.segment_seconds.unwrap_or(0),
+        quality_interval_s: c.engine.quality_interval_s,
         shards: c.engine.shards.unwrap_or(1),
         host: c.engine.host.clone(),
         media_base_url: c.output.media_base_url.clone(),

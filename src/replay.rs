@@ -31,6 +31,13 @@ fn engine_config(a: &ReplayArgs) -> EngineConfig {
         },
         segment_seconds: a.segment_seconds,
         host: a.host.clone().unwrap_or_else(host_name),
+        // Quality so far is for live watchers: on for a realtime replay (a demo of a live
+        // source), off for a plain one so its events stay as they were.
+        quality_interval_ms: Some(match (a.quality_interval, a.pace) {
+            (Some(n), _) => i64::from(n) * 1000,
+            (None, crate::Pace::Realtime) => vcontap_engine::DEFAULT_LIVE_QUALITY_INTERVAL_MS,
+            (None, crate::Pace::Max) => 0,
+        }),
         ..EngineConfig::default()
     }
 }
@@ -77,7 +84,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     api.check()?;
     crate::web::WebSlots::global().set_tokens(&api.tokens);
     // Only with --listen: without a server nobody could read what the hub keeps.
-    let hub = api.listen.map(|_| vcontap_live::Hub::new(api.hub.clone()));
+    let hub = api
+        .listen
+        .map(|_| crate::live_api::open_hub(&api, &a.out))
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_state = crate::api::ApiState::new(outputs.delivery.metrics().clone());
     if let (Some(addr), Some(hub)) = (api.listen, &hub) {

@@ -737,3 +737,240 @@ fn tls_serves_the_event_stream_over_https() {
     let d: Vec<&str> = frames.iter().map(|f| f.data.as_str()).collect();
     assert_eq!(d, events_lines(&out));
 }
+
+/// A conserver follower's pull: pops up to `limit` uuids from `list`.
+async fn egress_pull(c: &reqwest::Client, base: &str, list: &str, limit: usize) -> Vec<String> {
+    c.get(format!(
+        "{base}/vcon/egress?egress_list={list}&limit={limit}"
+    ))
+    .header("x-conserver-api-token", TOKEN)
+    .send()
+    .await
+    .unwrap()
+    .error_for_status()
+    .unwrap()
+    .text()
+    .await
+    .map(|t| serde_json::from_str(&t).unwrap())
+    .unwrap()
+}
+
+/// Pulls until `want` uuids arrived (60 s at most), then checks the list is empty.
+async fn egress_drain(base: &str, want: usize) -> Vec<String> {
+    let c = reqwest::Client::new();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < want {
+        assert!(Instant::now() < deadline, "follower got {got:?}");
+        got.extend(egress_pull(&c, base, "tap_out", 3).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        egress_pull(&c, base, "tap_out", 100).await,
+        Vec::<String>::new()
+    );
+    got
+}
+
+async fn metric(base: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+fn finished_uuids(out: &Path) -> Vec<String> {
+    let mut v: Vec<String> = events_lines(out)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "finished")
+        .map(|e| e["uuid"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn egress_lists_survive_restarts_and_deliver_each_uuid_exactly_once() {
+    let out = common::tmpdir("live-api-egress-restart");
+    let tokens = out.with_extension("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let caps = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+    let run = |capture: &str, port: u16, linger: &str| {
+        spawn_replay(
+            &caps.join(capture),
+            &out,
+            &[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api-token-file",
+                tokens.to_str().unwrap(),
+                "--egress-list",
+                "tap_out",
+                "--linger",
+                linger,
+            ],
+        )
+    };
+    // Run 1 finishes 4 calls and exits before any follower pulled.
+    wait_exit(run("demo.pcap", free_port(), "0"), &out);
+    let first = finished_uuids(&out);
+    assert_eq!(first.len(), 4);
+    // The journal then loses its tail mid-write and gains garbage: start-up goes on.
+    let journal = out.join("egress/tap_out.journal");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    f.write_all(b"\x00\xffnot a record\n+019b76da-a800-cut")
+        .unwrap();
+    drop(f);
+
+    // Run 2 (after the restart) offers run 1's uuids and its own, each once.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = run("tcp-vlan-ipv6.pcap", port, "60");
+    let rt = runtime();
+    let (pulled, bad, recovered) = rt.block_on(async {
+        wait_up(port).await;
+        let pulled = egress_drain(&base, 8).await;
+        (
+            pulled,
+            metric(&base, "vcontap_api_egress_bad_records_total").await,
+            metric(&base, "vcontap_api_egress_recovered_total").await,
+        )
+    });
+    kill(child);
+    assert_eq!((bad, recovered), (2, 4));
+    let log = std::fs::read_to_string(out.with_extension("log")).unwrap();
+    assert!(log.contains("egress journal was damaged"), "{log}");
+    let second = finished_uuids(&out);
+    assert_eq!(second.len(), 4);
+    let mut want: Vec<String> = first.iter().chain(&second).cloned().collect();
+    want.sort();
+    let mut got = pulled.clone();
+    got.sort();
+    assert_eq!(got, want, "every uuid of both runs, none twice");
+
+    // Run 3 (killed run 2 had popped everything): only its own uuids come back.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = run("opus.pcap", port, "60");
+    let pulled = rt.block_on(async {
+        wait_up(port).await;
+        let pulled = egress_drain(&base, 2).await;
+        assert_eq!(metric(&base, "vcontap_api_egress_recovered_total").await, 0);
+        pulled
+    });
+    kill(child);
+    let mut got = pulled;
+    got.sort();
+    assert_eq!(got, finished_uuids(&out));
+}
+
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn live_snapshots_and_calls_carry_quality_so_far_before_finished() {
+    let out = common::tmpdir("live-api-quality");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = spawn_replay(
+        &demo(),
+        &out,
+        &[
+            "--pace",
+            "realtime",
+            "--quality-interval",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--wait-subscribers",
+            "1",
+        ],
+    );
+    let rt = runtime();
+    let (frames, row) = rt.block_on(async {
+        wait_up(port).await;
+        let sse = tokio::spawn(sse_collect(format!("{base}/v1/events")));
+        // Mid-call, `GET /v1/calls` shows a live call's streams and quality so far.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let row = loop {
+            assert!(Instant::now() < deadline, "no live call showed quality");
+            let v: Value = reqwest::get(format!("{base}/v1/calls"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .map(|t| serde_json::from_str(&t).unwrap())
+                .unwrap();
+            let hit = v["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["quality"]["streams"][0]["packets"].as_u64() > Some(0))
+                .cloned();
+            if let Some(c) = hit {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        (sse.await.unwrap(), row)
+    });
+    wait_exit(child, &out);
+    assert_eq!(row["streams"], 2, "{row}");
+    assert_ne!(row["state"], "finished");
+    assert!(
+        row["quality"]["streams"][0]["jitter_ms"].is_number(),
+        "{row}"
+    );
+
+    // The stream is the events file, and every answered call's quality showed (and moved)
+    // in live snapshots before its `finished`.
+    let lines = events_lines(&out);
+    let data: Vec<&str> = frames.iter().map(|f| f.data.as_str()).collect();
+    assert_eq!(data, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut by_call: HashMap<String, Vec<(String, Option<u64>)>> = HashMap::new();
+    for l in &lines {
+        let e: Value = serde_json::from_str(l).unwrap();
+        let packets = e["vcon"]["vcontap"]["rtp_quality"]["streams"]
+            .as_array()
+            .map(|s| s.iter().map(|x| x["packets"].as_u64().unwrap()).sum());
+        by_call
+            .entry(e["uuid"].as_str().unwrap().into())
+            .or_default()
+            .push((e["kind"].as_str().unwrap().into(), packets));
+    }
+    let mut answered = 0;
+    for (uuid, evs) in &by_call {
+        let (last, before) = evs.split_last().unwrap();
+        assert_eq!(last.0, "finished", "{uuid}");
+        let live: Vec<u64> = before.iter().filter_map(|(_, p)| *p).collect();
+        if live.is_empty() {
+            continue; // the busy call: no media
+        }
+        answered += 1;
+        assert!(live.len() >= 2, "{uuid}: {evs:?}");
+        assert!(live.windows(2).all(|w| w[1] >= w[0]), "{uuid}: {evs:?}");
+        assert!(live.last() > live.first(), "quality moved: {uuid}: {evs:?}");
+    }
+    assert_eq!(answered, 3, "{by_call:?}");
+    let finals: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "finished")
+        .map(|e| e["vcon"].clone())
+        .collect();
+    validate_all(&finals, &out.with_extension("finals"));
+}

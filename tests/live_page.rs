@@ -319,6 +319,9 @@ fn live_page(name: &str, token: Option<&str>) {
     let mut states: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut durations: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut marks = BTreeSet::new();
+    // The quality cell of live rows: the engine's "quality so far" (`replay --pace
+    // realtime` has it on), so a call shows MOS before it ends.
+    let mut live_quality = BTreeSet::new();
     let mut max_live = 0;
     let mut connected = false;
     let mut listened: Option<String> = None;
@@ -369,6 +372,7 @@ fn live_page(name: &str, token: Option<&str>) {
             if !m.is_empty() {
                 marks.insert(m.to_string());
             }
+            live_quality.insert(r["cells"][5].as_str().unwrap().to_string());
         }
         if live.is_empty() && snap["finished"].as_array().unwrap().len() == 4 {
             break snap;
@@ -401,6 +405,10 @@ fn live_page(name: &str, token: Option<&str>) {
     assert!(
         marks.iter().any(|m| m.contains("hold")),
         "hold marks: {marks:?}"
+    );
+    assert!(
+        live_quality.iter().any(|q| q.starts_with("MOS ")),
+        "quality so far shown on live rows: {live_quality:?}"
     );
 
     // The live audio played in the page: 20 ms frames of the call's stereo PCM, then the end.

@@ -61,6 +61,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         max_media_routes: 32,
         max_orphan_flows: 8,
         max_trace_messages: 16,
+        // Live snapshots with the quality report and its timer-driven refresh.
+        quality_interval_ms: Some(1000),
         ..EngineConfig::default()
     };
     let mut engines = [Engine::new(cfg(0)), Engine::new(cfg(1))];

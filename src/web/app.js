@@ -57,7 +57,8 @@ function partyText(p) {
 }
 
 // Quality: the worst MOS and loss of the call's streams (analysis report of a recorded
-// call, or the vcontap extension's rtp_quality for one without recordings).
+// call, or the vcontap extension's rtp_quality: the report so far of a live call, and the
+// final one of a call without recordings).
 function streams(v) {
   for (const a of v.analysis || []) {
     if (a.schema === "vcontap-rtp-quality" && a.body && Array.isArray(a.body.streams)) return a.body.streams;

@@ -59,6 +59,30 @@ pub struct EngineConfig {
     /// a store that hangs. Generous: a replay at full speed runs capture time far ahead of
     /// the disk, and a remote store may retry.
     pub segment_store_timeout_ms: i64,
+    /// Live "quality so far": with `Some(n)`, n > 0, every live snapshot carries the RTP
+    /// quality report so far (`vcontap.rtp_quality`) and each open call whose RTP counters
+    /// moved emits an `updated` event at most every n ms of timer time, so dashboards see
+    /// quality between signalling events. `Some(0)` turns it off; `None` leaves the choice
+    /// to the driver (`vcontap_pipeline::TapConfig::live` turns it on at
+    /// [`DEFAULT_LIVE_QUALITY_INTERVAL_MS`]; the engine itself treats `None` as off, so a
+    /// file replay's events stay as they were).
+    pub quality_interval_ms: Option<i64>,
+}
+
+/// The quality refresh interval live sources use unless configured (10 s): a wallboard
+/// sees loss and jitter move within seconds at one small event per call per interval.
+pub const DEFAULT_LIVE_QUALITY_INTERVAL_MS: i64 = 10_000;
+
+/// Largest accepted quality refresh interval (1 hour).
+pub const MAX_QUALITY_INTERVAL_MS: i64 = 3_600_000;
+
+impl EngineConfig {
+    /// The quality refresh interval in force, ms (0: off).
+    pub fn quality_interval(&self) -> i64 {
+        self.quality_interval_ms
+            .filter(|n| *n > 0)
+            .map_or(0, |n| n.min(MAX_QUALITY_INTERVAL_MS))
+    }
 }
 
 impl Default for EngineConfig {
@@ -82,6 +106,7 @@ impl Default for EngineConfig {
             jitter_window_ms: 500,
             audio_chunk_ms: 1000,
             segment_store_timeout_ms: 300_000,
+            quality_interval_ms: None,
         }
     }
 }

@@ -27,7 +27,9 @@
 //! [`Output::Event`] carries a [`VconEvent`]: `created` (first INVITE, or the first message
 //! of a call joined mid-way: parties known), `updated` (answer, hold/unhold, re-INVITE, DTMF,
 //! transfer, party change; coalesced per call within 200 ms of capture time and flushed by
-//! [`Engine::handle_timeout`]), `segment` (a recording segment was stored and appended as a
+//! [`Engine::handle_timeout`]; with [`EngineConfig::quality_interval_ms`] also a timer-driven
+//! "quality so far" refresh per call whose RTP counters moved, live snapshots then carrying
+//! `vcontap.rtp_quality`), `segment` (a recording segment was stored and appended as a
 //! `recording` dialog) and `finished`. Each
 //! event holds the complete vCon snapshot already serialized to JSON once, behind an `Arc`,
 //! so fan-out to many consumers never re-serializes or deep-clones.
@@ -82,7 +84,9 @@ mod session;
 mod stats;
 
 pub use call::FinishReason;
-pub use config::{EngineConfig, RecordMode};
+pub use config::{
+    EngineConfig, RecordMode, DEFAULT_LIVE_QUALITY_INTERVAL_MS, MAX_QUALITY_INTERVAL_MS,
+};
 pub use origin::{AgentId, AgentInfo, Origin, MAX_AGENTS, MAX_AGENTS_PER_CALL};
 pub use router::{Router, Shards};
 pub use session::{
@@ -111,8 +115,9 @@ pub(crate) struct CallHandle(pub(crate) u32);
 pub enum EventKind {
     /// First INVITE seen (or the first message of a call joined mid-way): parties known.
     Created,
-    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change. Changes closer than
-    /// 200 ms of capture time to the previous `Updated` are coalesced into one event.
+    /// Answer, hold/unhold, re-INVITE, DTMF, transfer or party change, or a quality refresh
+    /// ([`EngineConfig::quality_interval_ms`]). Changes closer than 200 ms of capture time to
+    /// the previous `Updated` are coalesced into one event.
     Updated,
     /// A recording segment closed and was appended as a `recording` dialog.
     Segment,
@@ -667,6 +672,7 @@ impl Engine {
                     if let Some(c) = self.call_mut(h) {
                         c.tick(now);
                         c.flush_update(now);
+                        c.refresh_quality(now);
                     }
                     self.collect(h);
                     self.schedule(h);

@@ -2050,3 +2050,122 @@ fn dtmf_flood_is_capped_counted_and_coalesced() {
     assert!(h.events.windows(2).all(|w| w[0].at <= w[1].at));
     check(&v);
 }
+
+/// The same answered call with `quality_interval_ms`: talk for 3 s, then silence, then BYE.
+fn quality_run(interval: Option<i64>) -> Harness {
+    let mut h = Harness::with(EngineConfig {
+        record: RecordMode::None,
+        host: "test.example".into(),
+        quality_interval_ms: interval,
+        ..EngineConfig::default()
+    });
+    answered(&mut h, "cq");
+    talk(&mut h, 1100, 150);
+    // Silence: timers keep running (the driver calls handle_timeout at poll_timeout).
+    for ms in (4200..=9000).step_by(250) {
+        h.timeout(ms);
+    }
+    h.sip(9000, A, B, &request("BYE", "cq", 2, true, "", "", ""));
+    h.sip(
+        9010,
+        B,
+        A,
+        &response("cq", 200, "OK", 2, "BYE", Some("tb"), ""),
+    );
+    h
+}
+
+fn stream_packets(v: &Value) -> Option<u64> {
+    let s = v["vcontap"]["rtp_quality"]["streams"].as_array()?;
+    Some(s.iter().map(|x| x["packets"].as_u64().unwrap()).sum())
+}
+
+#[test]
+fn quality_so_far_is_refreshed_on_the_timer_while_rtp_flows() {
+    let h = quality_run(Some(1000));
+    let live: Vec<(i64, Value)> = h
+        .events
+        .iter()
+        .filter(|e| e.kind != EventKind::Finished)
+        .map(|e| {
+            let v: Value = serde_json::from_str(&e.vcon_json).unwrap();
+            ((e.at.nanos() - T0) / 1_000_000, v)
+        })
+        .collect();
+    // Before any RTP the snapshot has no report; from the first refresh on it has one.
+    assert!(live[0].1["vcontap"].get("rtp_quality").is_none());
+    let refreshes: Vec<(i64, u64)> = live
+        .iter()
+        .filter_map(|(at, v)| stream_packets(v).map(|p| (*at, p)))
+        .collect();
+    // RTP flows from 1.1 s to 4.1 s: refreshes about every second, never closer.
+    assert!(
+        (3..=4).contains(&refreshes.len()),
+        "refreshes at {refreshes:?}"
+    );
+    for w in refreshes.windows(2) {
+        assert!(w[1].0 - w[0].0 >= 1000, "too close: {refreshes:?}");
+        assert!(w[1].1 > w[0].1, "counters must move: {refreshes:?}");
+    }
+    // Quiet call: no refresh once the counters stopped moving (RTP ended at ~4.1 s).
+    let last = refreshes.last().unwrap();
+    assert!(last.0 <= 5200, "refresh during silence: {refreshes:?}");
+    assert_eq!(last.1, 300, "the last refresh has every packet");
+    let seqs: Vec<u64> = h.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let v = h.last();
+    check(&v);
+    assert_eq!(v["vcontap"]["state"], "finished");
+}
+
+#[test]
+fn quality_refresh_off_leaves_events_unchanged_and_finals_identical() {
+    let on = quality_run(Some(1000));
+    for off in [quality_run(None), quality_run(Some(0))] {
+        assert!(off
+            .events
+            .iter()
+            .filter(|e| e.kind != EventKind::Finished)
+            .all(|e| !e.vcon_json.contains("rtp_quality")));
+        assert!(off.events.len() < on.events.len());
+        // The final vCon does not depend on the knob.
+        assert_eq!(
+            on.events.last().unwrap().vcon_json,
+            off.events.last().unwrap().vcon_json
+        );
+    }
+}
+
+#[test]
+fn quality_refresh_deadline_is_in_poll_timeout() {
+    let mut h = Harness::with(EngineConfig {
+        record: RecordMode::None,
+        host: "test.example".into(),
+        quality_interval_ms: Some(5000),
+        // Keep other timers out of the way.
+        idle_timeout_ms: 600_000,
+        ..EngineConfig::default()
+    });
+    answered(&mut h, "cd");
+    talk(&mut h, 1100, 10);
+    let n = h.events.len();
+    // The only deadline left is the refresh (created at 0 ms + 5 s), and the sweep.
+    let due = T0 + 5000 * 1_000_000;
+    assert!(h.engine.poll_timeout().nanos() <= due);
+    h.timeout(4999);
+    assert_eq!(h.events.len(), n, "not due yet");
+    let mut t = 4999;
+    while h.events.len() == n {
+        t = (h.engine.poll_timeout().nanos() - T0) / 1_000_000;
+        assert!(t <= 5000, "refresh not armed: next timeout at {t} ms");
+        h.timeout(t);
+    }
+    assert_eq!(t, 5000);
+    let e = h.events.last().unwrap();
+    assert_eq!(e.kind, EventKind::Updated);
+    assert_eq!(stream_packets(&h.last()), Some(20));
+    // Nothing moved since: the next refresh is armed but sends nothing.
+    h.timeout(10_000);
+    h.timeout(15_001);
+    assert_eq!(h.events.len(), n + 1);
+}

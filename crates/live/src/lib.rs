@@ -9,6 +9,7 @@
 //!                   ├─ live snapshot per call (removed at `finished`)
 //!                   ├─ recent events ring (count + bytes bound; `Last-Event-ID` resume)
 //!                   ├─ finished vCons cache (count + bytes bound) and egress lists
+//!                   │   (journaled to a file per list with [`Hub::open`]: `egress.rs`)
 //!                   └─ tokio broadcast (bounded, drop-oldest) ─▶ Subscription::next
 //!                         (filter, delta choice, `gap` on `Lagged(n)`)
 //! ```
@@ -20,7 +21,8 @@
 //!
 //! Time is an input: durations are measured against the latest event time seen (the
 //! capture clock), never the wall clock. No sockets, no tasks: the HTTP shell lives in the
-//! binary.
+//! binary. The only file I/O is the egress lists' journals (`egress.rs`), written under the
+//! hub's lock by the publisher and the pulling handler; the binary drives their `fdatasync`.
 
 // Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
 #![cfg_attr(
@@ -33,6 +35,7 @@
     )
 )]
 
+pub mod egress;
 pub mod patch;
 
 use std::collections::{HashMap, VecDeque};
@@ -66,6 +69,9 @@ pub struct HubConfig {
     pub egress_lists: Vec<String>,
     /// Most uuids per egress list; beyond, the oldest is dropped (counted).
     pub egress_max: usize,
+    /// Where [`Hub::open`] keeps one journal per egress list (`<list>.journal`), so uuids
+    /// not pulled survive a restart. `None`: in memory only.
+    pub egress_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -80,6 +86,7 @@ impl Default for HubConfig {
             max_subscribers: 256,
             egress_lists: Vec::new(),
             egress_max: 100_000,
+            egress_dir: None,
         }
     }
 }
@@ -175,6 +182,12 @@ pub struct HubStats {
     pub lost: AtomicU64,
     /// Uuids dropped from full egress lists.
     pub egress_dropped: AtomicU64,
+    /// Uuids reloaded from egress journals at start-up.
+    pub egress_recovered: AtomicU64,
+    /// Damaged egress journal lines skipped at start-up.
+    pub egress_bad_records: AtomicU64,
+    /// Egress journal writes or syncs that failed (the lists go on in memory).
+    pub egress_write_errors: AtomicU64,
     /// Subscriptions refused (limit).
     pub refused: AtomicU64,
 }
@@ -196,7 +209,7 @@ struct Inner {
     finished: HashMap<Arc<str>, Arc<str>>,
     finished_order: VecDeque<Arc<str>>,
     finished_bytes: usize,
-    egress: Vec<(String, VecDeque<Arc<str>>)>,
+    egress: Vec<egress::EgressList>,
     latest_ns: i64,
     /// `n` of the last published event.
     last_n: u64,
@@ -211,21 +224,58 @@ pub struct Hub {
     pub stats: HubStats,
 }
 
+/// Per egress list, what loading its journal found ([`Hub::open`]).
+pub type EgressReports = Vec<(String, egress::LoadReport)>;
+
 /// Largest channel capacity accepted (tokio's bound is `usize::MAX / 2`; this keeps the
 /// ring's memory sane).
 const MAX_CHANNEL: usize = 1 << 20;
 
 impl Hub {
-    /// A hub with `cfg` (zero bounds are raised to 1).
-    pub fn new(mut cfg: HubConfig) -> Arc<Hub> {
-        cfg.channel = cfg.channel.clamp(1, MAX_CHANNEL);
-        cfg.full_every = cfg.full_every.max(1);
-        let (tx, _) = broadcast::channel(cfg.channel);
+    /// A hub with `cfg` (zero bounds are raised to 1), egress lists in memory only
+    /// (`egress_dir` is not used: see [`Hub::open`]).
+    pub fn new(cfg: HubConfig) -> Arc<Hub> {
         let egress = cfg
             .egress_lists
             .iter()
-            .map(|n| (n.clone(), VecDeque::new()))
+            .map(|n| egress::EgressList::in_memory(n, cfg.egress_max))
             .collect();
+        Self::with_egress(cfg, egress)
+    }
+
+    /// A hub whose egress lists are journaled in `cfg.egress_dir` (in memory without one):
+    /// each journal is replayed, damaged lines skipped and counted
+    /// ([`HubStats::egress_bad_records`]), and compacted. Returns the load report of each
+    /// list too, for the caller to log. Fails only when a journal cannot be opened or
+    /// written (a bad list name, an unwritable directory).
+    pub fn open(cfg: HubConfig) -> Result<(Arc<Hub>, EgressReports), egress::EgressError> {
+        let Some(dir) = cfg.egress_dir.clone() else {
+            return Ok((Self::new(cfg), Vec::new()));
+        };
+        let mut lists = Vec::new();
+        let mut reports = Vec::new();
+        for n in &cfg.egress_lists {
+            let (l, r) = egress::EgressList::open(&dir, n, cfg.egress_max)?;
+            lists.push(l);
+            reports.push((n.clone(), r));
+        }
+        let hub = Self::with_egress(cfg, lists);
+        for (_, r) in &reports {
+            hub.stats
+                .egress_recovered
+                .fetch_add(r.recovered as u64, Relaxed);
+            hub.stats
+                .egress_bad_records
+                .fetch_add(r.bad_records, Relaxed);
+            hub.stats.egress_dropped.fetch_add(r.dropped, Relaxed);
+        }
+        Ok((hub, reports))
+    }
+
+    fn with_egress(mut cfg: HubConfig, egress: Vec<egress::EgressList>) -> Arc<Hub> {
+        cfg.channel = cfg.channel.clamp(1, MAX_CHANNEL);
+        cfg.full_every = cfg.full_every.max(1);
+        let (tx, _) = broadcast::channel(cfg.channel);
         Arc::new(Hub {
             cfg,
             inner: Mutex::new(Inner {
@@ -362,19 +412,43 @@ impl Hub {
                 }
             }
         }
-        for (_, list) in inner.egress.iter_mut() {
-            list.push_back(uuid.clone());
-            if list.len() > self.cfg.egress_max {
-                list.pop_front();
+        for list in inner.egress.iter_mut() {
+            let errors = list.write_errors;
+            if list.push(uuid.clone()) {
                 self.stats.egress_dropped.fetch_add(1, Relaxed);
             }
+            self.note_write_errors(list, errors);
         }
     }
 
     /// Ends every subscription once it has drained what was already sent (the source is
     /// done); later publishes are kept in the buffers but reach no subscriber.
     pub fn close(&self) {
-        self.lock().tx = None;
+        let mut g = self.lock();
+        g.tx = None;
+        for list in g.egress.iter_mut() {
+            let errors = list.write_errors;
+            list.sync();
+            self.note_write_errors(list, errors);
+        }
+    }
+
+    /// `fdatasync`s the egress journals that were written since the last call (the daemon
+    /// calls it every second; see `egress.rs` for the durability this gives).
+    pub fn sync_egress(&self) {
+        let mut g = self.lock();
+        for list in g.egress.iter_mut() {
+            let errors = list.write_errors;
+            list.sync();
+            self.note_write_errors(list, errors);
+        }
+    }
+
+    fn note_write_errors(&self, list: &egress::EgressList, before: u64) {
+        let n = list.write_errors.saturating_sub(before);
+        if n > 0 {
+            self.stats.egress_write_errors.fetch_add(n, Relaxed);
+        }
     }
 
     /// The current snapshot of a live call, or the final vCon of a recently finished one.
@@ -390,14 +464,10 @@ impl Hub {
     /// `RPOP`); `None` when no such list is configured.
     pub fn egress_pop(&self, name: &str, limit: usize) -> Option<Vec<Arc<str>>> {
         let mut g = self.lock();
-        let (_, list) = g.egress.iter_mut().find(|(n, _)| n == name)?;
-        let mut out = Vec::with_capacity(limit.min(list.len()));
-        while out.len() < limit {
-            match list.pop_back() {
-                Some(u) => out.push(u),
-                None => break,
-            }
-        }
+        let list = g.egress.iter_mut().find(|l| l.name() == name)?;
+        let errors = list.write_errors;
+        let out = list.pop(limit);
+        self.note_write_errors(list, errors);
         Some(out)
     }
 
@@ -773,8 +843,8 @@ pub fn call_summary(p: &Published, vcon: &str, created_ns: i64, now_ns: i64) -> 
             .filter(|x| x.get("type").and_then(Value::as_str) == Some("recording"))
             .count()
     });
-    // Quality so far: whatever RTP report the snapshot already carries (the engine adds
-    // it to the vCon at the end; earlier snapshots have none).
+    // Quality so far: the RTP report the snapshot carries (`vcontap.rtp_quality` in live
+    // snapshots when the engine's quality refresh is on; none with it off).
     let quality = ext
         .and_then(|e| e.get("rtp_quality"))
         .cloned()
@@ -800,6 +870,10 @@ pub fn call_summary(p: &Published, vcon: &str, created_ns: i64, now_ns: i64) -> 
         "duration_s": (duration_s * 1000.0).round() / 1000.0,
         "updated_at": v.get("updated_at").cloned().unwrap_or(Value::Null),
         "recordings": recordings,
+        "streams": quality
+            .get("streams")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
         "quality": quality,
     })
 }

@@ -274,3 +274,28 @@ fn malformed_snapshots_do_not_break_the_hub() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["uuid"], "j");
 }
+
+#[test]
+fn calls_show_streams_and_quality_so_far_from_live_snapshots() {
+    let hub = Hub::new(HubConfig::default());
+    hub.publish(&ev("q", 1, EventKind::Created, "calling", 0));
+    let row = &hub.calls(&Filter::default())[0];
+    assert_eq!(
+        (row["streams"].clone(), row["quality"].clone()),
+        (json!(0), Value::Null)
+    );
+    // A live snapshot with the engine's report so far (`vcontap.rtp_quality`).
+    let mut v: Value = serde_json::from_str(&vcon("q", "answered", "+15551230000", 0)).unwrap();
+    v["vcontap"]["rtp_quality"] = json!({"streams": [
+        {"packets": 150, "loss_percent": 0.0, "quality_estimate": {"mos_cq": 4.41}},
+        {"packets": 149, "loss_percent": 0.67},
+    ]});
+    hub.publish(&VconEvent {
+        vcon_json: v.to_string().into(),
+        ..ev("q", 2, EventKind::Updated, "answered", 0)
+    });
+    let row = &hub.calls(&Filter::default())[0];
+    assert_eq!(row["streams"], 2);
+    assert_eq!(row["quality"]["streams"][0]["packets"], 150);
+    assert_eq!(row["quality"]["streams"][1]["loss_percent"], 0.67);
+}

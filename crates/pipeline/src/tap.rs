@@ -112,8 +112,13 @@ impl TapConfig {
         }
     }
 
-    /// Defaults for a live source: drop-and-count queues, 20 ms batch latency.
-    pub fn live(engine: EngineConfig) -> Self {
+    /// Defaults for a live source: drop-and-count queues, 20 ms batch latency, and the
+    /// live "quality so far" refresh at [`vcontap_engine::DEFAULT_LIVE_QUALITY_INTERVAL_MS`]
+    /// unless the engine configuration chose (`Some(0)` keeps it off).
+    pub fn live(mut engine: EngineConfig) -> Self {
+        engine
+            .quality_interval_ms
+            .get_or_insert(vcontap_engine::DEFAULT_LIVE_QUALITY_INTERVAL_MS);
         TapConfig {
             policy: QueuePolicy::DropNewest,
             batch_latency_ms: 20,

@@ -258,7 +258,7 @@ impl Call {
     }
 
     /// The `vcontap-rtp-quality` report (`{"streams": [...]}`), written straight to text.
-    fn quality_report(&self) -> Json {
+    pub(super) fn quality_report(&self) -> Json {
         #[derive(serde::Serialize)]
         struct Report<'a> {
             streams: Vec<report::StreamReport<'a>>,

@@ -47,6 +47,9 @@ pub(super) struct LiveState<'a> {
     /// Session API: recording pauses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) recording_pauses: Option<Vec<Pause>>,
+    /// The RTP quality report so far (live snapshots, when quality refresh is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rtp_quality: Option<Json>,
     pub(super) sip_call_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) sip_final_status: Option<u16>,

@@ -359,6 +359,13 @@ pub(crate) struct Call {
     /// (see [`UPDATE_COALESCE_MS`]).
     last_update: Option<Timestamp>,
     pending_update: Option<Timestamp>,
+    /// Quality so far ([`EngineConfig::quality_interval`], ms; 0: off): live snapshots
+    /// carry the RTP report, and a refresh is due at `quality_due` (timer time).
+    quality_interval_ms: i64,
+    quality_due: Timestamp,
+    /// RTP packets counted when the last snapshot was emitted: a refresh is only sent when
+    /// they moved (a ringing or silent call costs nothing).
+    quality_packets: u64,
     /// When `finish` was called.
     finish_at: Option<Timestamp>,
     /// The party index currently on each side (changes when the connected identity does).
@@ -572,6 +579,9 @@ impl Call {
             last_at: at,
             last_update: None,
             pending_update: None,
+            quality_interval_ms: cfg.quality_interval(),
+            quality_due: at.add_millis(cfg.quality_interval()),
+            quality_packets: 0,
             sniffed: true,
             session_streams: Vec::new(),
             paused: None,
@@ -716,6 +726,29 @@ impl Call {
         self.last_update.map(|t| t.add_millis(UPDATE_COALESCE_MS))
     }
 
+    /// Emits an `updated` event with the quality so far when the refresh interval has
+    /// passed and the call's RTP counters moved since the last snapshot. Timer-driven (the
+    /// deadline is in [`Call::next_deadline`]); the refresh is re-armed either way.
+    pub(crate) fn refresh_quality(&mut self, now: Timestamp) {
+        if self.quality_interval_ms <= 0 || self.finish_reason.is_some() || now < self.quality_due {
+            return;
+        }
+        self.quality_due = now.add_millis(self.quality_interval_ms);
+        if self.rtp_packets() != self.quality_packets {
+            self.emit(EventKind::Updated, now);
+        }
+    }
+
+    /// When the next quality refresh is due (timer time), if refreshes are on.
+    pub(crate) fn quality_deadline(&self) -> Option<Timestamp> {
+        (self.quality_interval_ms > 0).then_some(self.quality_due)
+    }
+
+    /// RTP packets counted on every stream of the call.
+    fn rtp_packets(&self) -> u64 {
+        self.streams.iter().map(|s| s.stats.packets()).sum()
+    }
+
     fn emit_now(&mut self, kind: EventKind, at: Timestamp) {
         // Segment stores may complete after later packets were handled; keep `at`
         // non-decreasing per call so consumers can rely on it.
@@ -759,6 +792,15 @@ impl Call {
                 end: b.map(time),
             })
             .collect();
+        // Quality so far, on live snapshots only: a final snapshot puts the report in an
+        // analysis (or `extra`) as before, so final vCons do not change.
+        let rtp_quality = (self.quality_interval_ms > 0
+            && state != "finished"
+            && !self.streams.is_empty())
+        .then(|| {
+            self.quality_packets = self.rtp_packets();
+            self.quality_report()
+        });
         let live = live::LiveState {
             answer_inferred: self.sip.answer_inferred.then_some(true),
             answered_at: self.answer_at.map(time),
@@ -784,6 +826,7 @@ impl Call {
             party_history: (!self.history.is_empty())
                 .then(|| self.history.iter().map(|(_, h)| h).collect()),
             recording_pauses: (!pauses.is_empty()).then_some(pauses),
+            rtp_quality,
             sip_call_id: &self.call_id,
             sip_final_status: self.final_code,
             source: (!self.sniffed).then_some("session"),

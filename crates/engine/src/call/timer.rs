@@ -35,6 +35,10 @@ impl Call {
             // A held-back `updated` event (coalescing) is due.
             at(u, 0);
         }
+        if let Some(q) = self.quality_deadline() {
+            // The next "quality so far" refresh.
+            at(q, 0);
+        }
         if let Some(seg) = &self.segment {
             // Audio keeps flowing to the writer through silences (hold): see `tick`.
             at(seg.last_drain, i64::from(self.audio_chunk_ms));
