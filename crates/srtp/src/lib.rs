@@ -823,10 +823,10 @@ impl Session {
     }
 }
 
-/// Test-only protect side (the mirror of the receive path), so that tests can make packets
-/// with any sequence number and ROC. Independent checks come from the RFC vectors and the
-/// libsrtp-made packets in the tests.
-#[cfg(test)]
+/// The protect side, for tests and the fuzz target (the mirror of the receive path), so
+/// that packets with any sequence number and ROC can be made. Independent checks come from
+/// the RFC vectors and the libsrtp-made packets in the tests.
+#[cfg(any(test, feature = "_test_protect"))]
 mod protect;
 
 #[cfg(test)]

@@ -1,5 +1,18 @@
 use super::*;
 
+/// The test send side, unwrapped.
+mod protect {
+    use super::*;
+
+    pub fn rtp(k: &Keyed, plain: &[u8], roc: u32) -> Vec<u8> {
+        crate::protect::rtp(k, plain, roc).unwrap()
+    }
+
+    pub fn rtcp(k: &Keyed, plain: &[u8], index: u32, encrypt: bool) -> Vec<u8> {
+        crate::protect::rtcp(k, plain, index, encrypt).unwrap()
+    }
+}
+
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
