@@ -434,14 +434,17 @@ fn srtp_session_from_libsrtp_rekeyed_by_reinvite_to_a_vcon() {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let start = Instant::now();
     let send_half = |epoch: usize, from: usize| {
-        for n in from..from + 50 {
-            for (s, (port, _)) in streams.iter().enumerate() {
-                tx.send_to(&protected[s][n], ("127.0.0.1", *port)).unwrap();
-            }
+        let (caller, callee) = (
+            &protected[0][from..from + 50],
+            &protected[1][from..from + 50],
+        );
+        for (i, (a, b)) in caller.iter().zip(callee).enumerate() {
+            let n = from + i;
+            tx.send_to(a, ("127.0.0.1", streams[0].0)).unwrap();
+            tx.send_to(b, ("127.0.0.1", streams[1].0)).unwrap();
             if n == 10 {
                 // A retransmitted duplicate: dropped as a replay, not an error.
-                tx.send_to(&protected[0][n], ("127.0.0.1", streams[0].0))
-                    .unwrap();
+                tx.send_to(a, ("127.0.0.1", streams[0].0)).unwrap();
             }
             let next = start + Duration::from_millis(20 * (n as u64 + 1));
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
