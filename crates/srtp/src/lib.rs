@@ -26,7 +26,9 @@
 //! * Joining mid-call: the rollover counter (ROC) of a sender is unknown to a recorder that
 //!   sees its first packet with any sequence number. The first packet of an SSRC is tried
 //!   with ROC 0..[`ROC_GUESSES`] and the one that authenticates wins (a 2^-32 forgery chance
-//!   per guess for the 32-bit tag); afterwards the index is estimated as RFC 3711 §3.3.1.
+//!   per guess for the 32-bit tag); afterwards the index is estimated as RFC 3711 §3.3.1,
+//!   and when that guess does not authenticate, one rollover either side is tried (a
+//!   sender that lost more than half the sequence space would otherwise be lost for good).
 //! * Replay: a 128-packet window per SSRC (RTP index and SRTCP index). A retransmitted
 //!   duplicate is an [`Error::Replay`], dropped and counted, never fatal.
 //! * Re-keying ([`Session::rekey`]): the old key is kept until the new one authenticates a
@@ -369,6 +371,13 @@ impl Window {
         }
     }
 
+    /// Already received (inside the window, bit set).
+    fn duplicate(&self, index: u64) -> bool {
+        index <= self.top
+            && self.top - index < REPLAY_WINDOW
+            && self.bits & (1u128 << (self.top - index)) != 0
+    }
+
     fn check(&self, index: u64) -> Result<(), Error> {
         if index > self.top {
             return Ok(());
@@ -399,15 +408,15 @@ struct RtpState {
 }
 
 impl RtpState {
-    /// RFC 3711 §3.3.1 / Appendix A: the index of `seq`, `None` when it would lie before
-    /// index 0.
-    fn estimate(&self, seq: u16) -> Option<u64> {
-        let roc = self.window.top >> 16;
+    /// RFC 3711 §3.3.1 / Appendix A: the ROC of `seq` (-1 when it would lie before
+    /// index 0).
+    fn estimate(&self, seq: u16) -> i64 {
+        let roc = (self.window.top >> 16) as i64;
         let s_l = (self.window.top & 0xffff) as i64;
         let seq_i = i64::from(seq);
-        let v = if s_l < 32768 {
+        if s_l < 32768 {
             if seq_i - s_l > 32768 {
-                roc.checked_sub(1)?
+                roc - 1
             } else {
                 roc
             }
@@ -415,8 +424,7 @@ impl RtpState {
             roc + 1
         } else {
             roc
-        };
-        Some((v << 16) | u64::from(seq))
+        }
     }
 }
 
@@ -531,7 +539,19 @@ impl Keyed {
         end
     }
 
-    fn unprotect_rtp(&self, p: &mut [u8], stamp: u64) -> RtpOutcome {
+    /// Tries `index`; for GCM (which may overwrite the buffer on failure) the packet is
+    /// restored from `scratch` after a failed attempt.
+    fn try_rtp(&self, p: &mut [u8], hlen: usize, ssrc: u32, index: u64, scratch: &[u8]) -> bool {
+        if self.rtp_auth(p, hlen, ssrc, index) {
+            return true;
+        }
+        if self.suite.is_gcm() && scratch.len() == p.len() {
+            p.copy_from_slice(scratch);
+        }
+        false
+    }
+
+    fn unprotect_rtp(&self, p: &mut [u8], stamp: u64, scratch: &mut Vec<u8>) -> RtpOutcome {
         let hlen = match rtp_header_len(p) {
             Ok(h) => h,
             Err(e) => return RtpOutcome::Err(e),
@@ -552,42 +572,52 @@ impl Keyed {
             used: stamp,
         });
         state.used = stamp;
+        scratch.clear();
+        if gcm {
+            scratch.extend_from_slice(p);
+        }
         let index = match state.rtp {
             Some(r) => {
-                let Some(index) = r.estimate(seq) else {
-                    return RtpOutcome::Err(Error::Replay);
-                };
-                if let Err(e) = r.window.check(index) {
-                    return RtpOutcome::Err(e);
-                }
-                if !self.rtp_auth(p, hlen, ssrc, index) {
-                    return RtpOutcome::Err(Error::Auth);
-                }
-                index
-            }
-            None => {
-                // Join: guess the ROC. GCM decrypts while it authenticates, so each guess
-                // works on a copy until one succeeds.
+                // RFC 3711's guess first, then one rollover either side: a sender that
+                // skipped more than half the sequence space (a long loss) is otherwise
+                // lost for good. Never for a duplicate, and the error is the first guess's.
+                let v = r.estimate(seq);
+                let mut err = Error::Auth;
                 let mut found = None;
-                let mut scratch = Vec::new();
-                for roc in 0..ROC_GUESSES {
-                    let index = (u64::from(roc) << 16) | u64::from(seq);
-                    let ok = if gcm {
-                        scratch.clear();
-                        scratch.extend_from_slice(p);
-                        let ok = self.rtp_auth(&mut scratch, hlen, ssrc, index);
-                        if ok {
-                            p.copy_from_slice(&scratch);
+                for (k, roc) in [v, v + 1, v - 1].into_iter().enumerate() {
+                    let Some(index) = u32::try_from(roc)
+                        .ok()
+                        .map(|roc| (u64::from(roc) << 16) | u64::from(seq))
+                    else {
+                        if k == 0 {
+                            err = Error::Replay;
                         }
-                        ok
-                    } else {
-                        self.rtp_auth(p, hlen, ssrc, index)
+                        continue;
                     };
-                    if ok {
+                    if r.window.check(index).is_err() {
+                        if k == 0 {
+                            if r.window.duplicate(index) {
+                                return RtpOutcome::Err(Error::Replay);
+                            }
+                            err = Error::Replay;
+                        }
+                        continue;
+                    }
+                    if self.try_rtp(p, hlen, ssrc, index, scratch) {
                         found = Some(index);
                         break;
                     }
                 }
+                let Some(index) = found else {
+                    return RtpOutcome::Err(err);
+                };
+                index
+            }
+            None => {
+                // Join: guess the ROC; the one that authenticates wins.
+                let found = (0..ROC_GUESSES)
+                    .map(|roc| (u64::from(roc) << 16) | u64::from(seq))
+                    .find(|&index| self.try_rtp(p, hlen, ssrc, index, scratch));
                 let Some(index) = found else {
                     return RtpOutcome::Err(Error::UnknownSsrc);
                 };
@@ -700,6 +730,8 @@ pub struct Session {
     previous: Option<Keyed>,
     stats: Stats,
     stamp: u64,
+    /// A copy of the packet for GCM retries (kept to avoid an allocation per packet).
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Session {
@@ -721,6 +753,7 @@ impl Session {
             previous: None,
             stats: Stats::default(),
             stamp: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -756,7 +789,7 @@ impl Session {
             Some(_) if self.current.suite.is_gcm() => Some(packet.to_vec()),
             _ => None,
         };
-        let first = match self.current.unprotect_rtp(packet, stamp) {
+        let first = match self.current.unprotect_rtp(packet, stamp, &mut self.scratch) {
             RtpOutcome::Ok(n, st) => {
                 self.previous = None;
                 return Ok(self.stored(n, st, false));
@@ -767,7 +800,7 @@ impl Session {
             if let Some(b) = &backup {
                 packet.copy_from_slice(b);
             }
-            if let RtpOutcome::Ok(n, st) = prev.unprotect_rtp(packet, stamp) {
+            if let RtpOutcome::Ok(n, st) = prev.unprotect_rtp(packet, stamp, &mut self.scratch) {
                 return Ok(self.stored(n, st, true));
             }
         }
