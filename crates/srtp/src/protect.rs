@@ -16,11 +16,11 @@ pub(crate) fn rtp(k: &Keyed, plain: &[u8], roc: u32) -> Option<Vec<u8>> {
     match &k.rtp {
         Transform::Cm { aes, salt, auth } => {
             aes.apply_keystream(&cm_iv(salt, ssrc, index), p.get_mut(hlen..)?);
-            let mut ctx = hmac::Context::with_key(auth);
-            ctx.update(&p);
-            ctx.update(&roc.to_be_bytes());
-            let tag = ctx.sign();
-            p.extend_from_slice(tag.as_ref().get(..k.suite.rtp_tag_len())?);
+            let mut m = (**auth).clone();
+            m.update(&p);
+            m.update(&roc.to_be_bytes());
+            let tag = m.finalize().into_bytes();
+            p.extend_from_slice(tag.get(..k.suite.rtp_tag_len())?);
         }
         Transform::Gcm { key, salt } => {
             let mut tail = [0u8; 6];
@@ -48,8 +48,10 @@ pub(crate) fn rtcp(k: &Keyed, plain: &[u8], index: u32, encrypt: bool) -> Option
                 aes.apply_keystream(&cm_iv(salt, ssrc, u64::from(index)), p.get_mut(8..)?);
             }
             p.extend_from_slice(&word.to_be_bytes());
-            let tag = hmac::sign(auth, &p);
-            p.extend_from_slice(tag.as_ref().get(..SRTCP_CM_TAG)?);
+            let mut m = (**auth).clone();
+            m.update(&p);
+            let tag = m.finalize().into_bytes();
+            p.extend_from_slice(tag.get(..SRTCP_CM_TAG)?);
         }
         Transform::Gcm { key, salt } => {
             let mut tail = [0u8; 6];
