@@ -32,6 +32,8 @@
 //!   per guess for the 32-bit tag); afterwards the index is estimated as RFC 3711 §3.3.1,
 //!   and when that guess does not authenticate, one rollover either side is tried (a
 //!   sender that lost more than half the sequence space would otherwise be lost for good).
+//!   An SSRC whose first packets keep failing every guess gets only ROC 0 tried, with all
+//!   guesses every 16th packet ([`STRIKES`]), so forged floods stay cheap.
 //! * Replay: a 128-packet window per SSRC (RTP index and SRTCP index). A retransmitted
 //!   duplicate is an [`Error::Replay`], dropped and counted, never fatal.
 //! * Re-keying ([`Session::rekey`]): the old key is kept until the new one authenticates a
@@ -63,6 +65,13 @@ pub const MAX_SSRCS: usize = 8;
 pub const ROC_GUESSES: u32 = 16;
 /// Replay window, in packets.
 pub const REPLAY_WINDOW: u64 = 128;
+/// After this many first packets of one unknown SSRC failed every ROC guess, only ROC 0
+/// is tried, except on every [`FULL_GUESS_EVERY`]th packet: a flood of forged packets
+/// costs ~2 tag checks each instead of [`ROC_GUESSES`], and a real sender (say one whose
+/// key arrived late in a re-INVITE) still joins within that many packets.
+pub const STRIKES: u32 = 4;
+/// See [`STRIKES`].
+pub const FULL_GUESS_EVERY: u32 = 16;
 
 /// SDES crypto suites this layer can unprotect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -558,7 +567,13 @@ impl Keyed {
         false
     }
 
-    fn unprotect_rtp(&self, p: &mut [u8], stamp: u64, scratch: &mut Vec<u8>) -> RtpOutcome {
+    fn unprotect_rtp(
+        &self,
+        p: &mut [u8],
+        stamp: u64,
+        scratch: &mut Vec<u8>,
+        guesses: u32,
+    ) -> RtpOutcome {
         let hlen = match rtp_header_len(p) {
             Ok(h) => h,
             Err(e) => return RtpOutcome::Err(e),
@@ -622,7 +637,7 @@ impl Keyed {
             }
             None => {
                 // Join: guess the ROC; the one that authenticates wins.
-                let found = (0..ROC_GUESSES)
+                let found = (0..guesses)
                     .map(|roc| (u64::from(roc) << 16) | u64::from(seq))
                     .find(|&index| self.try_rtp(p, hlen, ssrc, index, scratch));
                 let Some(index) = found else {
@@ -739,6 +754,9 @@ pub struct Session {
     stamp: u64,
     /// A copy of the packet for GCM retries (kept to avoid an allocation per packet).
     scratch: Vec<u8>,
+    /// Unknown SSRCs whose first packets failed: (SSRC, failures in a row), at most
+    /// [`MAX_SSRCS`] (see [`STRIKES`]).
+    strikes: Vec<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -761,6 +779,7 @@ impl Session {
             stats: Stats::default(),
             stamp: 0,
             scratch: Vec::new(),
+            strikes: Vec::new(),
         })
     }
 
@@ -796,9 +815,21 @@ impl Session {
             Some(_) if self.current.suite.is_gcm() => Some(packet.to_vec()),
             _ => None,
         };
-        let first = match self.current.unprotect_rtp(packet, stamp, &mut self.scratch) {
+        let ssrc = be32(packet, 8).unwrap_or(0);
+        let strike = self.strikes.iter().position(|s| s.0 == ssrc);
+        let failed = strike.and_then(|i| self.strikes.get(i)).map_or(0, |s| s.1);
+        let guesses = if failed < STRIKES || failed % FULL_GUESS_EVERY == 0 {
+            ROC_GUESSES
+        } else {
+            1
+        };
+        let first = match self
+            .current
+            .unprotect_rtp(packet, stamp, &mut self.scratch, guesses)
+        {
             RtpOutcome::Ok(n, st) => {
                 self.previous = None;
+                self.forgive(strike);
                 return Ok(self.stored(n, st, false));
             }
             RtpOutcome::Err(e) => e,
@@ -807,12 +838,36 @@ impl Session {
             if let Some(b) = &backup {
                 packet.copy_from_slice(b);
             }
-            if let RtpOutcome::Ok(n, st) = prev.unprotect_rtp(packet, stamp, &mut self.scratch) {
+            if let RtpOutcome::Ok(n, st) =
+                prev.unprotect_rtp(packet, stamp, &mut self.scratch, guesses)
+            {
+                self.forgive(strike);
                 return Ok(self.stored(n, st, true));
+            }
+        }
+        if first == Error::UnknownSsrc {
+            let full = self.strikes.len() >= MAX_SSRCS;
+            match strike.and_then(|i| self.strikes.get_mut(i)) {
+                Some(s) => s.1 = s.1.saturating_add(1),
+                None if !full => self.strikes.push((ssrc, 1)),
+                // Full: the slot of the SSRC that failed least.
+                None => {
+                    if let Some(s) = self.strikes.iter_mut().min_by_key(|s| s.1) {
+                        *s = (ssrc, 1);
+                    }
+                }
             }
         }
         self.stats.count(first);
         Err(first)
+    }
+
+    fn forgive(&mut self, strike: Option<usize>) {
+        if let Some(i) = strike {
+            if i < self.strikes.len() {
+                self.strikes.swap_remove(i);
+            }
+        }
     }
 
     /// Authenticates and decrypts an SRTCP packet in place; returns the length of the

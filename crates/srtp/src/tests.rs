@@ -143,7 +143,7 @@ fn rfc7714_aes_128_gcm_rtp() {
          51c7d19b36de3adf8833 899d7f27beb16a9152cf765ee4390cce",
     );
     assert_eq!(protect::rtp(&k, &hex(RFC7714_RTP), 0), p, "protect side");
-    let RtpOutcome::Ok(n, st) = k.unprotect_rtp(&mut p, 1, &mut Vec::new()) else {
+    let RtpOutcome::Ok(n, st) = k.unprotect_rtp(&mut p, 1, &mut Vec::new(), ROC_GUESSES) else {
         panic!("RFC 7714 vector did not unprotect");
     };
     assert_eq!(p[..n], hex(RFC7714_RTP)[..]);
@@ -514,5 +514,36 @@ fn throughput() {
             f64::from(N) / s,
             s * 1e6 / f64::from(N)
         );
+    }
+}
+
+#[test]
+fn forged_first_packets_cost_less_but_a_real_sender_still_joins() {
+    for suite in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm] {
+        let (tx, m) = sender(suite, 5);
+        let (forger, _) = sender(suite, 66);
+        let mut rx = Session::new(suite, &m).unwrap();
+        for seq in 0..40u16 {
+            let mut p = protect::rtp(&forger, &plain_rtp(9, seq), 0);
+            assert_eq!(rx.unprotect_rtp(&mut p), Err(Error::UnknownSsrc));
+        }
+        assert_eq!(rx.strikes, [(9, 40)]);
+        // The real sender on that SSRC, 3 rollovers in: ROC 0 alone does not find it, the
+        // next full guess (every 16th failure) does.
+        let mut joined = None;
+        for k in 0..FULL_GUESS_EVERY as u16 {
+            let plain = plain_rtp(9, 1000 + k);
+            let mut p = protect::rtp(&tx, &plain, 3);
+            if let Ok(n) = rx.unprotect_rtp(&mut p) {
+                assert_eq!(p[..n], plain[..]);
+                joined = Some(k);
+                break;
+            }
+        }
+        assert!(joined.is_some(), "{suite:?}");
+        assert!(rx.strikes.is_empty());
+        // Other SSRCs are not affected.
+        let mut p = protect::rtp(&tx, &plain_rtp(10, 5), 7);
+        assert!(rx.unprotect_rtp(&mut p).is_ok());
     }
 }
