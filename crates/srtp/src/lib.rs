@@ -36,8 +36,10 @@
 //!   guesses every 16th packet ([`STRIKES`]), so forged floods stay cheap.
 //! * Replay: a 128-packet window per SSRC (RTP index and SRTCP index). A retransmitted
 //!   duplicate is an [`Error::Replay`], dropped and counted, never fatal.
-//! * Re-keying ([`Session::rekey`]): the old key is kept until the new one authenticates a
-//!   packet, so packets in flight across a re-INVITE are not lost.
+//! * Re-keying ([`Session::rekey`]): the old key is kept until the new one has authenticated
+//!   [`REKEY_GRACE`] packets, so packets in flight across a re-INVITE are not lost (RTP and
+//!   RTCP come through different sockets, so an old-key sender report can arrive after the
+//!   first new-key RTP packet).
 //! * Every failure is a counted `Err`, never a panic; packets are decrypted in place.
 
 // Input is hostile (docs/CONTRIBUTING.md): no panicking shortcuts outside tests.
@@ -72,6 +74,9 @@ pub const REPLAY_WINDOW: u64 = 128;
 pub const STRIKES: u32 = 4;
 /// See [`STRIKES`].
 pub const FULL_GUESS_EVERY: u32 = 16;
+/// Packets the new key must authenticate after [`Session::rekey`] before the old key is
+/// forgotten (~2.5 s of two 50 packet/s senders).
+pub const REKEY_GRACE: u32 = 256;
 
 /// SDES crypto suites this layer can unprotect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -748,8 +753,10 @@ impl Keyed {
 /// Unprotects the SRTP and SRTCP of one recorded stream (one SDES master key at a time).
 pub struct Session {
     current: Keyed,
-    /// The key before the last [`Session::rekey`], until the new one authenticates.
+    /// The key before the last [`Session::rekey`], for [`REKEY_GRACE`] packets of the new.
     previous: Option<Keyed>,
+    /// Packets authenticated under `current` since the re-key.
+    since_rekey: u32,
     stats: Stats,
     stamp: u64,
     /// A copy of the packet for GCM retries (kept to avoid an allocation per packet).
@@ -776,6 +783,7 @@ impl Session {
         Ok(Session {
             current: Keyed::new(suite, key_material)?,
             previous: None,
+            since_rekey: 0,
             stats: Stats::default(),
             stamp: 0,
             scratch: Vec::new(),
@@ -794,11 +802,23 @@ impl Session {
     }
 
     /// Switches to a new master key (a re-INVITE changed `a=crypto`). Packets that still
-    /// authenticate under the old key are accepted until one authenticates under the new.
+    /// authenticate under the old key are accepted until the new one has authenticated
+    /// [`REKEY_GRACE`] packets.
     pub fn rekey(&mut self, suite: Suite, key_material: &[u8]) -> Result<(), Error> {
         let next = Keyed::new(suite, key_material)?;
         self.previous = Some(std::mem::replace(&mut self.current, next));
+        self.since_rekey = 0;
         Ok(())
+    }
+
+    /// A packet authenticated under the current key.
+    fn current_ok(&mut self) {
+        if self.previous.is_some() {
+            self.since_rekey = self.since_rekey.saturating_add(1);
+            if self.since_rekey >= REKEY_GRACE {
+                self.previous = None;
+            }
+        }
     }
 
     fn tick(&mut self) -> u64 {
@@ -828,7 +848,7 @@ impl Session {
             .unprotect_rtp(packet, stamp, &mut self.scratch, guesses)
         {
             RtpOutcome::Ok(n, st) => {
-                self.previous = None;
+                self.current_ok();
                 self.forgive(strike);
                 return Ok(self.stored(n, st, false));
             }
@@ -880,7 +900,7 @@ impl Session {
         };
         let first = match self.current.unprotect_rtcp(packet, stamp) {
             Ok((n, st)) => {
-                self.previous = None;
+                self.current_ok();
                 self.stats.rtcp = self.stats.rtcp.saturating_add(1);
                 if self.current.store(st) {
                     self.stats.evicted = self.stats.evicted.saturating_add(1);

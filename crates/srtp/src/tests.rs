@@ -442,10 +442,19 @@ fn rekey_keeps_the_old_key_until_the_new_one_is_used() {
         // The new key (the sender may restart its ROC and keep its sequence).
         rx.unprotect_rtp(&mut protect::rtp(&new, &plain_rtp(1, 12), 0))
             .unwrap();
+        // An old-key sender report that lost the race against the new key's first RTP.
+        rx.unprotect_rtcp(&mut protect::rtcp(&old, &plain_rtcp(1), 4, true))
+            .unwrap();
+        // The old key is forgotten once the new one has carried the grace packets.
+        for seq in 13..12 + REKEY_GRACE as u16 {
+            rx.unprotect_rtp(&mut protect::rtp(&new, &plain_rtp(1, seq), 0))
+                .unwrap();
+        }
         assert!(rx.previous.is_none());
-        let mut p = protect::rtp(&old, &plain_rtp(1, 13), 0);
+        let mut p = protect::rtp(&old, &plain_rtp(1, 2000), 0);
         assert_eq!(rx.unprotect_rtp(&mut p), Err(Error::Auth));
-        assert_eq!(rx.stats().rtp, 3);
+        assert_eq!(rx.stats().rtp, 2 + u64::from(REKEY_GRACE));
+        assert_eq!(rx.stats().auth_failed, 1);
     }
 }
 
