@@ -26,20 +26,7 @@ fn frame(a: u8, b: u8, payload: &[u8]) -> Vec<u8> {
     let (sip, sport) = (IPS[usize::from(a & 3)], PORTS[usize::from(a >> 2) & 7]);
     let (dip, dport) = (IPS[usize::from(b & 3)], PORTS[usize::from(b >> 2) & 7]);
     let total = (28 + payload.len()).min(65_535);
-    let mut f = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
+    let mut f = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
     f.extend_from_slice(&sip.octets());
     f.extend_from_slice(&dip.octets());
     f.extend_from_slice(&sport.to_be_bytes());

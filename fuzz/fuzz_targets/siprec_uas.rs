@@ -19,12 +19,7 @@ fn drain(uas: &mut Uas, now: Timestamp) {
         }
         while let Some(e) = uas.poll_event() {
             any = true;
-            if let Event::MediaRequest {
-                rs,
-                plans,
-                existing,
-            } = e
-            {
+            if let Event::MediaRequest { rs, plans, existing } = e {
                 let bound = plans
                     .iter()
                     .zip(&existing)
