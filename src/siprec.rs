@@ -24,8 +24,8 @@
 //! For each accepted stream the loop binds an even RTP port and the RTCP port above it from
 //! `--rtp-ports` *before* it tells the core the media is ready (so the 200 OK never names a
 //! port nobody listens on, and RTP before the ACK is kept). Packets are accepted from any
-//! source address and port. SRTP is not decrypted yet, so the core is told to refuse
-//! `RTP/SAVP` lines (a session with only such lines gets `488`).
+//! source address and port. `RTP/SAVP` streams (SDES) are decrypted with the offerer's key
+//! before they reach the Tap ([`srtp`]: one context per stream, re-keyed by re-INVITE).
 //!
 //! SIGTERM/SIGINT: the core stops accepting (503), every session is ended with a BYE
 //! (vCon end reason `shutdown`), and the Tap finishes and the sinks drain as in `capture`.
@@ -54,6 +54,8 @@ use vcontap_wire::{Datagram, Timestamp};
 use crate::api::ApiState;
 use crate::outputs::{OutputArgs, Outputs};
 use crate::RecordArg;
+
+mod srtp;
 
 /// Messages queued from the socket readers to the loop thread.
 pub const INPUT_QUEUE: usize = 16 * 1024;
@@ -224,6 +226,8 @@ struct Rs {
     opened: Option<(SessionHandle, SessionPlan, Timestamp)>,
     /// Bindings per m-line.
     pairs: Vec<Option<PortPair>>,
+    /// SRTP decrypt state per m-line (`None`: plain RTP).
+    srtp: Vec<Option<srtp::Decrypt>>,
 }
 
 /// Counters for logs and `/metrics`.
@@ -237,6 +241,7 @@ struct Counters {
     sessions_open: AtomicU64,
     bind_failures: AtomicU64,
     tcp_connections: AtomicUsize,
+    srtp: srtp::SrtpCounters,
 }
 
 struct Shell {
@@ -412,6 +417,7 @@ impl Shell {
                 let mut state = self.sessions.remove(&rs).unwrap_or(Rs {
                     opened: None,
                     pairs: Vec::new(),
+                    srtp: Vec::new(),
                 });
                 state.pairs.resize_with(plans.len(), || None);
                 let mut bound = Vec::with_capacity(plans.len());
@@ -460,6 +466,7 @@ impl Shell {
                         }
                         if let Some(s) = self.sessions.get_mut(&o.rs) {
                             s.opened = Some((h, plan, at));
+                            srtp::update(&mut s.srtp, &o.streams);
                         }
                     }
                     Err(PipelineError::Session(e)) => {
@@ -502,6 +509,10 @@ impl Shell {
                 }
             }
             Event::StreamsChanged { rs, streams, .. } => {
+                // A re-INVITE may carry a new `a=crypto` key.
+                if let Some(s) = self.sessions.get_mut(&rs) {
+                    srtp::update(&mut s.srtp, &streams);
+                }
                 // Known labels keep their ports (the core reuses the bindings); a stream
                 // new in a re-INVITE got a port but has no engine stream (the session's
                 // streams are fixed when it opens), so its packets are counted, not kept.
@@ -553,25 +564,33 @@ impl Shell {
         }
     }
 
-    fn rtp(&mut self, local: u16, from: SocketAddr, at: Instant, bytes: &[u8]) -> Result<()> {
+    fn rtp(&mut self, local: u16, from: SocketAddr, at: Instant, mut bytes: Vec<u8>) -> Result<()> {
         self.counters.rtp_packets.fetch_add(1, Ordering::Relaxed);
         let target = self.ports.get(&local).and_then(|(rs, m)| {
-            let (h, plan, _) = self.sessions.get(rs)?.opened.as_ref()?;
-            Some((*h, (*plan.stream_index.get(*m)?)?))
+            let s = self.sessions.get_mut(rs)?;
+            let (h, plan, _) = s.opened.as_ref()?;
+            Some((
+                *h,
+                (*plan.stream_index.get(*m)?)?,
+                s.srtp.get_mut(*m)?.as_mut(),
+            ))
         });
-        let Some((h, stream)) = target else {
+        let Some((h, stream, decrypt)) = target else {
             // Before the session opened (cannot happen: media_ready opens it at once) or
             // on a stream the engine does not know.
             self.counters.rtp_unknown.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
+        if !srtp::unprotect(decrypt, &mut bytes, &self.counters.srtp) {
+            return Ok(());
+        }
         let datagram = Datagram {
             ts: self.stamp(at),
             src: from,
             dst: SocketAddr::new(self.media_ip, local),
             transport: vcontap_wire::Transport::Udp,
             vlan: None,
-            payload: bytes,
+            payload: &bytes,
         };
         let now = self.now();
         self.session_call(h, SessionCall::Media { stream, datagram }, now)?;
@@ -600,7 +619,7 @@ impl Shell {
                 from,
                 at,
                 bytes,
-            } => self.rtp(local, from, at, &bytes)?,
+            } => self.rtp(local, from, at, bytes)?,
         }
         Ok(())
     }
@@ -858,8 +877,6 @@ pub fn run(a: SiprecArgs) -> Result<()> {
         seed,
     );
     ucfg.max_sessions = a.max_sessions;
-    // No SRTP decryption yet: refuse RTP/SAVP lines rather than record noise.
-    ucfg.media.srtp_suites.clear();
     let clock = Clock::monotonic();
     let epoch = clock.now();
     let mut sh = Shell {
@@ -892,6 +909,7 @@ pub fn run(a: SiprecArgs) -> Result<()> {
                 let _ = writeln!(out, "# TYPE vcontap_siprec_port_bind_failures_total counter\nvcontap_siprec_port_bind_failures_total {}", c.bind_failures.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_acl_refused_total counter\nvcontap_siprec_acl_refused_total {}", c.acl_refused.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# TYPE vcontap_siprec_input_dropped_total counter\nvcontap_siprec_input_dropped_total {}", c.input_dropped.load(Ordering::Relaxed));
+                c.srtp.write_metrics(out);
             }));
         }
     }
