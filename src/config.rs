@@ -19,6 +19,8 @@ pub struct Config {
     /// HEP input.
     #[serde(default)]
     pub hep: HepTable,
+    /// The SIPREC recording server (absent: not started).
+    pub siprec: Option<SiprecTable>,
     /// The HTTP endpoint.
     #[serde(default)]
     pub api: ApiTable,
@@ -68,6 +70,75 @@ pub struct HepTable {
     pub listen: Option<String>,
     /// Required authentication key (chunk 0x000e); `env:NAME` reads it from the environment.
     pub auth_key: Option<String>,
+}
+
+/// `[siprec]`: the SIPREC recording server, an input of `vcontap run` beside capture and
+/// HEP (the same flags as `vcontap siprec`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiprecTable {
+    /// `ADDR:PORT` for SIP over UDP and TCP, e.g. `0.0.0.0:5060` (required).
+    pub listen: Option<String>,
+    /// `ADDR:PORT` for SIP over TLS, e.g. `0.0.0.0:5061` (with `tls_cert` and `tls_key`).
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// RTP port range `A-B` (default `40000-49999`; even RTP ports, RTCP above each).
+    pub rtp_ports: Option<String>,
+    /// Our address in SDP answers (default: the `listen` address, which must then not be
+    /// a wildcard).
+    pub media_address: Option<String>,
+    /// Accept SIP only from these networks (`10.0.0.0/8`, `2001:db8::/32`, or a single
+    /// address); default: every source.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Most concurrent recording sessions (default 1000; beyond: 503 + Retry-After).
+    pub max_sessions: Option<usize>,
+}
+
+/// `[siprec]` resolved, or `None` without the table. Errors name the field
+/// (`siprec.rtp_ports: …`).
+pub fn siprec_settings(t: &Option<SiprecTable>) -> Result<Option<crate::siprec::SiprecSettings>> {
+    let Some(t) = t else { return Ok(None) };
+    let addr = |field: &str, v: &Option<String>| -> Result<Option<std::net::SocketAddr>> {
+        v.as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    anyhow::anyhow!("siprec.{field}: {a:?} is not ADDR:PORT (e.g. 0.0.0.0:5060)")
+                })
+            })
+            .transpose()
+    };
+    let listen = addr("listen", &t.listen)?.ok_or_else(|| {
+        anyhow::anyhow!("siprec.listen: required (the SIP address, e.g. 0.0.0.0:5060)")
+    })?;
+    let media_address = t
+        .media_address
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| anyhow::anyhow!("siprec.media_address: {a:?} is not an IP address"))
+        })
+        .transpose()?;
+    let s = crate::siprec::SiprecSettings {
+        listen,
+        tls_listen: addr("tls_listen", &t.tls_listen)?,
+        tls_cert: t.tls_cert.clone(),
+        tls_key: t.tls_key.clone(),
+        rtp_ports: t
+            .rtp_ports
+            .clone()
+            .unwrap_or_else(|| crate::siprec::DEFAULT_RTP_PORTS.to_owned()),
+        media_address,
+        allow: t.allow.clone(),
+        max_sessions: t
+            .max_sessions
+            .unwrap_or(crate::siprec::DEFAULT_MAX_SESSIONS),
+    };
+    crate::siprec::check(&s, |f| format!("siprec.{f}"))?;
+    Ok(Some(s))
 }
 
 /// `[api]`.
@@ -219,12 +290,19 @@ pub fn load(path: &Path) -> Result<Config> {
             ));
         }
     }
-    if cfg.capture.interfaces.is_empty() && cfg.hep.listen.is_none() && path_is_run_config(&cfg) {
+    if cfg.capture.interfaces.is_empty()
+        && cfg.hep.listen.is_none()
+        && cfg.siprec.is_none()
+        && path_is_run_config(&cfg)
+    {
         return Err(bad(
-            "capture.interfaces / hep.listen",
-            "nothing to listen to: give capture interfaces, a HEP address, or both".into(),
+            "capture.interfaces / hep.listen / [siprec]",
+            "nothing to listen to: give capture interfaces, a HEP address, a [siprec] table, \
+             or several"
+                .into(),
         ));
     }
+    siprec_settings(&cfg.siprec).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     if let Some(w) = &cfg.delivery.when_full {
         if w != "block" && w != "drop_newest" {
             anyhow::bail!(

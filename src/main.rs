@@ -289,6 +289,7 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         host: a.host,
         media_base_url: a.media_base_url,
         outputs: a.outputs,
+        siprec: None,
     })
 }
 
@@ -335,6 +336,7 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
             drain_timeout: None,
             media_store: c.output.media_store.clone(),
         },
+        siprec: config::siprec_settings(&c.siprec).context("siprec")?,
     })
 }
 
