@@ -354,4 +354,72 @@ mod tests {
         assert!(e.contains("sinks[0]"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn siprec_table_is_checked_field_by_field() {
+        let d = std::env::temp_dir().join(format!("vcontap-cfg-siprec-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("s.toml");
+        let load_with = |table: &str| {
+            std::fs::write(
+                &p,
+                format!("[siprec]\n{table}\n[output]\ndir = \"/tmp/x\"\n"),
+            )
+            .unwrap();
+            load(&p).map(|c| siprec_settings(&c.siprec).unwrap().unwrap())
+        };
+        // A SIPREC-only daemon is a complete configuration.
+        let s = load_with("listen = \"127.0.0.1:5060\"").unwrap();
+        assert_eq!(s.rtp_ports, crate::siprec::DEFAULT_RTP_PORTS);
+        assert_eq!(s.max_sessions, crate::siprec::DEFAULT_MAX_SESSIONS);
+        let s = load_with(
+            "listen = \"0.0.0.0:5060\"\nmedia_address = \"192.0.2.10\"\nallow = [\"10.0.0.0/8\"]\n\
+             tls_listen = \"0.0.0.0:5061\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             rtp_ports = \"30000-30099\"\nmax_sessions = 5",
+        )
+        .unwrap();
+        assert_eq!(s.max_sessions, 5);
+        assert!(s.tls_listen.is_some());
+        for (table, field) in [
+            ("rtp_ports = \"1-2\"", "siprec.listen"),
+            ("listen = \"nope\"", "siprec.listen"),
+            ("listen = \"0.0.0.0:5060\"", "siprec.media_address"),
+            (
+                "listen = \"127.0.0.1:5060\"\nmedia_address = \"x\"",
+                "siprec.media_address",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nrtp_ports = \"40000\"",
+                "siprec.rtp_ports",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nrtp_ports = \"5-5\"",
+                "siprec.rtp_ports",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nallow = [\"10.0.0.0/40\"]",
+                "siprec.allow",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nmax_sessions = 0",
+                "siprec.max_sessions",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\ntls_listen = \"127.0.0.1:5061\"",
+                "siprec.tls_listen",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\ntls_cert = \"c.pem\"",
+                "siprec.tls_cert",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nlisten_api = \"x\"",
+                "listen_api",
+            ),
+        ] {
+            let e = format!("{:#}", load_with(table).unwrap_err());
+            assert!(e.contains(field), "{table}: {e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

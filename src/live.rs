@@ -1,5 +1,5 @@
-//! `vcontap capture` and `vcontap run`: the daemon. Live sources (AF_PACKET rings, a HEP
-//! listener) feed one [`Tap`] on the monotonic clock with the live queue policy
+//! `vcontap capture`, `vcontap run` and `vcontap siprec`: the daemon. Live sources
+//! (AF_PACKET rings, a HEP listener, the SIPREC server of `src/siprec.rs`) feed one [`Tap`] on the monotonic clock with the live queue policy
 //! (drop-and-count, so a slow disk never stalls the ring), finished vCons go through the
 //! delivery core with the spool's `drop_newest` policy, and `/metrics`, `/healthz`,
 //! `/readyz` are served on `--listen`. SIGTERM/SIGINT stop capture, finish every open call
