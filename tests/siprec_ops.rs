@@ -285,6 +285,21 @@ fn sipp_pause_and_resume_by_reinvite_cut_the_recording() {
     );
     assert!((1.0..=2.2).contains(&d0), "first segment {d0} s");
     assert!((1.0..=2.2).contains(&d1), "second segment {d1} s");
+    // And it is listed: one pause, from the end of the first segment to the second's start.
+    let pauses = v["vcontap"]["recording_pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), 1, "{v}");
+    let (p0, p1) = (
+        common::vcon_time_ms(pauses[0]["start"].as_str().unwrap()).unwrap(),
+        common::vcon_time_ms(pauses[0]["end"].as_str().unwrap()).unwrap(),
+    );
+    assert!(
+        (p1 - p0 - (gap * 1000.0) as i64).abs() <= 50,
+        "pause {p0}..{p1}, gap {gap}: {v}"
+    );
+    assert!(
+        (p1 - t(recs[1])).abs() <= 50,
+        "the second segment starts at the resume"
+    );
     for r in &recs {
         let a = audible_seconds(r);
         assert!(
