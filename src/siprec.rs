@@ -164,7 +164,7 @@ impl Net {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .with_context(|| format!("--allow {s}: not an address"))?;
+            .with_context(|| format!("{s:?}: not an address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             Some(l) => l
@@ -172,7 +172,7 @@ impl Net {
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= max)
-                .with_context(|| format!("--allow {s}: bad prefix length"))?,
+                .with_context(|| format!("{s:?}: bad prefix length"))?,
             None => max,
         };
         Ok(Net { addr, len })
@@ -226,15 +226,19 @@ impl PortPool {
     fn parse(range: &str) -> Result<PortPool> {
         let (a, b) = range
             .split_once('-')
-            .context("--rtp-ports takes A-B, e.g. 40000-49999")?;
+            .with_context(|| format!("{range:?}: takes A-B, e.g. 40000-49999"))?;
         let (a, b): (u16, u16) = (
-            a.trim().parse().context("--rtp-ports start")?,
-            b.trim().parse().context("--rtp-ports end")?,
+            a.trim()
+                .parse()
+                .with_context(|| format!("{range:?}: bad start port"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("{range:?}: bad end port"))?,
         );
         let first = a.saturating_add(a % 2);
         let free: VecDeque<u16> = (first..b).step_by(2).filter(|p| *p < b).collect();
         if free.is_empty() {
-            bail!("--rtp-ports {range} holds no even RTP port with its RTCP port");
+            bail!("{range:?} holds no even RTP port with its RTCP port above it");
         }
         Ok(PortPool { free })
     }
@@ -841,7 +845,11 @@ fn media_ip(s: &SiprecSettings) -> Result<IpAddr> {
 /// Binds the SIP sockets (a port in use is a start-up error) and starts their readers;
 /// the RTP readers run as tasks on `rt`. `clock` must be the live loop's.
 pub fn open(s: &SiprecSettings, rt: tokio::runtime::Handle, clock: Clock) -> Result<Shell> {
-    check(s, |f| format!("siprec {f}"))?;
+    check(s, |f| match f {
+        "tls_cert" => "--cert".to_owned(),
+        "tls_key" => "--key".to_owned(),
+        f => format!("--{}", f.replace('_', "-")),
+    })?;
     let pool = PortPool::parse(&s.rtp_ports)?;
     let acl = Arc::new(
         s.allow
