@@ -1,6 +1,7 @@
 //! `vcontap capture`, `vcontap run` and `vcontap siprec`: the daemon. Live sources
-//! (AF_PACKET rings, a HEP listener, the SIPREC server of `src/siprec.rs`) feed one [`Tap`] on the monotonic clock with the live queue policy
-//! (drop-and-count, so a slow disk never stalls the ring), finished vCons go through the
+//! (AF_PACKET rings, a HEP listener, the SIPREC server of `src/siprec.rs`) feed one [`Tap`]
+//! on the monotonic clock with the live queue policy (drop-and-count, so a slow disk never
+//! stalls the ring), finished vCons go through the
 //! delivery core with the spool's `drop_newest` policy, and `/metrics`, `/healthz`,
 //! `/readyz` are served on `--listen`. SIGTERM/SIGINT stop capture, finish every open call
 //! with reason `shutdown`, drain the sinks and exit 0; SIGHUP is logged (logs go to stderr /
@@ -108,7 +109,7 @@ fn open_sources(s: &LiveSettings) -> Result<Vec<Box<dyn LiveSource>>> {
     let mut v: Vec<Box<dyn LiveSource>> = Vec::new();
     v.extend(crate::sources::open(s)?);
     if v.is_empty() && s.siprec.is_none() {
-        bail!("nothing to listen to: give --interface IF and/or --hep-listen ADDR");
+        bail!("nothing to listen to: give --interface IF and/or --hep-listen ADDR (or [siprec])");
     }
     Ok(v)
 }
