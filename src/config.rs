@@ -19,6 +19,8 @@ pub struct Config {
     /// HEP input.
     #[serde(default)]
     pub hep: HepTable,
+    /// The SIPREC recording server (absent: not started).
+    pub siprec: Option<SiprecTable>,
     /// The HTTP endpoint.
     #[serde(default)]
     pub api: ApiTable,
@@ -75,6 +77,75 @@ pub struct HepTable {
     pub listen: Option<String>,
     /// Required authentication key (chunk 0x000e); `env:NAME` reads it from the environment.
     pub auth_key: Option<String>,
+}
+
+/// `[siprec]`: the SIPREC recording server, an input of `vcontap run` beside capture and
+/// HEP (the same flags as `vcontap siprec`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiprecTable {
+    /// `ADDR:PORT` for SIP over UDP and TCP, e.g. `0.0.0.0:5060` (required).
+    pub listen: Option<String>,
+    /// `ADDR:PORT` for SIP over TLS, e.g. `0.0.0.0:5061` (with `tls_cert` and `tls_key`).
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// RTP port range `A-B` (default `40000-49999`; even RTP ports, RTCP above each).
+    pub rtp_ports: Option<String>,
+    /// Our address in SDP answers (default: the `listen` address, which must then not be
+    /// a wildcard).
+    pub media_address: Option<String>,
+    /// Accept SIP only from these networks (`10.0.0.0/8`, `2001:db8::/32`, or a single
+    /// address); default: every source.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Most concurrent recording sessions (default 1000; beyond: 503 + Retry-After).
+    pub max_sessions: Option<usize>,
+}
+
+/// `[siprec]` resolved, or `None` without the table. Errors name the field
+/// (`siprec.rtp_ports: …`).
+pub fn siprec_settings(t: &Option<SiprecTable>) -> Result<Option<crate::siprec::SiprecSettings>> {
+    let Some(t) = t else { return Ok(None) };
+    let addr = |field: &str, v: &Option<String>| -> Result<Option<std::net::SocketAddr>> {
+        v.as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    anyhow::anyhow!("siprec.{field}: {a:?} is not ADDR:PORT (e.g. 0.0.0.0:5060)")
+                })
+            })
+            .transpose()
+    };
+    let listen = addr("listen", &t.listen)?.ok_or_else(|| {
+        anyhow::anyhow!("siprec.listen: required (the SIP address, e.g. 0.0.0.0:5060)")
+    })?;
+    let media_address = t
+        .media_address
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .map_err(|_| anyhow::anyhow!("siprec.media_address: {a:?} is not an IP address"))
+        })
+        .transpose()?;
+    let s = crate::siprec::SiprecSettings {
+        listen,
+        tls_listen: addr("tls_listen", &t.tls_listen)?,
+        tls_cert: t.tls_cert.clone(),
+        tls_key: t.tls_key.clone(),
+        rtp_ports: t
+            .rtp_ports
+            .clone()
+            .unwrap_or_else(|| crate::siprec::DEFAULT_RTP_PORTS.to_owned()),
+        media_address,
+        allow: t.allow.clone(),
+        max_sessions: t
+            .max_sessions
+            .unwrap_or(crate::siprec::DEFAULT_MAX_SESSIONS),
+    };
+    crate::siprec::check(&s, |f| format!("siprec.{f}"))?;
+    Ok(Some(s))
 }
 
 /// `[api]`.
@@ -252,12 +323,19 @@ pub fn load(path: &Path) -> Result<Config> {
             ));
         }
     }
-    if cfg.capture.interfaces.is_empty() && cfg.hep.listen.is_none() && path_is_run_config(&cfg) {
+    if cfg.capture.interfaces.is_empty()
+        && cfg.hep.listen.is_none()
+        && cfg.siprec.is_none()
+        && path_is_run_config(&cfg)
+    {
         return Err(bad(
-            "capture.interfaces / hep.listen",
-            "nothing to listen to: give capture interfaces, a HEP address, or both".into(),
+            "capture.interfaces / hep.listen / [siprec]",
+            "nothing to listen to: give capture interfaces, a HEP address, a [siprec] table, \
+             or several"
+                .into(),
         ));
     }
+    siprec_settings(&cfg.siprec).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     if let Some(w) = &cfg.delivery.when_full {
         if w != "block" && w != "drop_newest" {
             anyhow::bail!(
@@ -320,6 +398,74 @@ mod tests {
         assert!(e.contains("engine.quality_interval_s"), "{e}");
         std::fs::write(&p, "[engine]\nquality_interval_s = 0\n").unwrap();
         assert_eq!(load(&p).unwrap().engine.quality_interval_s, Some(0));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn siprec_table_is_checked_field_by_field() {
+        let d = std::env::temp_dir().join(format!("vcontap-cfg-siprec-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("s.toml");
+        let load_with = |table: &str| {
+            std::fs::write(
+                &p,
+                format!("[siprec]\n{table}\n[output]\ndir = \"/tmp/x\"\n"),
+            )
+            .unwrap();
+            load(&p).map(|c| siprec_settings(&c.siprec).unwrap().unwrap())
+        };
+        // A SIPREC-only daemon is a complete configuration.
+        let s = load_with("listen = \"127.0.0.1:5060\"").unwrap();
+        assert_eq!(s.rtp_ports, crate::siprec::DEFAULT_RTP_PORTS);
+        assert_eq!(s.max_sessions, crate::siprec::DEFAULT_MAX_SESSIONS);
+        let s = load_with(
+            "listen = \"0.0.0.0:5060\"\nmedia_address = \"192.0.2.10\"\nallow = [\"10.0.0.0/8\"]\n\
+             tls_listen = \"0.0.0.0:5061\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             rtp_ports = \"30000-30099\"\nmax_sessions = 5",
+        )
+        .unwrap();
+        assert_eq!(s.max_sessions, 5);
+        assert!(s.tls_listen.is_some());
+        for (table, field) in [
+            ("rtp_ports = \"1-2\"", "siprec.listen"),
+            ("listen = \"nope\"", "siprec.listen"),
+            ("listen = \"0.0.0.0:5060\"", "siprec.media_address"),
+            (
+                "listen = \"127.0.0.1:5060\"\nmedia_address = \"x\"",
+                "siprec.media_address",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nrtp_ports = \"40000\"",
+                "siprec.rtp_ports",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nrtp_ports = \"5-5\"",
+                "siprec.rtp_ports",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nallow = [\"10.0.0.0/40\"]",
+                "siprec.allow",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nmax_sessions = 0",
+                "siprec.max_sessions",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\ntls_listen = \"127.0.0.1:5061\"",
+                "siprec.tls_listen",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\ntls_cert = \"c.pem\"",
+                "siprec.tls_cert",
+            ),
+            (
+                "listen = \"127.0.0.1:5060\"\nlisten_api = \"x\"",
+                "listen_api",
+            ),
+        ] {
+            let e = format!("{:#}", load_with(table).unwrap_err());
+            assert!(e.contains(field), "{table}: {e}");
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,6 +1,7 @@
-//! `vcontap capture` and `vcontap run`: the daemon. Live sources (AF_PACKET rings, a HEP
-//! listener) feed one [`Tap`] on the monotonic clock with the live queue policy
-//! (drop-and-count, so a slow disk never stalls the ring), finished vCons go through the
+//! `vcontap capture`, `vcontap run` and `vcontap siprec`: the daemon. Live sources
+//! (AF_PACKET rings, a HEP listener, the SIPREC server of `src/siprec.rs`) feed one [`Tap`]
+//! on the monotonic clock with the live queue policy (drop-and-count, so a slow disk never
+//! stalls the ring), finished vCons go through the
 //! delivery core with the spool's `drop_newest` policy, and `/metrics`, `/healthz`,
 //! `/readyz` are served on `--listen`. SIGTERM/SIGINT stop capture, finish every open call
 //! with reason `shutdown`, drain the sinks and exit 0; SIGHUP is logged (logs go to stderr /
@@ -74,6 +75,8 @@ pub struct LiveSettings {
     pub host: Option<String>,
     pub media_base_url: Option<String>,
     pub outputs: OutputArgs,
+    /// The SIPREC recording server (`vcontap siprec`, `[siprec]`), another input.
+    pub siprec: Option<crate::siprec::SiprecSettings>,
 }
 
 /// One live input, polled by the loop.
@@ -94,6 +97,15 @@ pub trait LiveSource {
     /// a lone source hands a frame to the engine as soon as the kernel has it.
     fn wait(&mut self, timeout: Duration) {
         std::thread::sleep(timeout);
+    }
+    /// SIGTERM: start ending what the source holds open (the SIPREC server sends a BYE
+    /// for every session). The loop then keeps polling until [`LiveSource::settled`].
+    fn begin_shutdown(&mut self, _tap: &mut Tap, _clock: &mut Clock) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// After [`LiveSource::begin_shutdown`]: true once nothing more needs polling.
+    fn settled(&self) -> bool {
+        true
     }
 }
 
@@ -122,8 +134,8 @@ pub fn frame_size_ok(n: u32) -> bool {
 fn open_sources(s: &LiveSettings) -> Result<Vec<Box<dyn LiveSource>>> {
     let mut v: Vec<Box<dyn LiveSource>> = Vec::new();
     v.extend(crate::sources::open(s)?);
-    if v.is_empty() {
-        bail!("nothing to listen to: give --interface IF and/or --hep-listen ADDR");
+    if v.is_empty() && s.siprec.is_none() {
+        bail!("nothing to listen to: give --interface IF and/or --hep-listen ADDR (or [siprec])");
     }
     Ok(v)
 }
@@ -270,7 +282,16 @@ pub fn run(s: LiveSettings) -> Result<()> {
     *api.tap
         .lock()
         .map_err(|_| anyhow::anyhow!("api state poisoned"))? = Some(tap.counters());
+    let mut clock = Clock::monotonic();
     let mut sources = open_sources(&s)?;
+    if let Some(sr) = &s.siprec {
+        // After the Tap, so a SIPREC session never arrives before there is one to open.
+        sources.push(Box::new(crate::siprec::open(
+            sr,
+            rt.clone(),
+            clock.clone(),
+        )?));
+    }
     if let Ok(mut extra) = api.extra.lock() {
         for src in &sources {
             extra.push(src.metrics());
@@ -285,7 +306,6 @@ pub fn run(s: LiveSettings) -> Result<()> {
     tracing::info!(sources = %status, "capturing");
     notifier.send(&format!("READY=1\nSTATUS={status}"));
 
-    let mut clock = Clock::monotonic();
     let mut last_watchdog = Instant::now();
     let mut last_log = Instant::now();
     let watchdog = notifier.watchdog_interval();
@@ -335,6 +355,19 @@ pub fn run(s: LiveSettings) -> Result<()> {
     }
     notifier.send("STOPPING=1\nSTATUS=finishing open calls and draining the sinks");
     api.ready.store(false, Ordering::SeqCst);
+    // Sources with something to end (SIPREC sessions: BYE) get their own bounded time.
+    for src in sources.iter_mut() {
+        src.begin_shutdown(&mut tap, &mut clock)?;
+    }
+    while !sources.iter().all(|x| x.settled()) {
+        let mut got = 0;
+        for src in sources.iter_mut() {
+            got += src.poll(&mut tap, &mut clock, vcontap_pipeline::source::BURST)?;
+        }
+        if got == 0 {
+            std::thread::sleep(IDLE_WAIT);
+        }
+    }
     drop(sources);
     let totals = tap.finish_because(clock.now(), FinishReason::Shutdown)?;
     if let Some(f) = events

@@ -26,9 +26,18 @@ use vcontap_live::{Filter, Hub, HubConfig, HubError, SubscribeOptions};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ApiArgs {
     /// Serve the HTTP API here (/metrics, /healthz, /readyz, /v1/…, /vcon/…). Without an
-    /// API token only a loopback address is accepted.
-    #[arg(long, value_name = "ADDR")]
+    /// API token only a loopback address is accepted. (`vcontap siprec`, whose `--listen`
+    /// is its SIP address, takes the same as `--api-listen`.)
+    #[arg(long, visible_alias = "api-listen", value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub opts: ApiOptions,
+}
+
+/// The API options other than its address, shared by every command that serves the API
+/// (`vcontap siprec` names the address `--api-listen`, its `--listen` being SIP's).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ApiOptions {
     /// File of API tokens, one per line (`#` comments): clients send `Authorization:
     /// Bearer TOKEN` or `x-conserver-api-token: TOKEN`.
     #[arg(long, value_name = "FILE")]
@@ -81,6 +90,11 @@ pub fn read_token_file(p: &Path) -> Result<Vec<String>> {
 impl ApiSettings {
     /// From the command line.
     pub fn from_args(a: &ApiArgs) -> Result<Self> {
+        Self::from_options(a.listen, &a.opts)
+    }
+
+    /// From the command line, the address given separately (`vcontap siprec`).
+    pub fn from_options(listen: Option<std::net::SocketAddr>, a: &ApiOptions) -> Result<Self> {
         let mut hub = HubConfig {
             egress_lists: a.egress_lists.clone(),
             ..HubConfig::default()
@@ -96,7 +110,7 @@ impl ApiSettings {
             None => Vec::new(),
         };
         Ok(ApiSettings {
-            listen: a.listen,
+            listen,
             tokens,
             hub,
             tls_cert: a.tls_cert.clone(),

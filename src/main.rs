@@ -312,6 +312,7 @@ fn settings_from_args(a: CaptureArgs) -> Result<live::LiveSettings> {
         host: a.host,
         media_base_url: a.media_base_url,
         outputs: a.outputs,
+        siprec: None,
     })
 }
 
@@ -361,6 +362,7 @@ fn settings_from_config(path: &std::path::Path) -> Result<live::LiveSettings> {
             drain_timeout: None,
             media_store: c.output.media_store.clone(),
         },
+        siprec: config::siprec_settings(&c.siprec).context("siprec")?,
     })
 }
 
@@ -411,7 +413,7 @@ fn api_settings(
 }
 
 /// `vcontap validate FILE`: the file parses, every value is in range, every sink builds,
-/// every interface exists.
+/// every interface exists, the SIP TLS certificate and key load.
 fn validate(path: &std::path::Path) -> Result<()> {
     let s = settings_from_config(path)?;
     for i in &s.interfaces {
@@ -436,6 +438,13 @@ fn validate(path: &std::path::Path) -> Result<()> {
     for t in &c.delivery.transforms {
         vcontap_sinks::transform::parse(t)
             .map_err(|e| anyhow::anyhow!("{}: delivery.transforms: {e}", path.display()))?;
+    }
+    if let Some(sr) = &s.siprec {
+        // The certificate and key must load and match, as at start-up.
+        if let (Some(c), Some(k)) = (&sr.tls_cert, &sr.tls_key) {
+            crate::tls::server_config(c, k)
+                .with_context(|| format!("{}: siprec.tls_cert / siprec.tls_key", path.display()))?;
+        }
     }
     if let Some(f) = &s.filter {
         crate::sources::check_filter(f)

@@ -1,23 +1,43 @@
-//! `vcontap siprec`: the SIPREC recording server's shell (issue 9). It owns what the
-//! sans-IO core (`vcontap_siprec::uas::Uas`) must not: the SIP sockets (UDP and TCP), the
-//! RTP/RTCP port pool, the clock and the signals, and maps the core's session actions onto
-//! the Tap's session API (`Tap::open_session` / `Tap::session`), so recorded sessions reach
-//! the same events, media store, sinks and live API as sniffed calls.
+//! The SIPREC recording server's shell (issue 9): `vcontap siprec`, and `[siprec]` of
+//! `vcontap run`. It owns what the sans-IO core (`vcontap_siprec::uas::Uas`) must not: the
+//! SIP sockets (UDP, TCP and TLS), the RTP/RTCP port pool, and maps the core's session
+//! actions onto the Tap's session API (`Tap::open_session` / `Tap::session`), so recorded
+//! sessions reach the same events, media store, sinks and live API as sniffed calls.
+//!
+//! # One daemon, one Tap
+//!
+//! The server is a [`LiveSource`] of the daemon loop in `live.rs`, beside the AF_PACKET
+//! rings and the HEP listener: `vcontap siprec` is that daemon with this one input, and
+//! `vcontap run` with a `[siprec]` table adds it to whatever capture/HEP inputs the file
+//! configures. So there is ONE output side (the Tap, the events file, the live API hub,
+//! sinks and spool, `/metrics`) whatever the inputs. The other design, a second loop thread
+//! driving the same Tap, would need the Tap behind a lock (it is `&mut` and single-owner by
+//! design) and a second copy of the output wiring; a source is a poll and a few counters.
+//! The loop's clock is cloned into the shell, so RTP stamps and timers agree with the Tap.
+//! SIGTERM: the loop calls [`LiveSource::begin_shutdown`] (the core stops accepting with
+//! 503 and every session is ended with a BYE, vCon end reason `shutdown`) and keeps polling
+//! until [`LiveSource::settled`] (BYEs answered, or [`SHUTDOWN_GRACE`]), then the Tap
+//! finishes and the sinks drain as in `capture`.
 //!
 //! # Threads and queues
 //!
-//! One loop thread (this function's caller) owns the UAS, the Tap and the port pool; every
-//! socket reader hands what it read to it through one bounded queue ([`INPUT_QUEUE`]):
+//! The loop thread owns the UAS and the port pool; every socket reader hands what it read
+//! to it through one bounded queue ([`INPUT_QUEUE`]), drained by [`LiveSource::poll`]:
 //!
 //! | reader | how | when the queue is full |
 //! |---|---|---|
 //! | SIP over UDP | a std thread, blocking `recv_from` (64 KB: fragmented INVITEs) | drop the datagram, counted (the SRC retransmits) |
 //! | SIP over TCP | a std thread per connection (at most [`MAX_TCP_CONNECTIONS`]) | block: the connection's bytes are a stream, and TCP pushes back on the SRC |
+//! | SIP over TLS | a tokio task per connection (rustls, [`tls`]) | wait (retry every ms): a stream, as TCP |
 //! | RTP/RTCP | a tokio task per socket on the output runtime (hundreds of sockets) | drop the packet, counted (`loss` in the vCon's RTP report) |
 //!
-//! Std threads for SIP keep the blocking TCP writes (small responses, a write timeout) out
-//! of the runtime; RTP sockets are many, so they are tasks. Replies are written by the loop
-//! thread itself (UDP `send_to`, TCP `write_all` with [`TCP_WRITE_TIMEOUT`]).
+//! Std threads for plain SIP keep the blocking TCP writes (small responses, a write
+//! timeout) out of the runtime; RTP sockets are many, so they are tasks, and TLS
+//! connections are tasks because a rustls stream cannot be read and written from two
+//! threads without a lock. Replies are written by the loop thread itself (UDP `send_to`,
+//! TCP `write_all` with [`TCP_WRITE_TIMEOUT`]; TLS through a bounded per-connection queue
+//! to the connection's writer task, which closes the connection when it is full). TLS
+//! framing is TCP's: the core's `handle_stream` reassembles messages by Content-Length.
 //!
 //! # Media
 //!
@@ -26,45 +46,41 @@
 //! port nobody listens on, and RTP before the ACK is kept). Packets are accepted from any
 //! source address and port. `RTP/SAVP` streams (SDES) are decrypted with the offerer's key
 //! before they reach the Tap ([`srtp`]: one context per stream, re-keyed by re-INVITE).
-//!
-//! SIGTERM/SIGINT: the core stops accepting (503), every session is ended with a BYE
-//! (vCon end reason `shutdown`), and the Tap finishes and the sinks drain as in `capture`.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vcontap_engine::{EngineConfig, FinishReason, RecordMode};
-use vcontap_pipeline::{
-    Clock, LocalFiles, PipelineError, SessionCall, SessionHandle, Tap, TapConfig,
-};
-use vcontap_sinks::WhenFull;
+use vcontap_pipeline::{Clock, PipelineError, SessionCall, SessionHandle, Tap};
 use vcontap_siprec::answer::{Bound, MAX_KEY_MATERIAL};
 use vcontap_siprec::session::{self, SessionPlan};
 use vcontap_siprec::uas::{Config, Event, Peer, RsId, Transport, Uas};
 use vcontap_wire::{Datagram, Timestamp};
 
-use crate::api::ApiState;
-use crate::outputs::{OutputArgs, Outputs};
+use crate::live::LiveSource;
+use crate::outputs::OutputArgs;
 use crate::RecordArg;
 
 mod srtp;
+mod tls;
 
+/// `--rtp-ports` / `rtp_ports` when not given.
+pub const DEFAULT_RTP_PORTS: &str = "40000-49999";
+/// `--max-sessions` / `max_sessions` when not given.
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
 /// Messages queued from the socket readers to the loop thread.
 pub const INPUT_QUEUE: usize = 16 * 1024;
 /// Most simultaneous SIP TCP connections (SRCs keep a few persistent ones).
 pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// A TCP write that cannot complete in this time closes the connection.
 const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest the loop waits for input before it looks at its timers and the stop flag.
-const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// After SIGTERM, how long the BYEs get to be answered before the sessions are finished.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// After SIGTERM, how long the loop keeps serving SIP even when every session has ended.
@@ -77,7 +93,7 @@ pub struct SiprecArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// RTP port range `A-B` (even RTP ports, RTCP on the odd port above each).
-    #[arg(long, value_name = "A-B", default_value = "40000-49999")]
+    #[arg(long, value_name = "A-B", default_value = DEFAULT_RTP_PORTS)]
     pub rtp_ports: String,
     /// Our address in SDP answers (default: the listen address, which must then not be
     /// a wildcard).
@@ -89,11 +105,34 @@ pub struct SiprecArgs {
     #[arg(long = "allow", value_name = "NET")]
     pub allow: Vec<String>,
     /// Most concurrent recording sessions (more get 503 + Retry-After).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
-    /// Serve /metrics, /healthz and /readyz here.
-    #[arg(long, value_name = "ADDR")]
-    pub listen_api: Option<SocketAddr>,
+    /// SIP over TLS on this address (with --cert and --key).
+    #[arg(long, value_name = "ADDR", requires_all = ["cert", "key"])]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the SIP TLS listener.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub key: Option<PathBuf>,
+    /// Serve the HTTP API here, as `capture --listen` does: /metrics, /healthz, /readyz,
+    /// the live API (/v1/calls, /v1/events, /v1/vcons, audio), /media and the live page.
+    /// Without an API token only a loopback address is accepted.
+    #[arg(long, visible_alias = "listen-api", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub api: crate::live_api::ApiOptions,
+    /// Append every event as a JSON line to this file (flushed per event).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Cut recordings every N seconds (0: only at pause/resume and codec changes).
+    #[arg(long, default_value_t = 0)]
+    pub segment_seconds: u32,
+    /// Refresh each live call's quality so far (an `updated` event) at most every N
+    /// seconds; 0 turns it off. Default 10.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub quality_interval: Option<u32>,
     /// Output directory (file sink `YYYY/MM/DD/<uuid>.vcon.json` and `media/`).
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -130,7 +169,7 @@ impl Net {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .with_context(|| format!("--allow {s}: not an address"))?;
+            .with_context(|| format!("{s:?}: not an address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             Some(l) => l
@@ -138,7 +177,7 @@ impl Net {
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= max)
-                .with_context(|| format!("--allow {s}: bad prefix length"))?,
+                .with_context(|| format!("{s:?}: bad prefix length"))?,
             None => max,
         };
         Ok(Net { addr, len })
@@ -192,15 +231,19 @@ impl PortPool {
     fn parse(range: &str) -> Result<PortPool> {
         let (a, b) = range
             .split_once('-')
-            .context("--rtp-ports takes A-B, e.g. 40000-49999")?;
+            .with_context(|| format!("{range:?}: takes A-B, e.g. 40000-49999"))?;
         let (a, b): (u16, u16) = (
-            a.trim().parse().context("--rtp-ports start")?,
-            b.trim().parse().context("--rtp-ports end")?,
+            a.trim()
+                .parse()
+                .with_context(|| format!("{range:?}: bad start port"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("{range:?}: bad end port"))?,
         );
         let first = a.saturating_add(a % 2);
         let free: VecDeque<u16> = (first..b).step_by(2).filter(|p| *p < b).collect();
         if free.is_empty() {
-            bail!("--rtp-ports {range} holds no even RTP port with its RTCP port");
+            bail!("{range:?} holds no even RTP port with its RTCP port above it");
         }
         Ok(PortPool { free })
     }
@@ -244,9 +287,9 @@ struct Counters {
     srtp: srtp::SrtpCounters,
 }
 
-struct Shell {
+pub(crate) struct Shell {
     uas: Uas,
-    tap: Tap,
+    /// A clone of the live loop's clock, so packet stamps and timers agree with the Tap's.
     clock: Clock,
     /// Instant ↔ timer time, for stamping packets with when they were read.
     started: Instant,
@@ -259,7 +302,17 @@ struct Shell {
     ports: HashMap<u16, (RsId, usize)>,
     udp: UdpSocket,
     tcp: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    /// Writers of the SIP-over-TLS connections (see [`tls`]).
+    tls: tls::Writers,
     input: SyncSender<Input>,
+    rx: Receiver<Input>,
+    /// An input [`LiveSource::wait`] received, handled first by the next poll.
+    pending: Option<Input>,
+    /// The SIP addresses, for the status line.
+    local: SocketAddr,
+    tls_local: Option<SocketAddr>,
+    /// Since SIGTERM: when the BYEs went out.
+    shutdown_at: Option<Instant>,
     rt: tokio::runtime::Handle,
     counters: Arc<Counters>,
     keys: std::collections::hash_map::RandomState,
@@ -280,7 +333,7 @@ impl Shell {
     }
 
     /// Sends what the core wants sent and acts on its events, until both are empty.
-    fn drain(&mut self) -> Result<(), PipelineError> {
+    fn drain(&mut self, tap: &mut Tap) -> Result<(), PipelineError> {
         loop {
             let mut any = false;
             while let Some(t) = self.uas.poll_transmit() {
@@ -289,7 +342,7 @@ impl Shell {
             }
             while let Some(e) = self.uas.poll_event() {
                 any = true;
-                self.act(e)?;
+                self.act(tap, e)?;
             }
             if !any {
                 return Ok(());
@@ -304,7 +357,8 @@ impl Shell {
                     tracing::warn!(error = %e, "Cannot send a SIP datagram.");
                 }
             }
-            Transport::Tcp | Transport::Tls => {
+            Transport::Tls => self.tls.send(t.to.conn, t.bytes, t.close),
+            Transport::Tcp => {
                 let Ok(mut conns) = self.tcp.lock() else {
                     return;
                 };
@@ -406,7 +460,7 @@ impl Shell {
         k
     }
 
-    fn act(&mut self, e: Event) -> Result<(), PipelineError> {
+    fn act(&mut self, tap: &mut Tap, e: Event) -> Result<(), PipelineError> {
         let now = self.now();
         match e {
             Event::MediaRequest {
@@ -455,14 +509,14 @@ impl Shell {
                     "recording session opened"
                 );
                 let at = o.at;
-                match self.tap.open_session(plan.spec.clone(), now) {
+                match tap.open_session(plan.spec.clone(), now) {
                     Ok(h) => {
                         self.counters
                             .sessions_opened
                             .fetch_add(1, Ordering::Relaxed);
                         self.counters.sessions_open.fetch_add(1, Ordering::Relaxed);
                         if o.paused {
-                            self.tap.session(h, SessionCall::Pause(at), now)?;
+                            tap.session(h, SessionCall::Pause(at), now)?;
                         }
                         if let Some(s) = self.sessions.get_mut(&o.rs) {
                             s.opened = Some((h, plan, at));
@@ -493,7 +547,7 @@ impl Shell {
                 if let Some((h, _, t0)) = self.sessions.get(&rs).and_then(|s| s.opened.as_ref()) {
                     let participants = session::participants(Some(&metadata), &streams);
                     let (h, at) = (*h, session::at(*t0, at));
-                    self.session_call(h, SessionCall::Participants { participants, at }, now)?;
+                    self.session_call(tap, h, SessionCall::Participants { participants, at }, now)?;
                 }
             }
             Event::Paused { rs, at } | Event::Resumed { rs, at } => {
@@ -505,7 +559,7 @@ impl Shell {
                     } else {
                         SessionCall::Resume(at)
                     };
-                    self.session_call(h, call, now)?;
+                    self.session_call(tap, h, call, now)?;
                 }
             }
             Event::StreamsChanged { rs, streams, .. } => {
@@ -533,6 +587,7 @@ impl Shell {
                     if let Some((h, _, t0)) = s.opened.take() {
                         let at = session::at(t0, at);
                         self.session_call(
+                            tap,
                             h,
                             SessionCall::End(session::finish_reason(reason), at),
                             now,
@@ -551,11 +606,12 @@ impl Shell {
     /// A session call whose refusal by the engine is logged, not fatal.
     fn session_call(
         &mut self,
+        tap: &mut Tap,
         h: SessionHandle,
         call: SessionCall<'_>,
         now: Timestamp,
     ) -> Result<(), PipelineError> {
-        match self.tap.session(h, call, now) {
+        match tap.session(h, call, now) {
             Err(PipelineError::Session(e)) => {
                 tracing::debug!(error = %e, "session call refused");
                 Ok(())
@@ -564,7 +620,14 @@ impl Shell {
         }
     }
 
-    fn rtp(&mut self, local: u16, from: SocketAddr, at: Instant, mut bytes: Vec<u8>) -> Result<()> {
+    fn rtp(
+        &mut self,
+        tap: &mut Tap,
+        local: u16,
+        from: SocketAddr,
+        at: Instant,
+        mut bytes: Vec<u8>,
+    ) -> Result<(), PipelineError> {
         self.counters.rtp_packets.fetch_add(1, Ordering::Relaxed);
         let target = self.ports.get(&local).and_then(|(rs, m)| {
             let s = self.sessions.get_mut(rs)?;
@@ -593,11 +656,11 @@ impl Shell {
             payload: &bytes,
         };
         let now = self.now();
-        self.session_call(h, SessionCall::Media { stream, datagram }, now)?;
+        self.session_call(tap, h, SessionCall::Media { stream, datagram }, now)?;
         Ok(())
     }
 
-    fn input(&mut self, msg: Input) -> Result<()> {
+    fn input(&mut self, tap: &mut Tap, msg: Input) -> Result<(), PipelineError> {
         match msg {
             Input::Sip(peer, bytes) => {
                 let now = self.now();
@@ -605,47 +668,34 @@ impl Shell {
                     Transport::Udp => self.uas.handle_datagram(now, peer, &bytes),
                     _ => self.uas.handle_stream(now, peer, &bytes),
                 }
-                self.drain()?;
+                self.drain(tap)?;
             }
             Input::Closed(conn) => {
                 if let Ok(mut c) = self.tcp.lock() {
                     c.remove(&conn);
                 }
+                self.tls.remove(conn);
                 self.uas.connection_closed(conn);
-                self.drain()?;
+                self.drain(tap)?;
             }
             Input::Rtp {
                 local,
                 from,
                 at,
                 bytes,
-            } => self.rtp(local, from, at, bytes)?,
+            } => self.rtp(tap, local, from, at, bytes)?,
         }
         Ok(())
     }
 
-    fn timers(&mut self) -> Result<()> {
+    /// The core's timers (retransmissions, timeouts); the live loop runs the Tap's.
+    fn timers(&mut self, tap: &mut Tap) -> Result<(), PipelineError> {
         let now = self.now();
         if self.uas.poll_timeout().is_some_and(|t| t <= now) {
             self.uas.handle_timeout(now);
-            self.drain()?;
-        }
-        if now >= self.tap.poll_timeout() {
-            self.tap.handle_timeout(now)?;
+            self.drain(tap)?;
         }
         Ok(())
-    }
-
-    /// How long the loop may wait for input.
-    fn wait(&self) -> Duration {
-        let now = self.now().nanos();
-        let next = self
-            .uas
-            .poll_timeout()
-            .map_or(i64::MAX, |t| t.nanos())
-            .min(self.tap.poll_timeout().nanos());
-        let ns = u64::try_from(next.saturating_sub(now)).unwrap_or(0);
-        Duration::from_nanos(ns).min(IDLE_WAIT)
     }
 }
 
@@ -697,11 +747,11 @@ fn spawn_tcp_acceptor(
     conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
     counters: Arc<Counters>,
     acl: Arc<Vec<Net>>,
+    next_conn: Arc<AtomicU64>,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("siprec-tcp".into())
         .spawn(move || {
-            let mut next = 1u64;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 if counters.tcp_connections.load(Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
@@ -719,8 +769,7 @@ fn spawn_tcp_acceptor(
                     continue;
                 };
                 let _ = writer.set_write_timeout(Some(TCP_WRITE_TIMEOUT));
-                let conn = next;
-                next += 1;
+                let conn = next_conn.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut c) = conns.lock() {
                     c.insert(conn, writer);
                 }
@@ -758,111 +807,115 @@ fn spawn_tcp_acceptor(
     Ok(())
 }
 
-/// Runs the recording server until SIGTERM/SIGINT.
-pub fn run(a: SiprecArgs) -> Result<()> {
-    if a.shards == 0 || a.shards > vcontap_pipeline::tap::MAX_SHARDS {
-        bail!(
-            "--shards must be between 1 and {}",
-            vcontap_pipeline::tap::MAX_SHARDS
-        );
+/// The SIPREC server's settings (from `vcontap siprec` or `[siprec]` of `vcontap run`).
+#[derive(Debug, Clone)]
+pub struct SiprecSettings {
+    /// SIP over UDP and TCP.
+    pub listen: SocketAddr,
+    /// SIP over TLS, with its certificate chain and key (PEM).
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub rtp_ports: String,
+    pub media_address: Option<IpAddr>,
+    pub allow: Vec<String>,
+    pub max_sessions: usize,
+}
+
+/// What is wrong with the settings, with the name of the field (`what` maps a field name
+/// to how the user spelled it: a flag or a config key).
+pub fn check(s: &SiprecSettings, what: impl Fn(&str) -> String) -> Result<()> {
+    PortPool::parse(&s.rtp_ports).with_context(|| what("rtp_ports"))?;
+    for n in &s.allow {
+        Net::parse(n).with_context(|| what("allow"))?;
     }
-    let pool = PortPool::parse(&a.rtp_ports)?;
+    media_ip(s).with_context(|| what("media_address"))?;
+    if s.max_sessions == 0 {
+        bail!("{}: must be at least 1", what("max_sessions"));
+    }
+    match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
+        (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+        (Some(_), _, _) => bail!(
+            "{}: SIP over TLS needs {} and {}",
+            what("tls_listen"),
+            what("tls_cert"),
+            what("tls_key")
+        ),
+        (None, _, _) => bail!(
+            "{} / {}: given without {}",
+            what("tls_cert"),
+            what("tls_key"),
+            what("tls_listen")
+        ),
+    }
+    Ok(())
+}
+
+/// Our address in SDP answers.
+fn media_ip(s: &SiprecSettings) -> Result<IpAddr> {
+    match s.media_address {
+        Some(ip) if ip.is_unspecified() => {
+            bail!("{ip} is a wildcard, not an address to send RTP to")
+        }
+        Some(ip) => Ok(ip),
+        None if !s.listen.ip().is_unspecified() => Ok(s.listen.ip()),
+        None => bail!(
+            "the SIP address {} is a wildcard: give the address SRCs send RTP to",
+            s.listen
+        ),
+    }
+}
+
+/// Binds the SIP sockets (a port in use is a start-up error) and starts their readers;
+/// the RTP readers run as tasks on `rt`. `clock` must be the live loop's.
+pub fn open(s: &SiprecSettings, rt: tokio::runtime::Handle, clock: Clock) -> Result<Shell> {
+    check(s, |f| match f {
+        "tls_cert" => "--cert".to_owned(),
+        "tls_key" => "--key".to_owned(),
+        f => format!("--{}", f.replace('_', "-")),
+    })?;
+    let pool = PortPool::parse(&s.rtp_ports)?;
     let acl = Arc::new(
-        a.allow
+        s.allow
             .iter()
             .map(|n| Net::parse(n))
             .collect::<Result<Vec<Net>>>()?,
     );
-    let media_ip = match a.media_address {
-        Some(ip) => ip,
-        None if !a.listen.ip().is_unspecified() => a.listen.ip(),
-        None => bail!(
-            "--listen {} is a wildcard: give --media-address IP (the address SRCs send RTP to)",
-            a.listen
-        ),
-    };
-    let outputs = Outputs::start(Some(&a.out), &a.outputs, WhenFull::DropNewest)?;
-    let rt = outputs.runtime_handle();
-    let api = ApiState::new(outputs.delivery.metrics().clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(addr) = a.listen_api {
-        // Metrics and health only for now: the live subscribers API (hub, tokens, TLS) is
-        // not wired into the SIPREC server yet.
-        if !addr.ip().is_loopback() {
-            bail!(
-                "--listen-api {addr}: only a loopback address (the endpoint has no authentication)"
-            );
-        }
-        let local = crate::api::serve(&rt, addr, api.clone(), None, None, stop_rx.clone())
-            .with_context(|| format!("--listen-api {addr}"))?;
-        tracing::info!(%local, "serving /metrics, /healthz, /readyz");
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        rt.spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
-            }
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
-
-    // The Tap: as in `capture`, finished vCons go to the delivery core.
-    let engine = EngineConfig {
-        record: match a.record {
-            RecordArg::None => RecordMode::None,
-            RecordArg::Stereo => RecordMode::Stereo,
-            RecordArg::Mono => RecordMode::Mono,
-        },
-        host: a.host.clone().unwrap_or_else(crate::replay::host_name),
-        ..EngineConfig::default()
-    };
-    let mut cfg = TapConfig::live(engine);
-    cfg.shards = a.shards;
-    if a.record != RecordArg::None {
-        cfg.media = match outputs.media_store(&a.outputs, &a.out.join("media-spill"))? {
-            Some(m) => Some(m),
-            None => Some(Arc::new(LocalFiles::new(
-                &a.out.join("media"),
-                a.media_base_url.as_deref(),
-            )?)),
-        };
-    }
-    let delivery = outputs.delivery.handle();
-    let latency = api.clone();
-    let tap = Tap::new(
-        cfg,
-        Box::new(move |e| {
-            crate::api::observe_event(&latency.event_latency, e.at.nanos());
-            delivery
-                .submit(e)
-                .map_err(|err| PipelineError::Handler(err.to_string()))
-        }),
-    )?;
-    *api.tap
-        .lock()
-        .map_err(|_| anyhow::anyhow!("api state poisoned"))? = Some(tap.counters());
-
-    // Sockets: bound now, so a port in use is a start-up error.
-    let udp = UdpSocket::bind(a.listen).with_context(|| format!("--listen {} (UDP)", a.listen))?;
-    let tcp =
-        TcpListener::bind(a.listen).with_context(|| format!("--listen {} (TCP)", a.listen))?;
+    let media_ip = media_ip(s)?;
+    let udp = UdpSocket::bind(s.listen).with_context(|| format!("SIP {} (UDP)", s.listen))?;
+    let tcp = TcpListener::bind(s.listen).with_context(|| format!("SIP {} (TCP)", s.listen))?;
     let local = udp.local_addr()?;
     let (tx, rx): (SyncSender<Input>, Receiver<Input>) = sync_channel(INPUT_QUEUE);
     let counters = Arc::new(Counters::default());
     let conns = Arc::new(Mutex::new(HashMap::new()));
+    // One id space for TCP and TLS connections: the core knows a connection by its id.
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let tls_writers = tls::Writers::default();
+    let tls_local = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some(tls::listen(
+            &rt,
+            *addr,
+            cert,
+            key,
+            tls::Shared {
+                tx: tx.clone(),
+                writers: tls_writers.clone(),
+                counters: counters.clone(),
+                acl: acl.clone(),
+                next_conn: next_conn.clone(),
+            },
+        )?),
+        _ => None,
+    };
     spawn_udp_reader(udp.try_clone()?, tx.clone(), counters.clone(), acl.clone())?;
-    spawn_tcp_acceptor(tcp, tx.clone(), conns.clone(), counters.clone(), acl)?;
+    spawn_tcp_acceptor(
+        tcp,
+        tx.clone(),
+        conns.clone(),
+        counters.clone(),
+        acl,
+        next_conn,
+    )?;
     let keys = std::collections::hash_map::RandomState::new();
     let seed = keys.hash_one(std::process::id());
     let host = if local.ip().is_unspecified() {
@@ -876,101 +929,193 @@ pub fn run(a: SiprecArgs) -> Result<()> {
         host.to_string(),
         seed,
     );
-    ucfg.max_sessions = a.max_sessions;
-    let clock = Clock::monotonic();
+    ucfg.max_sessions = s.max_sessions;
     let epoch = clock.now();
-    let mut sh = Shell {
+    tracing::info!(sip = %local, media = %media_ip, "SIPREC recording server listening");
+    match tls_local {
+        Some(t) => eprintln!("vcontap siprec: listening on {local} (UDP, TCP), {t} (TLS)"),
+        None => eprintln!("vcontap siprec: listening on {local} (UDP, TCP)"),
+    }
+    Ok(Shell {
         uas: Uas::new(ucfg),
-        tap,
         clock,
         started: Instant::now(),
         epoch,
         pool,
-        bind_ip: a.listen.ip(),
+        bind_ip: s.listen.ip(),
         media_ip,
         sessions: HashMap::new(),
         ports: HashMap::new(),
         udp,
         tcp: conns,
+        tls: tls_writers,
         input: tx,
-        rt: rt.clone(),
-        counters: counters.clone(),
+        rx,
+        pending: None,
+        local,
+        tls_local,
+        shutdown_at: None,
+        rt,
+        counters,
         keys,
-    };
-    {
-        let c = counters.clone();
-        if let Ok(mut extra) = api.extra.lock() {
-            extra.push(Box::new(move |out: &mut String| {
-                use std::fmt::Write as _;
-                let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_opened_total counter\nvcontap_siprec_sessions_opened_total {}", c.sessions_opened.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_open gauge\nvcontap_siprec_sessions_open {}", c.sessions_open.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_packets_total counter\nvcontap_siprec_rtp_packets_total {}", c.rtp_packets.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_unknown_total counter\nvcontap_siprec_rtp_unknown_total {}", c.rtp_unknown.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_port_bind_failures_total counter\nvcontap_siprec_port_bind_failures_total {}", c.bind_failures.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_acl_refused_total counter\nvcontap_siprec_acl_refused_total {}", c.acl_refused.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# TYPE vcontap_siprec_input_dropped_total counter\nvcontap_siprec_input_dropped_total {}", c.input_dropped.load(Ordering::Relaxed));
-                c.srtp.write_metrics(out);
-            }));
-        }
-    }
-    api.ready.store(true, Ordering::SeqCst);
-    tracing::info!(sip = %local, media = %media_ip, "SIPREC recording server listening");
-    eprintln!("vcontap siprec: listening on {local} (UDP, TCP)");
+    })
+}
 
-    let mut shutdown_at: Option<Instant> = None;
-    loop {
-        if stop.load(Ordering::Relaxed) && shutdown_at.is_none() {
-            shutdown_at = Some(Instant::now());
-            sh.uas.set_draining(true);
-            let now = sh.now();
-            let open: Vec<RsId> = sh.sessions.keys().copied().collect();
-            for rs in open {
-                sh.uas.terminate(now, rs);
-            }
-            sh.drain()?;
+impl LiveSource for Shell {
+    fn poll(
+        &mut self,
+        tap: &mut Tap,
+        _clock: &mut Clock,
+        max: usize,
+    ) -> Result<usize, PipelineError> {
+        let mut n = 0;
+        while n < max {
+            let msg = match self.pending.take() {
+                Some(m) => m,
+                None => match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            self.input(tap, msg)?;
+            n += 1;
         }
-        if let Some(t) = shutdown_at {
-            // A moment for the SRCs' answers to our BYEs (and their retransmissions).
-            let settled = sh.sessions.is_empty() && t.elapsed() >= SHUTDOWN_LINGER;
-            if settled || t.elapsed() >= SHUTDOWN_GRACE {
-                break;
-            }
-        }
-        match rx.recv_timeout(sh.wait()) {
-            Ok(msg) => {
-                sh.input(msg)?;
-                // A burst: whatever else is queued, without re-checking timers per item.
-                for msg in rx.try_iter().take(256) {
-                    sh.input(msg)?;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                sh.tap.flush()?;
-                sh.tap.publish_counters();
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        sh.timers()?;
-        api.beat();
+        self.timers(tap)?;
+        Ok(n)
     }
-    api.ready.store(false, Ordering::SeqCst);
-    let now = sh.now();
-    let dropped = counters.input_dropped.load(Ordering::Relaxed);
-    let Shell { tap, sessions, .. } = sh;
-    drop(sessions);
-    let totals = tap.finish_because(now, FinishReason::Shutdown)?;
-    let spool_dir = outputs.spool_dir.clone();
-    let report = outputs.finish();
-    stop_tx.send_replace(true);
-    eprintln!(
-        "vcontap siprec stopped: {} sessions, {} RTP packets ({} dropped at the input queue), {} calls",
-        counters.sessions_opened.load(Ordering::Relaxed),
-        counters.rtp_packets.load(Ordering::Relaxed),
-        dropped,
-        totals.engine.calls
-    );
-    crate::outputs::print_report(&report, &spool_dir);
-    Ok(())
+
+    fn wait(&mut self, timeout: Duration) {
+        // Alone in the loop, sleep on the input queue (woken by the first SIP message or
+        // RTP packet), but not past the SIP core's next timer (retransmissions, timeouts).
+        if self.pending.is_some() {
+            return;
+        }
+        let timeout = match self.uas.poll_timeout() {
+            Some(t) => {
+                let ns = t.nanos().saturating_sub(self.now().nanos());
+                timeout.min(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
+            }
+            None => timeout,
+        };
+        let start = Instant::now();
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => self.pending = Some(m),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout.saturating_sub(start.elapsed()));
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, tap: &mut Tap, _clock: &mut Clock) -> Result<(), PipelineError> {
+        // New sessions get 503; every open one is ended with a BYE (end reason `shutdown`).
+        self.shutdown_at = Some(Instant::now());
+        self.uas.set_draining(true);
+        let now = self.now();
+        let open: Vec<RsId> = self.sessions.keys().copied().collect();
+        for rs in open {
+            self.uas.terminate(now, rs);
+        }
+        self.drain(tap)
+    }
+
+    fn settled(&self) -> bool {
+        // A moment for the SRCs' answers to our BYEs (and their retransmissions).
+        self.shutdown_at.is_none_or(|t| {
+            (self.sessions.is_empty() && t.elapsed() >= SHUTDOWN_LINGER)
+                || t.elapsed() >= SHUTDOWN_GRACE
+        })
+    }
+
+    fn metrics(&self) -> crate::api::Render {
+        let c = self.counters.clone();
+        Box::new(move |out: &mut String| {
+            use std::fmt::Write as _;
+            let _ = writeln!(out, "# TYPE vcontap_siprec_sessions_opened_total counter\nvcontap_siprec_sessions_opened_total {}", c.sessions_opened.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# TYPE vcontap_siprec_sessions_open gauge\nvcontap_siprec_sessions_open {}",
+                c.sessions_open.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_packets_total counter\nvcontap_siprec_rtp_packets_total {}", c.rtp_packets.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# TYPE vcontap_siprec_rtp_unknown_total counter\nvcontap_siprec_rtp_unknown_total {}", c.rtp_unknown.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# TYPE vcontap_siprec_port_bind_failures_total counter\nvcontap_siprec_port_bind_failures_total {}", c.bind_failures.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# TYPE vcontap_siprec_acl_refused_total counter\nvcontap_siprec_acl_refused_total {}", c.acl_refused.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# TYPE vcontap_siprec_input_dropped_total counter\nvcontap_siprec_input_dropped_total {}", c.input_dropped.load(Ordering::Relaxed));
+            c.srtp.write_metrics(out);
+        })
+    }
+
+    fn status(&self) -> String {
+        let tls = self
+            .tls_local
+            .map(|t| format!(", {t} TLS"))
+            .unwrap_or_default();
+        format!(
+            "SIPREC {} UDP/TCP{tls}: {} sessions open",
+            self.local,
+            self.counters.sessions_open.load(Ordering::Relaxed)
+        )
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let c = &self.counters;
+        eprintln!(
+            "vcontap siprec stopped: {} sessions, {} RTP packets ({} dropped at the input queue)",
+            c.sessions_opened.load(Ordering::Relaxed),
+            c.rtp_packets.load(Ordering::Relaxed),
+            c.input_dropped.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// `vcontap siprec`: the daemon of `capture`/`run` with the SIPREC server as its one input.
+pub fn run(a: SiprecArgs) -> Result<()> {
+    let api = crate::live_api::ApiSettings::from_options(a.api_listen, &a.api)?;
+    if api.tokens.is_empty() {
+        if let Some(addr) = api.listen.filter(|l| !l.ip().is_loopback()) {
+            bail!(
+                "--api-listen {addr}: not a loopback address and no API token is configured; \
+                 give --api-token-file FILE, or listen on 127.0.0.1"
+            );
+        }
+    }
+    crate::live::run(crate::live::LiveSettings {
+        interfaces: Vec::new(),
+        filter: None,
+        rings: 1,
+        ring_mib: 64,
+        block_kib: crate::live::DEFAULT_BLOCK_KIB,
+        block_timeout_ms: crate::live::DEFAULT_BLOCK_TIMEOUT_MS,
+        frame_ring: false,
+        frame_size: crate::live::DEFAULT_FRAME_SIZE,
+        snaplen: 65535,
+        promiscuous: false,
+        hep_listen: None,
+        hep_auth_key: None,
+        api,
+        out: a.out,
+        events: a.events,
+        record: a.record,
+        segment_seconds: a.segment_seconds,
+        quality_interval_s: a.quality_interval,
+        shards: a.shards,
+        host: a.host,
+        media_base_url: a.media_base_url,
+        outputs: a.outputs,
+        siprec: Some(SiprecSettings {
+            listen: a.listen,
+            tls_listen: a.tls_listen,
+            tls_cert: a.cert,
+            tls_key: a.key,
+            rtp_ports: a.rtp_ports,
+            media_address: a.media_address,
+            allow: a.allow,
+            max_sessions: a.max_sessions,
+        }),
+    })
 }
 
 #[cfg(test)]

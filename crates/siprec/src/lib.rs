@@ -37,7 +37,7 @@
 //!
 //! | # | Item | Here | Tests | Waits for the shell |
 //! |---|---|---|---|---|
-//! | 1 | UDP (large), TCP, TLS | [`uas::Uas::handle_datagram`], [`uas::Uas::handle_stream`] (framing, bounded) | `tcp_framing_split_and_non_sip_closed` | done in `src/siprec.rs` (UDP 64 KB reads, TCP); TLS (rustls) not yet |
+//! | 1 | UDP (large), TCP, TLS | [`uas::Uas::handle_datagram`], [`uas::Uas::handle_stream`] (framing, bounded) | `tcp_framing_split_and_non_sip_closed` | done in `src/siprec.rs` (UDP 64 KB reads, TCP) and `src/siprec/tls.rs` (rustls); `tests/siprec_ops.rs::sip_over_tls_records_a_session` |
 //! | 2 | SIPREC detection by any sign | `uas::is_siprec` → [`uas::Opened::siprec`] | `every_vendor_dialog_is_answered` | - |
 //! | 3 | `Require: siprec, 100rel, timer`; 420 otherwise | [`uas::SUPPORTED_TAGS`] | `happy_path_answer_events_and_bye`, `error_codes_per_checklist` | - |
 //! | 4 | robust multipart, bytes never rewritten | `vcontap_sip::multipart`, [`body::split`] | `body::tests::*`, `vendor_tests::*` (CRLF + bare LF) | - |
@@ -48,14 +48,14 @@
 //! | 9 | SDP answer rules | [`answer::render`] | `answer::tests::*`, `every_vendor_dialog_is_answered` | - |
 //! | 10 | SDES-SRTP answer, offerer's key, re-key, 488 | [`answer::plan`], [`answer::SrtpOffer`] | `plans_each_line_and_renders_a_conservative_answer`, `no_srtp_policy_refuses_savp_and_bad_keys_are_skipped`, `srtp_offer_answered_with_our_key_and_rekeyed_by_reinvite` | done: `crates/srtp` (hand-written RFC 3711/6188/7714 unprotect, vectors + libsrtp packets) applied per stream in `src/siprec/srtp.rs`, re-keyed on `StreamsChanged`; `tests/siprec_srtp.rs` (libsrtp-protected session, re-key by re-INVITE) |
 //! | 11 | media bound before answering; even ports | [`uas::Event::MediaRequest`] → [`uas::Uas::media_ready`] | `ports_exhausted_is_503_and_no_session`, `shell_never_binding_media_gives_503_after_64_t1` | done in `src/siprec.rs` (even-port pool bound before the 200, RTP before ACK and from any port kept; `tests/siprec.rs`) |
-//! | 12 | re-INVITE/UPDATE: full answer, same ports, pause/resume, refresh no-op | `handle_offer_in_dialog` | `reinvite_pause_resume_keeps_ports_labels_and_version`, `reinvite_with_new_label_binds_only_the_new_stream` | long-silence tolerance (engine) |
+//! | 12 | re-INVITE/UPDATE: full answer, same ports, pause/resume, refresh no-op | `handle_offer_in_dialog` | `reinvite_pause_resume_keeps_ports_labels_and_version`, `reinvite_with_new_label_binds_only_the_new_stream` | SIPp end to end: `tests/siprec_ops.rs` (pause/resume re-INVITE, metadata-only UPDATE); long-silence tolerance (engine) |
 //! | 13 | partial with unknown ids: log | [`metadata::Metadata::apply`] → `unknown_ids` | `partial_patches_and_complete_replaces` | logging; `rs-metadata-request` not sent |
-//! | 14 | OPTIONS/503 draining, CANCEL→487, BYE | `uas.rs`; SRS-initiated BYE: [`uas::Uas::terminate`] | `options_and_draining`, `cancel_before_answer_gives_487_and_releases`, `bye_ends_and_unknown_dialogs_get_481`, `policy_decline_and_local_terminate` | SRS-initiated RS not done |
-//! | 15 | 488/415/403/503/491/500/481 | `uas.rs`; policy codes: [`uas::Uas::decline`] | `error_codes_per_checklist`, re-INVITE tests, `policy_decline_and_local_terminate` | ACL (`--allow`) and max sessions in `src/siprec.rs`; recording rules not yet |
+//! | 14 | OPTIONS/503 draining, CANCEL→487, BYE | `uas.rs`; SRS-initiated BYE: [`uas::Uas::terminate`] | `options_and_draining`, `cancel_before_answer_gives_487_and_releases`, `bye_ends_and_unknown_dialogs_get_481`, `policy_decline_and_local_terminate` | end to end in `tests/siprec_ops.rs` (OPTIONS via SIPp under `run --config`, CANCEL → 487 and no vCon); SRS-initiated RS not done |
+//! | 15 | 488/415/403/503/491/500/481 | `uas.rs`; policy codes: [`uas::Uas::decline`] | `error_codes_per_checklist`, re-INVITE tests, `policy_decline_and_local_terminate` | ACL (`--allow` / `[siprec] allow`) and max sessions in `src/siprec.rs`; recording rules not yet |
 //! | 16 | correlation ids | [`metadata::Metadata::vendor_ids`], sessions' `sip_session_ids`, groups | `vendor_tests::*` | vCon attachment |
 //! | 17 | raw INVITE/metadata kept | [`uas::Opened::invite`], `metadata_raw`, `MetadataChanged::raw` | `happy_path_answer_events_and_bye` | vCon attachments |
 //! | - | vCon parties (tel only for E.164), sides, streams | [`session`] | `session::tests::*`, `tests/engine.rs` | - |
-//! | 18 | every shared file, LF/CRLF, SIPp loop | `vendor_tests.rs`, `uas_tests.rs` | all | `tests/siprec.rs` + `tests/siprec/*.xml` (two streams over UDP and TCP, SIGTERM BYE); vendor replays not yet |
+//! | 18 | every shared file, LF/CRLF, SIPp loop | `vendor_tests.rs`, `uas_tests.rs` | all | `tests/siprec.rs` + `tests/siprec/*.xml` (two streams over UDP and TCP, SIGTERM BYE); `tests/siprec_ops.rs::sipp_replays_vendor_offers_end_to_end` (Oracle/Acme, Ribbon/Sonus, OpenSIPS, Cisco CUBE) |
 //!
 //! Not done in the core: SRS-initiated recording sessions and delayed-offer INVITEs (answered
 //! `488`), `rs-metadata-request`, MKI and session parameters on `a=crypto` lines (such
