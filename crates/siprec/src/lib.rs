@@ -76,6 +76,7 @@ pub mod answer;
 pub mod body;
 pub mod mapping;
 pub mod metadata;
+pub mod policy;
 pub mod session;
 pub mod uas;
 
