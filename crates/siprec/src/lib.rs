@@ -74,6 +74,7 @@
 
 pub mod answer;
 pub mod body;
+pub mod content;
 pub mod mapping;
 pub mod metadata;
 pub mod policy;
