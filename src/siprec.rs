@@ -29,6 +29,17 @@
 //!
 //! SIGTERM/SIGINT: the core stops accepting (503), every session is ended with a BYE
 //! (vCon end reason `shutdown`), and the Tap finishes and the sinks drain as in `capture`.
+//!
+//! # vCon content and recording policy
+//!
+//! `vcontap_siprec::content::SessionContent` decides (with the `--record-policy` /
+//! `--do-not-record` policy, [`policy::PolicyArgs`]) whether a session is recorded and what
+//! it attaches (INVITE, every metadata version, correlation ids); the loop forwards its
+//! output: attachments at open and on metadata updates, streams a re-INVITE added
+//! (`SessionCall::AddStream`), and a late do-not-record match as a pause that no resume
+//! lifts. A session not recorded is answered like any other; the engine drops its packets.
+
+mod policy;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -47,6 +58,7 @@ use vcontap_pipeline::{
 };
 use vcontap_sinks::WhenFull;
 use vcontap_siprec::answer::{Bound, MAX_KEY_MATERIAL};
+use vcontap_siprec::content::SessionContent;
 use vcontap_siprec::session::{self, SessionPlan};
 use vcontap_siprec::uas::{Config, Event, Peer, RsId, Transport, Uas};
 use vcontap_wire::{Datagram, Timestamp};
@@ -109,6 +121,8 @@ pub struct SiprecArgs {
     pub media_base_url: Option<String>,
     #[command(flatten)]
     pub outputs: OutputArgs,
+    #[command(flatten)]
+    pub policy: policy::PolicyArgs,
 }
 
 /// An allowed source network. Hand-written: a prefix match is a few lines, not a
@@ -224,6 +238,8 @@ struct Rs {
     opened: Option<(SessionHandle, SessionPlan, Timestamp)>,
     /// Bindings per m-line.
     pairs: Vec<Option<PortPair>>,
+    /// Attachments and recording policy state, once answered.
+    content: Option<SessionContent>,
 }
 
 /// Counters for logs and `/metrics`.
@@ -241,6 +257,8 @@ struct Counters {
 
 struct Shell {
     uas: Uas,
+    /// Which sessions are recorded.
+    policy: vcontap_siprec::policy::Policy,
     tap: Tap,
     clock: Clock,
     /// Instant ↔ timer time, for stamping packets with when they were read.
@@ -412,6 +430,7 @@ impl Shell {
                 let mut state = self.sessions.remove(&rs).unwrap_or(Rs {
                     opened: None,
                     pairs: Vec::new(),
+                    content: None,
                 });
                 state.pairs.resize_with(plans.len(), || None);
                 let mut bound = Vec::with_capacity(plans.len());
@@ -441,11 +460,13 @@ impl Shell {
                 }
             }
             Event::Opened(o) => {
-                let plan = session::plan(&o);
+                let mut plan = session::plan(&o);
+                let content = SessionContent::open(&o, &self.policy, &mut plan);
                 tracing::info!(
                     streams = plan.spec.streams.len(),
                     parties = plan.spec.participants.len(),
                     siprec = o.siprec,
+                    recorded = content.recording(),
                     "recording session opened"
                 );
                 let at = o.at;
@@ -460,6 +481,7 @@ impl Shell {
                         }
                         if let Some(s) = self.sessions.get_mut(&o.rs) {
                             s.opened = Some((h, plan, at));
+                            s.content = Some(content);
                         }
                     }
                     Err(PipelineError::Session(e)) => {
@@ -472,10 +494,10 @@ impl Shell {
             Event::MetadataChanged {
                 rs,
                 metadata,
+                raw,
                 streams,
                 unknown_ids,
                 at,
-                ..
             } => {
                 if !unknown_ids.is_empty() {
                     tracing::info!(
@@ -487,10 +509,33 @@ impl Shell {
                     let participants = session::participants(Some(&metadata), &streams);
                     let (h, at) = (*h, session::at(*t0, at));
                     self.session_call(h, SessionCall::Participants { participants, at }, now)?;
+                    let policy = &self.policy;
+                    let update = self
+                        .sessions
+                        .get_mut(&rs)
+                        .and_then(|s| s.content.as_mut())
+                        .map(|c| c.metadata_changed(&raw, &metadata, at, policy))
+                        .unwrap_or_default();
+                    for a in update.attachments {
+                        self.session_call(h, SessionCall::Attach(a), now)?;
+                    }
+                    if let Some(reason) = update.stop {
+                        tracing::info!(reason, "recording stopped by the recording policy");
+                        self.session_call(h, SessionCall::Pause(at), now)?;
+                    }
                 }
             }
             Event::Paused { rs, at } | Event::Resumed { rs, at } => {
                 let pause = matches!(e, Event::Paused { .. });
+                let stopped = self
+                    .sessions
+                    .get(&rs)
+                    .and_then(|s| s.content.as_ref())
+                    .is_some_and(|c| !c.recording());
+                if stopped && !pause {
+                    // A session the policy stopped stays paused whatever the SRC does.
+                    return Ok(());
+                }
                 if let Some((h, _, t0)) = self.sessions.get(&rs).and_then(|s| s.opened.as_ref()) {
                     let (h, at) = (*h, session::at(*t0, at));
                     let call = if pause {
@@ -501,20 +546,21 @@ impl Shell {
                     self.session_call(h, call, now)?;
                 }
             }
-            Event::StreamsChanged { rs, streams, .. } => {
+            Event::StreamsChanged { rs, streams, at } => {
                 // Known labels keep their ports (the core reuses the bindings); a stream
-                // new in a re-INVITE got a port but has no engine stream (the session's
-                // streams are fixed when it opens), so its packets are counted, not kept.
-                let known = self
-                    .sessions
-                    .get(&rs)
-                    .and_then(|s| s.opened.as_ref())
-                    .map_or(0, |(_, p, _)| p.stream_index.len());
-                if streams.len() > known {
-                    tracing::info!(
-                        new = streams.len() - known,
-                        "a re-INVITE added streams; they are not recorded"
-                    );
+                // new in a re-INVITE got a port and becomes a new engine stream.
+                let added = self.sessions.get_mut(&rs).and_then(|s| {
+                    let (h, plan, t0) = s.opened.as_mut()?;
+                    let specs = s.content.as_ref()?.added_streams(plan, &streams);
+                    Some((*h, session::at(*t0, at), specs))
+                });
+                if let Some((h, at, specs)) = added {
+                    if !specs.is_empty() {
+                        tracing::info!(new = specs.len(), "a re-INVITE added streams");
+                    }
+                    for stream in specs {
+                        self.session_call(h, SessionCall::AddStream { stream, at }, now)?;
+                    }
                 }
             }
             Event::Ended { rs, reason, at } => {
@@ -748,6 +794,7 @@ pub fn run(a: SiprecArgs) -> Result<()> {
         );
     }
     let pool = PortPool::parse(&a.rtp_ports)?;
+    let record_policy = a.policy.load()?;
     let acl = Arc::new(
         a.allow
             .iter()
@@ -864,6 +911,7 @@ pub fn run(a: SiprecArgs) -> Result<()> {
     let epoch = clock.now();
     let mut sh = Shell {
         uas: Uas::new(ucfg),
+        policy: record_policy,
         tap,
         clock,
         started: Instant::now(),
