@@ -433,7 +433,7 @@ fn do_not_record_session_is_answered_and_the_vcon_says_why() {
     assert!(
         v["dialog"]
             .as_array()
-            .map_or(true, |d| d.iter().all(|d| d["type"] != "recording")),
+            .is_none_or(|d| d.iter().all(|d| d["type"] != "recording")),
         "nothing recorded: {v}"
     );
     assert!(

@@ -386,7 +386,7 @@ fn a_session_not_recorded_keeps_no_media_and_says_why() {
     let v = d.last();
     assert_eq!(d.loud, [0, 0], "no audio produced");
     assert_eq!(d.engine.stats().session_packets_not_recorded, 200);
-    assert!(v["dialog"].as_array().map_or(true, |d| d.is_empty()), "{v}");
+    assert!(v["dialog"].as_array().is_none_or(|d| d.is_empty()), "{v}");
     assert_eq!(
         v["vcontap"]["recording"],
         json!({"recorded": false, "reason": "do-not-record list"})
