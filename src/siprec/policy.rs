@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(p.do_not_record.len(), 2);
         assert_eq!(p.marker_headers, ["X-Record"]);
         let bad = dir.join("bad.txt");
-        std::fs::write(&bad, "+15551230001\n<nope>\n").unwrap();
+        std::fs::write(&bad, "+15551230001\nnot an entry\n").unwrap();
         let err = PolicyArgs {
             do_not_record: Some(bad),
             ..PolicyArgs::default()
