@@ -8,7 +8,10 @@
 //!   added stream on its own channel, and list it in `vcontap.streams_added`;
 //! - a session whose caller is on the `--do-not-record` list
 //!   (tests/siprec/src-two-streams.xml) is still answered (200 OK with both streams), nothing
-//!   is recorded although RTP arrives, and the vCon says why.
+//!   is recorded although RTP arrives, and the vCon says why;
+//! - a participant on the list who joins through a metadata-only UPDATE
+//!   (tests/siprec_policy/src-update-adds-do-not-record.xml) stops the recording there for
+//!   good (a pause to the end), and the last `siprec-ids` says when and why.
 //!
 //! Every vCon passes `validate-vcon`.
 
@@ -474,4 +477,83 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_do_not_record_participant_in_later_metadata_stops_the_recording() {
+    let Some(sipp) = sipp() else { return };
+    let dir = common::tmpdir("siprec-policy-late");
+    let out = dir.join("out");
+    let list = dir.join("do-not-record.txt");
+    std::fs::write(&list, "sip:Supervisor-3@contact-center.example\n").unwrap();
+    let sip_port = free_port();
+    let (_, range) = port_range(2);
+    let vcontap = start_server(
+        &out,
+        sip_port,
+        &range,
+        &["--do-not-record", list.to_str().unwrap()],
+    );
+    let trace = dir.join("sipp-messages.log");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/siprec_policy/src-update-adds-do-not-record.xml");
+    let src = start_sipp(&sipp, &scenario, sip_port, &trace);
+    let answer = nth_answer(&trace, 0, Instant::now() + Duration::from_secs(15))
+        .expect("the session is answered");
+    let streams = answered_streams(&answer);
+    assert_eq!(streams.len(), 2, "{answer}");
+    // 3 s on both streams: the UPDATE comes half-way.
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    for seq in 0..150u16 {
+        for (k, (port, _)) in streams.iter().enumerate() {
+            let freq = if k == 0 { 440.0 } else { 1000.0 };
+            tx.send_to(&pcmu(seq, 0x8100 + k as u32, freq), ("127.0.0.1", *port))
+                .unwrap();
+        }
+        let next = start + Duration::from_millis(20 * (u64::from(seq) + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    sipp_ok(src);
+    std::thread::sleep(Duration::from_millis(500));
+    let err = stop_server(vcontap);
+
+    let vcons = common::vcons(&out);
+    assert_eq!(vcons.len(), 1, "{err}");
+    let v = &vcons[0];
+    assert_eq!(v["vcontap"]["end_reason"], "bye", "{v}");
+    assert_eq!(
+        v["parties"].as_array().unwrap().len(),
+        3,
+        "the supervisor joined: {v}"
+    );
+    // Recorded until the UPDATE, paused from then to the end.
+    let pauses = v["vcontap"]["recording_pauses"]
+        .as_array()
+        .expect("a pause");
+    assert_eq!(pauses.len(), 1, "{v}");
+    assert_eq!(pauses[0]["end"], v["vcontap"]["ended_at"], "never resumed");
+    let md = attachments(v, "siprec-metadata");
+    assert_eq!(md.len(), 2, "{v}");
+    assert_eq!(
+        pauses[0]["start"], md[1]["start"],
+        "stopped when the metadata came"
+    );
+    let recorded: f64 = v["dialog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "recording")
+        .map(|d| d["duration"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (1.0..=2.0).contains(&recorded),
+        "about the 1.5 s before the UPDATE: {recorded}"
+    );
+    let ids = attachments(v, "siprec-ids");
+    let last = &ids.last().unwrap()["body"]["recording"];
+    assert_eq!(last["reason"], "do-not-record list", "{last}");
+    assert_eq!(last["stopped_at"], md[1]["start"]);
+    common::validate(&[&out]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
