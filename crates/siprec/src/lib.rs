@@ -13,7 +13,9 @@
 //! stream when asked ([`uas::Event::MediaRequest`]) *before* the 200 OK is built, decrypts
 //! SRTP with [`answer::SrtpOffer::remote_key`], and maps the actions onto
 //! `Engine::open_session` / `session_media` / `update_participants` / `pause_session` /
-//! `resume_session` / `end_session`.
+//! `resume_session` / `end_session`, plus `attach_session` and `add_session_stream` for
+//! what [`content`] derives (attachments, streams a re-INVITE added, the recording policy's
+//! verdict).
 //!
 //! Modules: [`body`] (which part is SDP, which is metadata), [`metadata`] (rs-metadata in
 //! every dialect), [`mapping`] (which participants speak in which stream), [`answer`]
