@@ -221,7 +221,13 @@ fn marked_session_keeps_invite_metadata_ids_and_records_a_stream_added_by_reinvi
     let out = dir.join("out");
     let sip_port = free_port();
     let (_, range) = port_range(0);
-    let vcontap = start_server(&out, sip_port, &range, &["--record-policy", "marked"]);
+    // Two shards: attachments and the added stream travel to a shard thread.
+    let vcontap = start_server(
+        &out,
+        sip_port,
+        &range,
+        &["--record-policy", "marked", "--shards", "2"],
+    );
     let trace = dir.join("sipp-messages.log");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/siprec_policy/src-reinvite-adds-stream.xml");
