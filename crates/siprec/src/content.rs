@@ -101,21 +101,27 @@ fn raw_body(bytes: &[u8]) -> AttachmentBody {
     }
 }
 
+/// Bytes up to and including the last header line's end of line: the first blank line,
+/// CRLF or bare LF, whichever comes first (a body may hold the other kind).
+pub fn head_len(msg: &[u8]) -> usize {
+    let crlf = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p.saturating_add(2));
+    let lf = msg
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| p.saturating_add(1));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(msg.len()),
+    }
+}
+
 /// The INVITE without credential header lines (and their continuation lines); the rest,
 /// body included, byte for byte.
 fn without_credentials(invite: &[u8]) -> Vec<u8> {
-    // Up to and including the last header line's end of line.
-    let head_end = invite
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p.saturating_add(2))
-        .or_else(|| {
-            invite
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|p| p.saturating_add(1))
-        })
-        .unwrap_or(invite.len());
+    let head_end = head_len(invite);
     let (head, rest) = invite.split_at(head_end.min(invite.len()));
     let mut out = Vec::with_capacity(invite.len());
     let mut dropping = false;
@@ -595,10 +601,11 @@ mod tests {
             raw_body(b"\xff\x00a"),
             AttachmentBody::Base64Url("_wBh".into())
         );
-        let m = b"INVITE x SIP/2.0\nProxy-Authorization: y\nVia: z\n\nAuthorization: in body\n";
+        let m =
+            b"INVITE x SIP/2.0\nProxy-Authorization: y\nVia: z\n\nAuthorization: in body\r\n\r\nx";
         assert_eq!(
             without_credentials(m),
-            b"INVITE x SIP/2.0\nVia: z\n\nAuthorization: in body\n"
+            b"INVITE x SIP/2.0\nVia: z\n\nAuthorization: in body\r\n\r\nx"
         );
     }
 }
