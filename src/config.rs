@@ -103,6 +103,19 @@ pub struct SiprecTable {
     pub allow: Vec<String>,
     /// Most concurrent recording sessions (default 1000; beyond: 503 + Retry-After).
     pub max_sessions: Option<usize>,
+    /// `all` (default: every session) or `marked` (only sessions the SRC marks with
+    /// `a=record:on`, a `record_marker_headers` header or a `record_marker_elements`
+    /// metadata element). Sessions not recorded are still answered; their vCon says why.
+    pub record_policy: Option<String>,
+    /// A do-not-record list: one number (E.164 or national), SIP URI, `user@host` or user
+    /// name per line, `#` comments. Sessions with a listed participant are not recorded.
+    pub do_not_record: Option<PathBuf>,
+    /// With `record_policy = "marked"`: INVITE header names that mark a session.
+    #[serde(default)]
+    pub record_marker_headers: Vec<String>,
+    /// With `record_policy = "marked"`: metadata element local names that mark a session.
+    #[serde(default)]
+    pub record_marker_elements: Vec<String>,
 }
 
 /// `[siprec]` resolved, or `None` without the table. Errors name the field
@@ -129,6 +142,14 @@ pub fn siprec_settings(t: &Option<SiprecTable>) -> Result<Option<crate::siprec::
                 .map_err(|_| anyhow::anyhow!("siprec.media_address: {a:?} is not an IP address"))
         })
         .transpose()?;
+    use crate::siprec::policy::{PolicyArgs, RecordPolicyArg};
+    let record_policy = match t.record_policy.as_deref() {
+        None | Some("all") => RecordPolicyArg::All,
+        Some("marked") => RecordPolicyArg::Marked,
+        Some(other) => {
+            anyhow::bail!("siprec.record_policy: {other:?}: must be \"all\" or \"marked\"")
+        }
+    };
     let s = crate::siprec::SiprecSettings {
         listen,
         tls_listen: addr("tls_listen", &t.tls_listen)?,
@@ -143,6 +164,12 @@ pub fn siprec_settings(t: &Option<SiprecTable>) -> Result<Option<crate::siprec::
         max_sessions: t
             .max_sessions
             .unwrap_or(crate::siprec::DEFAULT_MAX_SESSIONS),
+        policy: PolicyArgs {
+            record_policy,
+            do_not_record: t.do_not_record.clone(),
+            record_marker_headers: t.record_marker_headers.clone(),
+            record_marker_elements: t.record_marker_elements.clone(),
+        },
     };
     crate::siprec::check(&s, |f| format!("siprec.{f}"))?;
     Ok(Some(s))

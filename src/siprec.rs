@@ -46,6 +46,17 @@
 //! port nobody listens on, and RTP before the ACK is kept). Packets are accepted from any
 //! source address and port. `RTP/SAVP` streams (SDES) are decrypted with the offerer's key
 //! before they reach the Tap ([`srtp`]: one context per stream, re-keyed by re-INVITE).
+//!
+//! # vCon content and recording policy
+//!
+//! `vcontap_siprec::content::SessionContent` decides (with the `--record-policy` /
+//! `--do-not-record` policy, [`policy::PolicyArgs`]) whether a session is recorded and what
+//! it attaches (INVITE, every metadata version, correlation ids); the loop forwards its
+//! output: attachments at open and on metadata updates, streams a re-INVITE added
+//! (`SessionCall::AddStream`), and a late do-not-record match as a pause that no resume
+//! lifts. A session not recorded is answered like any other; the engine drops its packets.
+
+pub mod policy;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -60,6 +71,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use vcontap_pipeline::{Clock, PipelineError, SessionCall, SessionHandle, Tap};
 use vcontap_siprec::answer::{Bound, MAX_KEY_MATERIAL};
+use vcontap_siprec::content::SessionContent;
 use vcontap_siprec::session::{self, SessionPlan};
 use vcontap_siprec::uas::{Config, Event, Peer, RsId, Transport, Uas};
 use vcontap_wire::{Datagram, Timestamp};
@@ -150,6 +162,8 @@ pub struct SiprecArgs {
     pub media_base_url: Option<String>,
     #[command(flatten)]
     pub outputs: OutputArgs,
+    #[command(flatten)]
+    pub policy: policy::PolicyArgs,
 }
 
 /// An allowed source network. Hand-written: a prefix match is a few lines, not a
@@ -271,6 +285,8 @@ struct Rs {
     pairs: Vec<Option<PortPair>>,
     /// SRTP decrypt state per m-line (`None`: plain RTP).
     srtp: Vec<Option<srtp::Decrypt>>,
+    /// Attachments and recording policy state, once answered.
+    content: Option<SessionContent>,
 }
 
 /// Counters for logs and `/metrics`.
@@ -289,6 +305,8 @@ struct Counters {
 
 pub(crate) struct Shell {
     uas: Uas,
+    /// Which sessions are recorded.
+    policy: vcontap_siprec::policy::Policy,
     /// A clone of the live loop's clock, so packet stamps and timers agree with the Tap's.
     clock: Clock,
     /// Instant ↔ timer time, for stamping packets with when they were read.
@@ -472,6 +490,7 @@ impl Shell {
                     opened: None,
                     pairs: Vec::new(),
                     srtp: Vec::new(),
+                    content: None,
                 });
                 state.pairs.resize_with(plans.len(), || None);
                 let mut bound = Vec::with_capacity(plans.len());
@@ -501,11 +520,13 @@ impl Shell {
                 }
             }
             Event::Opened(o) => {
-                let plan = session::plan(&o);
+                let mut plan = session::plan(&o);
+                let content = SessionContent::open(&o, &self.policy, &mut plan);
                 tracing::info!(
                     streams = plan.spec.streams.len(),
                     parties = plan.spec.participants.len(),
                     siprec = o.siprec,
+                    recorded = content.recording(),
                     "recording session opened"
                 );
                 let at = o.at;
@@ -521,6 +542,7 @@ impl Shell {
                         if let Some(s) = self.sessions.get_mut(&o.rs) {
                             s.opened = Some((h, plan, at));
                             srtp::update(&mut s.srtp, &o.streams);
+                            s.content = Some(content);
                         }
                     }
                     Err(PipelineError::Session(e)) => {
@@ -533,10 +555,10 @@ impl Shell {
             Event::MetadataChanged {
                 rs,
                 metadata,
+                raw,
                 streams,
                 unknown_ids,
                 at,
-                ..
             } => {
                 if !unknown_ids.is_empty() {
                     tracing::info!(
@@ -548,10 +570,33 @@ impl Shell {
                     let participants = session::participants(Some(&metadata), &streams);
                     let (h, at) = (*h, session::at(*t0, at));
                     self.session_call(tap, h, SessionCall::Participants { participants, at }, now)?;
+                    let policy = &self.policy;
+                    let update = self
+                        .sessions
+                        .get_mut(&rs)
+                        .and_then(|s| s.content.as_mut())
+                        .map(|c| c.metadata_changed(&raw, &metadata, at, policy))
+                        .unwrap_or_default();
+                    for a in update.attachments {
+                        self.session_call(tap, h, SessionCall::Attach(a), now)?;
+                    }
+                    if let Some(reason) = update.stop {
+                        tracing::info!(reason, "recording stopped by the recording policy");
+                        self.session_call(tap, h, SessionCall::Pause(at), now)?;
+                    }
                 }
             }
             Event::Paused { rs, at } | Event::Resumed { rs, at } => {
                 let pause = matches!(e, Event::Paused { .. });
+                let stopped = self
+                    .sessions
+                    .get(&rs)
+                    .and_then(|s| s.content.as_ref())
+                    .is_some_and(|c| !c.recording());
+                if stopped && !pause {
+                    // A session the policy stopped stays paused whatever the SRC does.
+                    return Ok(());
+                }
                 if let Some((h, _, t0)) = self.sessions.get(&rs).and_then(|s| s.opened.as_ref()) {
                     let (h, at) = (*h, session::at(*t0, at));
                     let call = if pause {
@@ -562,24 +607,25 @@ impl Shell {
                     self.session_call(tap, h, call, now)?;
                 }
             }
-            Event::StreamsChanged { rs, streams, .. } => {
+            Event::StreamsChanged { rs, streams, at } => {
                 // A re-INVITE may carry a new `a=crypto` key.
                 if let Some(s) = self.sessions.get_mut(&rs) {
                     srtp::update(&mut s.srtp, &streams);
                 }
                 // Known labels keep their ports (the core reuses the bindings); a stream
-                // new in a re-INVITE got a port but has no engine stream (the session's
-                // streams are fixed when it opens), so its packets are counted, not kept.
-                let known = self
-                    .sessions
-                    .get(&rs)
-                    .and_then(|s| s.opened.as_ref())
-                    .map_or(0, |(_, p, _)| p.stream_index.len());
-                if streams.len() > known {
-                    tracing::info!(
-                        new = streams.len() - known,
-                        "a re-INVITE added streams; they are not recorded"
-                    );
+                // new in a re-INVITE got a port and becomes a new engine stream.
+                let added = self.sessions.get_mut(&rs).and_then(|s| {
+                    let (h, plan, t0) = s.opened.as_mut()?;
+                    let specs = s.content.as_ref()?.added_streams(plan, &streams);
+                    Some((*h, session::at(*t0, at), specs))
+                });
+                if let Some((h, at, specs)) = added {
+                    if !specs.is_empty() {
+                        tracing::info!(new = specs.len(), "a re-INVITE added streams");
+                    }
+                    for stream in specs {
+                        self.session_call(tap, h, SessionCall::AddStream { stream, at }, now)?;
+                    }
                 }
             }
             Event::Ended { rs, reason, at } => {
@@ -820,6 +866,8 @@ pub struct SiprecSettings {
     pub media_address: Option<IpAddr>,
     pub allow: Vec<String>,
     pub max_sessions: usize,
+    /// Which sessions are recorded (`--record-policy`, `--do-not-record`, markers).
+    pub policy: policy::PolicyArgs,
 }
 
 /// What is wrong with the settings, with the name of the field (`what` maps a field name
@@ -830,6 +878,7 @@ pub fn check(s: &SiprecSettings, what: impl Fn(&str) -> String) -> Result<()> {
         Net::parse(n).with_context(|| what("allow"))?;
     }
     media_ip(s).with_context(|| what("media_address"))?;
+    s.policy.load().with_context(|| what("do_not_record"))?;
     if s.max_sessions == 0 {
         bail!("{}: must be at least 1", what("max_sessions"));
     }
@@ -875,6 +924,7 @@ pub fn open(s: &SiprecSettings, rt: tokio::runtime::Handle, clock: Clock) -> Res
         f => format!("--{}", f.replace('_', "-")),
     })?;
     let pool = PortPool::parse(&s.rtp_ports)?;
+    let record_policy = s.policy.load()?;
     let acl = Arc::new(
         s.allow
             .iter()
@@ -938,6 +988,7 @@ pub fn open(s: &SiprecSettings, rt: tokio::runtime::Handle, clock: Clock) -> Res
     }
     Ok(Shell {
         uas: Uas::new(ucfg),
+        policy: record_policy,
         clock,
         started: Instant::now(),
         epoch,
@@ -1114,6 +1165,7 @@ pub fn run(a: SiprecArgs) -> Result<()> {
             media_address: a.media_address,
             allow: a.allow,
             max_sessions: a.max_sessions,
+            policy: a.policy,
         }),
     })
 }

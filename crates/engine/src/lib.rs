@@ -90,7 +90,8 @@ pub use config::{
 pub use origin::{AgentId, AgentInfo, Origin, MAX_AGENTS, MAX_AGENTS_PER_CALL};
 pub use router::{Router, Shards};
 pub use session::{
-    Participant, PayloadFormat, SessionError, SessionId, SessionSpec, Side, StreamSpec,
+    Attachment, AttachmentBody, Participant, PayloadFormat, SessionError, SessionId, SessionSpec,
+    Side, StreamSpec, MAX_SESSION_ATTACHMENTS, MAX_SESSION_ATTACHMENT_BYTES, MAX_SESSION_STREAMS,
 };
 pub use stats::EngineStats;
 

@@ -8,6 +8,26 @@
 //!
 //! Sessions live in the same call table as sniffed calls (their `key` is indexed like a
 //! Call-ID, so it must be unique among open calls) and obey the same limits and timeouts.
+//!
+//! Beyond media, a source hands in what the vCon should keep about the session:
+//! - **attachments** ([`Attachment`], at open in [`SessionSpec::attachments`] and later with
+//!   [`Engine::attach_session`]): SIPREC keeps the INVITE, every metadata version and its
+//!   correlation ids. An attachment's `dialog` must name a dialog, and a session's first
+//!   `recording` dialog exists only once its first segment is stored, so attachments wait
+//!   in the `vcontap.attachments` member (same shape, no `dialog`) until a dialog exists,
+//!   then move to the top-level `attachments` for good, pointing at the first dialog. A
+//!   session that never records keeps them in `vcontap.attachments` (as the sniffed path
+//!   keeps its SIP trace in `vcontap` when there is no dialog). At most
+//!   [`MAX_SESSION_ATTACHMENTS`] and [`MAX_SESSION_ATTACHMENT_BYTES`] body bytes per
+//!   session; the rest are counted in `vcontap.attachments_dropped`, never an error.
+//! - **streams added later** ([`Engine::add_session_stream`], e.g. a SIPREC re-INVITE with a
+//!   new label): the new stream gets the next index and records on its side's channel like
+//!   the declared ones: the stereo recording has one channel per side, a side's channel
+//!   follows the stream carrying audio (a silent stream yields to the other after 500 ms,
+//!   as for media moved by a sniffed re-INVITE), so no segment is cut and no channel is
+//!   added; `vcontap.streams_added` lists it.
+//! - **not recorded** ([`SessionSpec::not_recorded`]): a recording policy decided not to
+//!   record; packets are dropped unread and the vCon says why in `vcontap.recording`.
 
 use vcontap_vcon::Party;
 use vcontap_wire::{Datagram, Timestamp};
@@ -76,6 +96,66 @@ pub struct StreamSpec {
     pub formats: Vec<PayloadFormat>,
 }
 
+/// Most attachments one session keeps (SIPREC: the INVITE, the ids and a few dozen
+/// metadata versions); later ones are counted, not kept.
+pub const MAX_SESSION_ATTACHMENTS: usize = 64;
+/// Most attachment body bytes one session keeps (real SIPREC INVITEs and metadata are a few
+/// KB each; the cap bounds a re-INVITE flood's memory per call).
+pub const MAX_SESSION_ATTACHMENT_BYTES: usize = 1024 * 1024;
+/// Most streams one session declares over its life (at open and added later).
+pub const MAX_SESSION_STREAMS: usize = 32;
+
+/// The body of an [`Attachment`], with the vCon `encoding` it is written with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttachmentBody {
+    /// Text kept as is (`encoding: "none"`), e.g. a SIP message or an XML document.
+    Text(String),
+    /// Bytes already in unpadded base64url (`encoding: "base64url"`).
+    Base64Url(String),
+    /// A JSON value (`encoding: "json"`).
+    Json(serde_json::Value),
+}
+
+impl AttachmentBody {
+    /// The vCon `encoding` value.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            AttachmentBody::Text(_) => "none",
+            AttachmentBody::Base64Url(_) => "base64url",
+            AttachmentBody::Json(_) => "json",
+        }
+    }
+
+    /// Bytes it costs against [`MAX_SESSION_ATTACHMENT_BYTES`] (JSON: its compact text).
+    pub fn len(&self) -> usize {
+        match self {
+            AttachmentBody::Text(t) | AttachmentBody::Base64Url(t) => t.len(),
+            AttachmentBody::Json(v) => serde_json::to_string(v).map_or(0, |t| t.len()),
+        }
+    }
+
+    /// True for an empty text body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A vCon attachment of a session (see the module documentation for where it appears).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// vCon `purpose` (e.g. `sip-invite`).
+    pub purpose: String,
+    /// When it was exchanged (its `start`).
+    pub at: Timestamp,
+    /// vCon `mediatype`.
+    pub mediatype: String,
+    /// Body and encoding.
+    pub body: AttachmentBody,
+    /// The vCon extension that defines `purpose`, listed in the vCon's `extensions`
+    /// (`sip-signaling` for `sip-invite`); `None` for free-text purposes.
+    pub extension: Option<&'static str>,
+}
+
 /// Everything needed to open a session.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -91,6 +171,11 @@ pub struct SessionSpec {
     pub subject: Option<String>,
     /// When the session started (capture/receive time).
     pub at: Timestamp,
+    /// Attachments known at open (more with [`Engine::attach_session`]).
+    pub attachments: Vec<Attachment>,
+    /// `Some(reason)`: the session is not recorded (a recording policy said so): packets are
+    /// dropped unread and the vCon carries `vcontap.recording: {recorded: false, reason}`.
+    pub not_recorded: Option<String>,
 }
 
 /// A handle to an open session.
@@ -118,6 +203,9 @@ pub enum SessionError {
     /// A session needs at least one participant.
     #[error("a session needs at least one participant")]
     NoParticipants,
+    /// The session already declares [`MAX_SESSION_STREAMS`] streams.
+    #[error("the session has too many streams")]
+    TooManyStreams,
 }
 
 impl Engine {
@@ -174,6 +262,10 @@ impl Engine {
         let sender = call
             .session_stream_side(stream)
             .ok_or(SessionError::UnknownStream)?;
+        if call.is_not_recorded() {
+            self.stats.session_packets_not_recorded += 1;
+            return Ok(());
+        }
         if call.is_paused() {
             self.stats.session_packets_paused += 1;
             return Ok(());
@@ -205,6 +297,54 @@ impl Engine {
         }
         self.collect(h);
         Ok(())
+    }
+
+    /// Adds an attachment to the session's vCon; emits `updated`. Over the per-session caps
+    /// ([`MAX_SESSION_ATTACHMENTS`], [`MAX_SESSION_ATTACHMENT_BYTES`]) it is counted in
+    /// `vcontap.attachments_dropped` and the engine's `session_attachments_dropped`, not
+    /// refused.
+    pub fn attach_session(
+        &mut self,
+        id: SessionId,
+        attachment: Attachment,
+    ) -> Result<(), SessionError> {
+        let h = self.session(id)?;
+        if attachment.at > self.now {
+            self.now = attachment.at;
+        }
+        let kept = match self.call_mut(h) {
+            Some(c) => c.session_attach(attachment),
+            None => return Err(SessionError::UnknownSession),
+        };
+        if !kept {
+            self.stats.session_attachments_dropped += 1;
+        }
+        self.collect(h);
+        Ok(())
+    }
+
+    /// Declares one more stream (a re-INVITE added a label); returns its index for
+    /// [`Engine::session_media`], which is always the number of streams declared before
+    /// it. Its formats join the session's payload types (a payload type already declared
+    /// keeps its first meaning). Emits `updated`.
+    pub fn add_session_stream(
+        &mut self,
+        id: SessionId,
+        stream: StreamSpec,
+        at: Timestamp,
+    ) -> Result<usize, SessionError> {
+        let h = self.session(id)?;
+        if at > self.now {
+            self.now = at;
+        }
+        let r = match self.call_mut(h) {
+            Some(c) => c
+                .session_add_stream(&stream, at)
+                .ok_or(SessionError::TooManyStreams),
+            None => Err(SessionError::UnknownSession),
+        };
+        self.collect(h);
+        r
     }
 
     /// Pauses the recording (segment cut, packets ignored until resumed); emits `updated`.

@@ -83,6 +83,10 @@ counters! {
     sessions,
     /// Session packets ignored while the session's recording was paused.
     session_packets_paused,
+    /// Session packets ignored because the session is not recorded (recording policy).
+    session_packets_not_recorded,
+    /// Session attachments not kept (per-session count or byte cap; noted in the vCon).
+    session_attachments_dropped,
     /// Of those, calls joined mid-way (no INVITE seen; counted in `calls` too).
     calls_joined,
     /// Calls finished (all reasons).

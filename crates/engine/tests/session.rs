@@ -236,6 +236,8 @@ fn spec(parties: &Value) -> SessionSpec {
         ],
         subject: None,
         at: ts(100),
+        attachments: Vec::new(),
+        not_recorded: None,
     }
 }
 

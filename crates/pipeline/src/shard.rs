@@ -116,6 +116,10 @@ impl ShardCore {
                     }
                     SessionCall::Pause(at) => self.engine.pause_session(id, at),
                     SessionCall::Resume(at) => self.engine.resume_session(id, at),
+                    SessionCall::Attach(a) => self.engine.attach_session(id, a),
+                    SessionCall::AddStream { stream, at } => {
+                        self.engine.add_session_stream(id, stream, at).map(|_| ())
+                    }
                     SessionCall::End(reason, at) => {
                         self.sessions.remove(&handle);
                         self.engine.end_session(id, reason, at)

@@ -45,8 +45,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use vcontap_engine::{
-    AgentId, AgentInfo, EngineConfig, EngineStats, EventKind, FinishReason, Origin, Participant,
-    Router, SessionSpec, VconEvent,
+    AgentId, AgentInfo, Attachment, EngineConfig, EngineStats, EventKind, FinishReason, Origin,
+    Participant, Router, SessionSpec, StreamSpec, VconEvent,
 };
 use vcontap_wire::{
     Datagram, DecodeStats, Decoder, DecoderConfig, RawPacket, Timestamp, Transport,
@@ -239,6 +239,16 @@ pub enum SessionCall<'a> {
     Resume(Timestamp),
     /// `Engine::end_session`.
     End(FinishReason, Timestamp),
+    /// `Engine::attach_session`: one more vCon attachment.
+    Attach(Attachment),
+    /// `Engine::add_session_stream`: the stream gets the next index (the number of streams
+    /// declared before it); threaded, a refusal is logged by the shard like any other.
+    AddStream {
+        /// The new stream.
+        stream: StreamSpec,
+        /// When it was added.
+        at: Timestamp,
+    },
 }
 
 struct RemoteShard {
@@ -713,6 +723,10 @@ impl Tap {
                     SessionCall::Pause(at) => ShardMsg::Session(h.0, SessionCall::Pause(at), now),
                     SessionCall::Resume(at) => ShardMsg::Session(h.0, SessionCall::Resume(at), now),
                     SessionCall::End(r, at) => ShardMsg::Session(h.0, SessionCall::End(r, at), now),
+                    SessionCall::Attach(a) => ShardMsg::Session(h.0, SessionCall::Attach(a), now),
+                    SessionCall::AddStream { stream, at } => {
+                        ShardMsg::Session(h.0, SessionCall::AddStream { stream, at }, now)
+                    }
                 };
                 let q = &counters.shard_queue;
                 let msg = match s.tx.try_send(msg) {

@@ -59,6 +59,8 @@ fn spec(key: &str) -> SessionSpec {
         ],
         subject: None,
         at: ts(0),
+        attachments: Vec::new(),
+        not_recorded: None,
     }
 }
 

@@ -13,13 +13,16 @@
 //! stream when asked ([`uas::Event::MediaRequest`]) *before* the 200 OK is built, decrypts
 //! SRTP with [`answer::SrtpOffer::remote_key`], and maps the actions onto
 //! `Engine::open_session` / `session_media` / `update_participants` / `pause_session` /
-//! `resume_session` / `end_session`.
+//! `resume_session` / `end_session`, plus `attach_session` and `add_session_stream` for
+//! what [`content`] derives (attachments, streams a re-INVITE added, the recording policy's
+//! verdict).
 //!
 //! Modules: [`body`] (which part is SDP, which is metadata), [`metadata`] (rs-metadata in
 //! every dialect), [`mapping`] (which participants speak in which stream), [`answer`]
 //! (what to accept and the SDP answer), [`uas`] (transactions, dialogs, timers in a
 //! min-heap), [`session`] (the actions as engine session calls: parties, sides, streams,
-//! finish reasons). Responses are built with `vcontap_sip::ResponseBuilder`.
+//! finish reasons), [`content`] (attachments, correlation ids, streams added later),
+//! [`policy`] (whether a session is recorded: all/marked, do-not-record list). Responses are built with `vcontap_sip::ResponseBuilder`.
 //! `tests/engine.rs` drives the real engine with the UAS's actions to a validated vCon;
 //! `benches/siprec.rs` measures metadata parsing and whole dialogs.
 //!
@@ -48,12 +51,12 @@
 //! | 9 | SDP answer rules | [`answer::render`] | `answer::tests::*`, `every_vendor_dialog_is_answered` | - |
 //! | 10 | SDES-SRTP answer, offerer's key, re-key, 488 | [`answer::plan`], [`answer::SrtpOffer`] | `plans_each_line_and_renders_a_conservative_answer`, `no_srtp_policy_refuses_savp_and_bad_keys_are_skipped`, `srtp_offer_answered_with_our_key_and_rekeyed_by_reinvite` | done: `crates/srtp` (hand-written RFC 3711/6188/7714 unprotect, vectors + libsrtp packets) applied per stream in `src/siprec/srtp.rs`, re-keyed on `StreamsChanged`; `tests/siprec_srtp.rs` (libsrtp-protected session, re-key by re-INVITE) |
 //! | 11 | media bound before answering; even ports | [`uas::Event::MediaRequest`] → [`uas::Uas::media_ready`] | `ports_exhausted_is_503_and_no_session`, `shell_never_binding_media_gives_503_after_64_t1` | done in `src/siprec.rs` (even-port pool bound before the 200, RTP before ACK and from any port kept; `tests/siprec.rs`) |
-//! | 12 | re-INVITE/UPDATE: full answer, same ports, pause/resume, refresh no-op | `handle_offer_in_dialog` | `reinvite_pause_resume_keeps_ports_labels_and_version`, `reinvite_with_new_label_binds_only_the_new_stream` | SIPp end to end: `tests/siprec_ops.rs` (pause/resume re-INVITE, metadata-only UPDATE); long-silence tolerance (engine) |
+//! | 12 | re-INVITE/UPDATE: full answer, same ports, pause/resume, refresh no-op; added streams recorded | `handle_offer_in_dialog`; [`content::SessionContent::added_streams`] → `Engine::add_session_stream` | `reinvite_pause_resume_keeps_ports_labels_and_version`, `reinvite_with_new_label_binds_only_the_new_stream`, `tests/siprec_policy.rs` | SIPp end to end: `tests/siprec_ops.rs` (pause/resume re-INVITE, metadata-only UPDATE), `tests/siprec_policy.rs` (stream added by re-INVITE); long-silence tolerance (engine) |
 //! | 13 | partial with unknown ids: log | [`metadata::Metadata::apply`] → `unknown_ids` | `partial_patches_and_complete_replaces` | logging; `rs-metadata-request` not sent |
 //! | 14 | OPTIONS/503 draining, CANCEL→487, BYE | `uas.rs`; SRS-initiated BYE: [`uas::Uas::terminate`] | `options_and_draining`, `cancel_before_answer_gives_487_and_releases`, `bye_ends_and_unknown_dialogs_get_481`, `policy_decline_and_local_terminate` | end to end in `tests/siprec_ops.rs` (OPTIONS via SIPp under `run --config`, CANCEL → 487 and no vCon); SRS-initiated RS not done |
-//! | 15 | 488/415/403/503/491/500/481 | `uas.rs`; policy codes: [`uas::Uas::decline`] | `error_codes_per_checklist`, re-INVITE tests, `policy_decline_and_local_terminate` | ACL (`--allow` / `[siprec] allow`) and max sessions in `src/siprec.rs`; recording rules not yet |
-//! | 16 | correlation ids | [`metadata::Metadata::vendor_ids`], sessions' `sip_session_ids`, groups | `vendor_tests::*` | vCon attachment |
-//! | 17 | raw INVITE/metadata kept | [`uas::Opened::invite`], `metadata_raw`, `MetadataChanged::raw` | `happy_path_answer_events_and_bye` | vCon attachments |
+//! | 15 | 488/415/403/503/491/500/481; recording policy | `uas.rs`; policy codes: [`uas::Uas::decline`]; recording rules (all/marked, do-not-record, answered but not recorded): [`policy`] | `error_codes_per_checklist`, re-INVITE tests, `policy_decline_and_local_terminate`, `policy::tests::*`, `content::tests::*`, `tests/siprec_policy.rs` | ACL (`--allow` / `[siprec] allow`), max sessions, `--record-policy`/`--do-not-record` in `src/siprec.rs` |
+//! | 16 | correlation ids | [`metadata::Metadata::vendor_ids`], sessions' `sip_session_ids`, groups → `siprec-ids` attachment ([`content`]) | `vendor_tests::*`, `content::tests::open_attaches_invite_metadata_and_ids`, `tests/siprec_policy.rs` | - |
+//! | 17 | raw INVITE/metadata kept | [`uas::Opened::invite`], `metadata_raw`, `MetadataChanged::raw` → `sip-invite` / `siprec-metadata` attachments ([`content`]) | `happy_path_answer_events_and_bye`, `content::tests::*`, `tests/siprec_policy.rs` | - |
 //! | - | vCon parties (tel only for E.164), sides, streams | [`session`] | `session::tests::*`, `tests/engine.rs` | - |
 //! | 18 | every shared file, LF/CRLF, SIPp loop | `vendor_tests.rs`, `uas_tests.rs` | all | `tests/siprec.rs` + `tests/siprec/*.xml` (two streams over UDP and TCP, SIGTERM BYE); `tests/siprec_ops.rs::sipp_replays_vendor_offers_end_to_end` (Oracle/Acme, Ribbon/Sonus, OpenSIPS, Cisco CUBE) |
 //!
@@ -74,8 +77,10 @@
 
 pub mod answer;
 pub mod body;
+pub mod content;
 pub mod mapping;
 pub mod metadata;
+pub mod policy;
 pub mod session;
 pub mod uas;
 

@@ -195,6 +195,9 @@ pub fn plan(opened: &Opened) -> SessionPlan {
             streams,
             subject: None,
             at: opened.at,
+            // Filled by `content::SessionContent::open` (the shell calls it after `plan`).
+            attachments: Vec::new(),
+            not_recorded: None,
         },
         stream_index,
     }

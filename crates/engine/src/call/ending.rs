@@ -236,7 +236,9 @@ impl Call {
 
     /// Why an answered call has no recording, first cause first.
     fn no_recording_reason(&self) -> &'static str {
-        if self.record == RecordMode::None {
+        if self.is_not_recorded() {
+            "policy"
+        } else if self.record == RecordMode::None {
             "record-none"
         } else if self.encrypted.is_some() {
             "encrypted"

@@ -20,6 +20,13 @@ pub(super) struct LiveState<'a> {
     pub(super) answer_inferred: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) answered_at: Option<String>,
+    /// Session API: attachments waiting for a dialog to point at (or kept here for good
+    /// when the session has none), in vCon attachment shape without `dialog`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) attachments: Option<Vec<Unplaced<'a>>>,
+    /// Session API: attachments over the per-session caps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) attachments_dropped: Option<Dropped>,
     /// BYEs answered with an error (the call went on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) byes_refused: Option<u32>,
@@ -44,6 +51,10 @@ pub(super) struct LiveState<'a> {
     pub(super) joined_mid_call: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) party_history: Option<Vec<&'a PartyHistory>>,
+    /// Session API: `{recorded: false, reason}` when a recording policy kept the session
+    /// from being recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) recording: Option<Recording<'a>>,
     /// Session API: recording pauses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) recording_pauses: Option<Vec<Pause>>,
@@ -58,6 +69,9 @@ pub(super) struct LiveState<'a> {
     pub(super) source: Option<&'static str>,
     /// `calling`, `early`, `answered`, `held` or `finished`.
     pub(super) state: &'static str,
+    /// Session API: streams declared after the session opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) streams_added: Option<Vec<AddedStream<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) transfer_status: Option<&'a [serde_json::Value]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +85,44 @@ pub(super) struct CaptureLoss {
     pub(super) end: String,
     /// Packets the tap dropped in the span (all traffic, not only this call's).
     pub(super) packets: u64,
+}
+
+/// A session attachment not (yet) in the top-level `attachments`.
+#[derive(Debug, Serialize)]
+pub(super) struct Unplaced<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) purpose: Option<&'a str>,
+    pub(super) start: &'a str,
+    pub(super) party: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mediatype: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) encoding: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) body: Option<&'a Json>,
+}
+
+/// Session attachments over the caps.
+#[derive(Debug, Serialize)]
+pub(super) struct Dropped {
+    pub(super) count: u64,
+    pub(super) bytes: u64,
+}
+
+/// Why a session is not recorded.
+#[derive(Debug, Serialize)]
+pub(super) struct Recording<'a> {
+    pub(super) recorded: bool,
+    pub(super) reason: &'a str,
+}
+
+/// A stream declared after the session opened.
+#[derive(Debug, Serialize)]
+pub(super) struct AddedStream<'a> {
+    pub(super) label: &'a str,
+    /// `caller` or `callee`: the channel it records on.
+    pub(super) side: &'static str,
+    pub(super) at: String,
 }
 
 /// One recording pause of a session.

@@ -380,6 +380,9 @@ pub(crate) struct Call {
     /// Session API: recording paused since, and the closed pause intervals.
     paused: Option<Timestamp>,
     pauses: Vec<(Timestamp, Timestamp)>,
+    /// Session API: attachments, added streams, recording policy (boxed: sniffed calls
+    /// have none).
+    content: Option<Box<session::SessionContent>>,
     /// The sniffed SIP dialog's own state (tags, transactions, routes, trace).
     sip: SipDialog,
 }
@@ -586,6 +589,7 @@ impl Call {
             session_streams: Vec::new(),
             paused: None,
             pauses: Vec::new(),
+            content: None,
             finish_at: None,
             sip: SipDialog {
                 max_trace_messages: cfg.max_trace_messages,
@@ -756,6 +760,7 @@ impl Call {
         self.last_at = at;
         self.seq += 1;
         self.vcon.updated_at = Some(format_time(at.nanos()));
+        self.place_attachments();
         self.vcon.vcontap = Some(self.live_state());
         let json = serde_json::to_string(&self.vcon).unwrap_or_default();
         let reason = if kind == EventKind::Finished {
@@ -825,8 +830,12 @@ impl Call {
             joined_mid_call: self.sip.joined.then_some(true),
             party_history: (!self.history.is_empty())
                 .then(|| self.history.iter().map(|(_, h)| h).collect()),
+            attachments: self.content.as_deref().and_then(|c| c.unplaced_view()),
+            attachments_dropped: self.content.as_deref().and_then(|c| c.dropped_view()),
+            recording: self.content.as_deref().and_then(|c| c.recording_view()),
             recording_pauses: (!pauses.is_empty()).then_some(pauses),
             rtp_quality,
+            streams_added: self.content.as_deref().and_then(|c| c.added_view()),
             sip_call_id: &self.call_id,
             sip_final_status: self.final_code,
             source: (!self.sniffed).then_some("session"),

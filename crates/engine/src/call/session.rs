@@ -7,7 +7,72 @@ use vcontap_vcon::{format_time, Vcon};
 use vcontap_wire::Timestamp;
 
 use super::*;
-use crate::session::{Participant, SessionSpec, Side};
+use crate::session::{
+    Attachment, AttachmentBody, Participant, SessionSpec, Side, StreamSpec,
+    MAX_SESSION_ATTACHMENTS, MAX_SESSION_ATTACHMENT_BYTES, MAX_SESSION_STREAMS,
+};
+
+/// What a session's vCon keeps beyond a sniffed call's: attachments (placed or waiting for
+/// a dialog), streams declared later, and the recording policy's verdict.
+#[derive(Debug, Default)]
+pub(crate) struct SessionContent {
+    /// Attachments waiting for a dialog to point at (their `dialog` is set when placed).
+    unplaced: Vec<vcontap_vcon::Attachment>,
+    /// Attachments kept so far (placed or not) and their body bytes.
+    kept: usize,
+    bytes: usize,
+    /// Over the caps.
+    dropped: u64,
+    dropped_bytes: u64,
+    not_recorded: Option<String>,
+    /// (label, side, when) of every stream added after the open.
+    added: Vec<(String, Side, Timestamp)>,
+}
+
+impl SessionContent {
+    pub(super) fn unplaced_view(&self) -> Option<Vec<live::Unplaced<'_>>> {
+        (!self.unplaced.is_empty()).then(|| {
+            self.unplaced
+                .iter()
+                .map(|a| live::Unplaced {
+                    purpose: a.purpose.as_deref(),
+                    start: &a.start,
+                    party: a.party,
+                    mediatype: a.mediatype.as_deref(),
+                    encoding: a.encoding.as_deref(),
+                    body: a.body.as_ref(),
+                })
+                .collect()
+        })
+    }
+
+    pub(super) fn dropped_view(&self) -> Option<live::Dropped> {
+        (self.dropped > 0).then_some(live::Dropped {
+            count: self.dropped,
+            bytes: self.dropped_bytes,
+        })
+    }
+
+    pub(super) fn recording_view(&self) -> Option<live::Recording<'_>> {
+        self.not_recorded.as_deref().map(|reason| live::Recording {
+            recorded: false,
+            reason,
+        })
+    }
+
+    pub(super) fn added_view(&self) -> Option<Vec<live::AddedStream<'_>>> {
+        (!self.added.is_empty()).then(|| {
+            self.added
+                .iter()
+                .map(|(label, side, at)| live::AddedStream {
+                    label,
+                    side: side_name(*side),
+                    at: format_time(at.nanos()),
+                })
+                .collect()
+        })
+    }
+}
 
 impl Call {
     /// A call for `spec`, connected at `spec.at` (a recording session is live once opened).
@@ -42,8 +107,120 @@ impl Call {
         for leg in call.legs.iter_mut() {
             leg.codecs = codecs.clone();
         }
+        if spec.not_recorded.is_some() || !spec.attachments.is_empty() {
+            let content = call.content.get_or_insert_with(Box::default);
+            content.not_recorded = spec.not_recorded.clone();
+            for a in &spec.attachments {
+                call.session_attach(a.clone());
+            }
+        }
         call.emit(EventKind::Created, spec.at);
         call
+    }
+
+    /// A recording policy decided this session is not recorded.
+    pub(crate) fn is_not_recorded(&self) -> bool {
+        self.content
+            .as_deref()
+            .is_some_and(|c| c.not_recorded.is_some())
+    }
+
+    /// Keeps an attachment (unplaced until a dialog exists, see [`Call::place_attachments`])
+    /// unless it exceeds the per-session caps; false when it was dropped. Emits `updated`
+    /// (a no-op before `created`, which carries it anyway).
+    pub(crate) fn session_attach(&mut self, a: Attachment) -> bool {
+        let len = a.body.len();
+        let content = self.content.get_or_insert_with(Box::default);
+        if content.kept >= MAX_SESSION_ATTACHMENTS
+            || content.bytes.saturating_add(len) > MAX_SESSION_ATTACHMENT_BYTES
+        {
+            content.dropped = content.dropped.saturating_add(1);
+            content.dropped_bytes = content.dropped_bytes.saturating_add(len as u64);
+            if self.seq > 0 && self.finish_reason.is_none() {
+                self.emit(EventKind::Updated, a.at);
+            }
+            return false;
+        }
+        content.kept += 1;
+        content.bytes = content.bytes.saturating_add(len);
+        let encoding = a.body.encoding();
+        let body = match a.body {
+            AttachmentBody::Text(t) | AttachmentBody::Base64Url(t) => {
+                vcontap_vcon::Json::Tree(serde_json::Value::String(t))
+            }
+            AttachmentBody::Json(v) => vcontap_vcon::Json::Tree(v),
+        };
+        content.unplaced.push(vcontap_vcon::Attachment {
+            purpose: Some(a.purpose),
+            start: format_time(a.at.nanos()),
+            // The party that distributed it: a recording client is no party, so the first
+            // party stands in, as for the sniffed SIP trace.
+            party: 0,
+            dialog: 0,
+            mediatype: Some(a.mediatype),
+            encoding: Some(encoding.into()),
+            body: Some(body),
+        });
+        if let Some(ext) = a.extension {
+            self.vcon.add_extension(ext);
+        }
+        if self.seq > 0 && self.finish_reason.is_none() {
+            self.emit(EventKind::Updated, a.at);
+        }
+        true
+    }
+
+    /// Moves waiting attachments to the top-level `attachments`, pointing at the first
+    /// dialog, once there is one (indices stay stable: they are only ever appended).
+    pub(super) fn place_attachments(&mut self) {
+        let Some(content) = self.content.as_deref_mut() else {
+            return;
+        };
+        if content.unplaced.is_empty() {
+            return;
+        }
+        let Some(first) = self
+            .vcon
+            .dialog
+            .iter()
+            .position(|d| d.kind != DialogType::Transfer)
+        else {
+            return;
+        };
+        for mut a in content.unplaced.drain(..) {
+            a.dialog = first as u32;
+            self.vcon.attachments.push(a);
+        }
+    }
+
+    /// Declares one more stream on `spec.side`; its index, or `None` past
+    /// [`MAX_SESSION_STREAMS`]. New payload types join both legs' codec tables (the
+    /// resolved-codec cache and the offered set are rebuilt).
+    pub(crate) fn session_add_stream(&mut self, spec: &StreamSpec, at: Timestamp) -> Option<usize> {
+        if self.session_streams.len() >= MAX_SESSION_STREAMS || self.finish_reason.is_some() {
+            return None;
+        }
+        let index = self.session_streams.len();
+        self.session_streams.push(spec.side);
+        let mut changed = false;
+        for leg in self.legs.iter_mut() {
+            for f in &spec.formats {
+                if !leg.codecs.iter().any(|c| c.0 == f.pt) {
+                    leg.codecs
+                        .push((f.pt, f.encoding.clone(), f.clock_rate, f.channels));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.legs_gen = self.legs_gen.wrapping_add(1);
+        }
+        let content = self.content.get_or_insert_with(Box::default);
+        if content.added.len() < MAX_SESSION_STREAMS {
+            content.added.push((spec.label.clone(), spec.side, at));
+        }
+        self.emit(EventKind::Updated, at);
+        Some(index)
     }
 
     /// The side a declared stream is sent from.
