@@ -48,6 +48,11 @@ use vcontap_wire::PcapReader;
 /// Packets per second of one G.711 call at 20 ms (both directions).
 const PPS_PER_CALL: u64 = 100;
 
+/// The event kinds a packet causes directly (INVITE → `created`; 200, re-INVITE, DTMF →
+/// `updated`): the latency the issue's target is about. `finished` is printed apart: with a
+/// recording it waits for the media threads to close and hash the file.
+const SIGNALLING: &[&str] = &["created", "updated"];
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -81,7 +86,7 @@ fn main() {
             loadavg()
         );
         println!(
-            "{:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8}",
+            "{:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8}",
             "target/s",
             "sent/s",
             "ring/s",
@@ -92,12 +97,13 @@ fn main() {
             "events",
             "p50 ms",
             "p99 ms",
+            "fin p99",
             "RSS MiB"
         );
         for &rate in &rates {
             let r = run(record, rate, Duration::from_secs(secs));
             println!(
-                "{:>9} {:>9.0} {:>9.0} {:>9.0} {:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8.0}   load {}",
+                "{:>9} {:>9.0} {:>9.0} {:>9.0} {:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8.0}   load {}",
                 rate,
                 r.sent as f64 / r.secs,
                 r.ring_packets as f64 / r.secs,
@@ -108,6 +114,7 @@ fn main() {
                 r.events,
                 fmt_ms(r.p50),
                 fmt_ms(r.p99),
+                fmt_ms(r.finished_p99),
                 r.rss_kib as f64 / 1024.0,
                 loadavg()
             );
@@ -157,8 +164,11 @@ struct RunResult {
     queue_drops: u64,
     engine_packets: u64,
     events: u64,
+    /// Signalling events (`created`, `updated`).
     p50: Option<f64>,
     p99: Option<f64>,
+    /// `finished` (with a recording: after its file was closed and hashed).
+    finished_p99: Option<f64>,
     rss_kib: u64,
 }
 
@@ -261,21 +271,41 @@ impl Metrics {
     }
 
     /// Cumulative buckets `(le, count)` of a histogram.
-    fn buckets(&self, name: &str) -> Vec<(f64, u64)> {
-        let prefix = format!("{name}_bucket{{le=\"");
-        self.0
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(&prefix)?;
-                let (le, n) = rest.split_once("\"} ")?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                Some((le, n.trim().parse().ok()?))
-            })
-            .collect()
+    /// Cumulative buckets `(le, count)` of a histogram labelled by `kind`, summed over
+    /// the kinds listed.
+    fn buckets(&self, name: &str, kinds: &[&str]) -> Vec<(f64, u64)> {
+        let prefix = format!("{name}_bucket{{kind=\"");
+        let mut out: Vec<(f64, u64)> = Vec::new();
+        for l in self.0.lines() {
+            let Some(rest) = l.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((kind, rest)) = rest.split_once("\",le=\"") else {
+                continue;
+            };
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            let Some((le, n)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                }
+            };
+            let Ok(n) = n.trim().parse::<u64>() else {
+                continue;
+            };
+            match out.iter_mut().find(|x| x.0 == le) {
+                Some(x) => x.1 += n,
+                None => out.push((le, n)),
+            }
+        }
+        out
     }
 }
 
@@ -391,8 +421,21 @@ fn run(record: &str, rate: u64, secs: Duration) -> RunResult {
         queue_drops: after.sum("vcontap_shard_queue_dropped_packets_total"),
         engine_packets: after.sum("vcontap_packets_total") - before.sum("vcontap_packets_total"),
         events: after.sum("vcontap_events_total"),
-        p50: quantile(&before.buckets(name), &after.buckets(name), 0.50),
-        p99: quantile(&before.buckets(name), &after.buckets(name), 0.99),
+        p50: quantile(
+            &before.buckets(name, SIGNALLING),
+            &after.buckets(name, SIGNALLING),
+            0.50,
+        ),
+        p99: quantile(
+            &before.buckets(name, SIGNALLING),
+            &after.buckets(name, SIGNALLING),
+            0.99,
+        ),
+        finished_p99: quantile(
+            &before.buckets(name, &["finished"]),
+            &after.buckets(name, &["finished"]),
+            0.99,
+        ),
         rss_kib: d.rss_kib(),
     };
     d.stop();
@@ -414,7 +457,7 @@ fn soak(record: &str, rate: u64, minutes: u64) {
         rate / PPS_PER_CALL
     );
     println!(
-        "{:>4} {:>9} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5}",
+        "{:>4} {:>9} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5}",
         "min",
         "RSS MiB",
         "sent",
@@ -424,6 +467,7 @@ fn soak(record: &str, rate: u64, minutes: u64) {
         "open",
         "p50 ms",
         "p99 ms",
+        "fin p99",
         "finished",
         "load"
     );
@@ -449,7 +493,7 @@ fn soak(record: &str, rate: u64, minutes: u64) {
             }
             let m = d.metrics();
             println!(
-                "{:>4} {:>9.1} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5}",
+                "{:>4} {:>9.1} {:>10} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>5}",
                 minute,
                 d.rss_kib() as f64 / 1024.0,
                 sent.load(Ordering::Relaxed),
@@ -457,8 +501,21 @@ fn soak(record: &str, rate: u64, minutes: u64) {
                 m.sum("vcontap_ring_drops_total"),
                 m.sum("vcontap_shard_queue_dropped_packets_total"),
                 m.sum("vcontap_calls_open"),
-                fmt_ms(quantile(&last.buckets(name), &m.buckets(name), 0.50)),
-                fmt_ms(quantile(&last.buckets(name), &m.buckets(name), 0.99)),
+                fmt_ms(quantile(
+                    &last.buckets(name, SIGNALLING),
+                    &m.buckets(name, SIGNALLING),
+                    0.50
+                )),
+                fmt_ms(quantile(
+                    &last.buckets(name, SIGNALLING),
+                    &m.buckets(name, SIGNALLING),
+                    0.99
+                )),
+                fmt_ms(quantile(
+                    &last.buckets(name, &["finished"]),
+                    &m.buckets(name, &["finished"]),
+                    0.99
+                )),
                 m.sum("vcontap_calls_finished_total"),
                 loadavg()
             );

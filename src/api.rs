@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use vcontap_engine::EventKind;
 use vcontap_pipeline::TapCounters;
 use vcontap_sinks::metrics::{Histogram, Metrics};
 
@@ -29,12 +30,49 @@ static EVENT_LATENCY_BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-/// Records an event caused at `at_ns` (Unix ns) and emitted now.
-pub fn observe_event(h: &Histogram, at_ns: i64) {
+/// The packet → event latency, one histogram per event kind (label `kind`): signalling
+/// events (`created`, `updated`) leave as soon as the engine has seen the packet, while
+/// `segment` and `finished` wait for the recording's file to be closed and hashed on the
+/// media threads, so their latency says more about the media path than the engine.
+pub struct EventLatency {
+    by_kind: [Histogram; 4],
+}
+
+impl EventLatency {
+    fn new() -> Self {
+        EventLatency {
+            by_kind: std::array::from_fn(|_| Histogram::new(&EVENT_LATENCY_BUCKETS)),
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "vcontap_event_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} packet capture time to the event leaving the engine, by event kind\n# TYPE {name} histogram"
+        );
+        for (kind, h) in EVENT_KINDS.iter().zip(&self.by_kind) {
+            h.render(name, &format!("kind=\"{}\"", kind.as_str()), out);
+        }
+    }
+}
+
+const EVENT_KINDS: [EventKind; 4] = [
+    EventKind::Created,
+    EventKind::Updated,
+    EventKind::Segment,
+    EventKind::Finished,
+];
+
+/// Records an event of `kind` caused at `at_ns` (Unix ns) and emitted now.
+pub fn observe_event(h: &EventLatency, kind: EventKind, at_ns: i64) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    h.observe_us(u64::try_from(now.saturating_sub(at_ns) / 1000).unwrap_or(0));
+    let i = EVENT_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    if let Some(h) = h.by_kind.get(i) {
+        h.observe_us(u64::try_from(now.saturating_sub(at_ns) / 1000).unwrap_or(0));
+    }
 }
 
 /// A metrics writer for one part of the daemon (sources add theirs).
@@ -52,8 +90,8 @@ pub struct ApiState {
     pub heartbeat_ms: AtomicU64,
     /// More metric families (sources, HEP).
     pub extra: Mutex<Vec<Render>>,
-    /// Packet → event latency.
-    pub event_latency: Histogram,
+    /// Packet → event latency, by event kind.
+    pub event_latency: EventLatency,
 }
 
 /// Unix milliseconds now.
@@ -75,7 +113,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
             extra: Mutex::new(Vec::new()),
-            event_latency: Histogram::new(&EVENT_LATENCY_BUCKETS),
+            event_latency: EventLatency::new(),
         })
     }
 
@@ -153,12 +191,7 @@ impl ApiState {
                 r(&mut out);
             }
         }
-        let name = "vcontap_event_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} packet capture time to the event leaving the engine\n# TYPE {name} histogram"
-        );
-        self.event_latency.render(name, "", &mut out);
+        self.event_latency.render(&mut out);
         self.delivery.render_prometheus(&mut out);
         let _ = writeln!(
             out,

@@ -259,7 +259,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let mut tap = Tap::new(
         cfg,
         Box::new(move |e| {
-            crate::api::observe_event(&latency.event_latency, e.at.nanos());
+            crate::api::observe_event(&latency.event_latency, e.kind, e.at.nanos());
             if let Some(t) = &audio_tee {
                 t.on_event(e);
             }

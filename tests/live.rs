@@ -129,7 +129,7 @@ fn capture_on_a_veth_and_sigterm_mid_call() {
         };
         assert!(!m.contains("vcontap_packets_total 0\n"), "{m}");
         assert!(
-            !m.contains("vcontap_event_latency_seconds_count 0\n"),
+            !m.contains("vcontap_event_latency_seconds_count{kind=\"created\"} 0\n"),
             "{m}"
         );
         assert!(
