@@ -11,10 +11,13 @@
 //! Per step: sessions answered (SIPp's successful calls) and the most open at once
 //! (`vcontap_siprec_sessions_open`, sampled), RTP packets sent (pcap packets × answered
 //! sessions) against received (`vcontap_siprec_rtp_packets_total`), dropped at the input
-//! queue, for unknown ports, port bind failures, vCons written and complete (both streams
-//! have packets, end reason `bye`, a recording), vcontap's CPU (utime+stime of
-//! `/proc/PID/stat`) over the wall time from SIPp's start to the last vCon, and peak RSS
-//! (`VmHWM`). A sample of each step's vCons goes through `validate-vcon`
+//! queue (`vcontap_siprec_input_dropped_total`: SIP or RTP the loop had no room for) and by
+//! the kernel (host-wide `Udp: RcvbufErrors`), for unknown ports (late packets of an ended
+//! session), port bind failures, vCons written and complete (both streams have packets, end
+//! reason `bye`, a recording), vcontap's CPU (utime+stime of `/proc/PID/stat`) over the
+//! wall time from SIPp's start to the last vCon as % of one core, its busiest thread's share
+//! (`/proc/PID/task`: is one thread the limit, or is the process starved?), peak RSS
+//! (`VmHWM`) and SIPp's own CPU seconds. A sample of each step's vCons goes through `validate-vcon`
 //! (`$VCONTAP_SHARED/tools/validate-vcon` or `../shared/tools/validate-vcon`) when present.
 //! Figures and method: docs/PERFORMANCE.md "SIPREC sessions".
 //!
@@ -78,7 +81,7 @@ fn main() {
         uptime()
     );
     println!(
-        "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7} {:>6} {:>6} {:>7}",
+        "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7} {:>6} {:>6} {:>7} {:>6} {:>7}",
         "sessions",
         "hold",
         "answered",
@@ -86,6 +89,7 @@ fn main() {
         "RTP sent",
         "RTP recv",
         "qdrop",
+        "kdrop",
         "unknwn",
         "bindf",
         "vCons",
@@ -93,14 +97,16 @@ fn main() {
         "CPU s",
         "wall s",
         "core%",
-        "RSS MiB"
+        "RSS MiB",
+        "top%",
+        "SIPp s"
     );
     for &n in &steps {
         // All of a step's sessions overlap: the last starts at n/rate s, the first ends at hold.
         let hold = hold.max(n.div_ceil(rate) + 1);
         let r = run(&sipp, n, hold, rate, sample);
         println!(
-            "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7.1} {:>6.1} {:>6.1} {:>7.0}   load {}",
+            "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7.1} {:>6.1} {:>6.1} {:>7.0} {:>6.1} {:>7.1}   load {}",
             n,
             hold,
             r.answered,
@@ -108,6 +114,7 @@ fn main() {
             r.rtp_sent,
             r.rtp_received,
             r.input_dropped,
+            r.kernel_drops,
             r.rtp_unknown,
             r.bind_failures,
             r.vcons,
@@ -116,8 +123,13 @@ fn main() {
             r.wall_secs,
             100.0 * r.cpu_secs / r.wall_secs.max(1e-9),
             r.rss_hwm_kib as f64 / 1024.0,
+            100.0 * r.top_thread.1 / r.wall_secs.max(1e-9),
+            r.sipp_cpu_secs,
             loadavg()
         );
+        if !r.top_thread.0.is_empty() {
+            println!("         busiest vcontap thread: {}", r.top_thread.0);
+        }
         for note in &r.notes {
             println!("         {note}");
         }
@@ -166,6 +178,11 @@ struct StepResult {
     cpu_secs: f64,
     wall_secs: f64,
     rss_hwm_kib: u64,
+    /// vcontap's busiest thread over the step: name and CPU seconds.
+    top_thread: (String, f64),
+    sipp_cpu_secs: f64,
+    /// The kernel's UDP receive-buffer drops (host-wide `Udp: RcvbufErrors`) over the step.
+    kernel_drops: u64,
     notes: Vec<String>,
 }
 
@@ -330,9 +347,12 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// utime + stime of `pid` in seconds.
 fn cpu_secs(pid: u32, ticks: f64) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(0.0, |stat| cpu_secs_of(&stat, ticks))
+}
+
+/// utime + stime of a `/proc/…/stat` line, in seconds.
+fn cpu_secs_of(stat: &str, ticks: f64) -> f64 {
     // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map_or("", |x| x.1);
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -358,6 +378,48 @@ fn status_kib(pid: u32, key: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
+        .unwrap_or(0)
+}
+
+/// CPU seconds of each thread of `pid`, by `(tid, name)`.
+fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), f64)> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+            Some(((tid, name), cpu_secs_of(&stat, ticks)))
+        })
+        .collect()
+}
+
+/// The thread that used the most CPU between two [`thread_cpu`] snapshots.
+fn busiest(before: &[((u32, String), f64)], after: &[((u32, String), f64)]) -> (String, f64) {
+    after
+        .iter()
+        .map(|(k, t)| {
+            let t0 = before.iter().find(|(b, _)| b == k).map_or(0.0, |x| x.1);
+            (k.1.clone(), t - t0)
+        })
+        .fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+/// `Udp: RcvbufErrors` of /proc/net/snmp (host-wide: datagrams a full socket buffer dropped).
+fn udp_rcvbuf_errors() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(head), Some(vals)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    head.split_whitespace()
+        .position(|c| c == "RcvbufErrors")
+        .and_then(|i| vals.split_whitespace().nth(i))
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
@@ -531,6 +593,8 @@ fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepR
 
     let ticks = clock_ticks();
     let cpu0 = cpu_secs(server.id(), ticks);
+    let threads0 = thread_cpu(server.id(), ticks);
+    let kdrops0 = udp_rcvbuf_errors();
     let t0 = Instant::now();
     let stat = dir.join("sipp-stat.csv");
     // SIPp's own bound: ramp-up + hold + a minute; the guard kills it past that anyway.
@@ -564,6 +628,11 @@ fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepR
     );
     let deadline = Instant::now() + Duration::from_secs(u64::from(limit) + 10);
     loop {
+        // SIPp's own CPU, read while it runs (a reaped process has no /proc entry).
+        let c = cpu_secs(src.id(), ticks);
+        if c > 0.0 {
+            r.sipp_cpu_secs = c;
+        }
         match src.0.try_wait() {
             Ok(Some(st)) => {
                 if !st.success() {
@@ -598,6 +667,8 @@ fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepR
     r.wall_secs = t0.elapsed().as_secs_f64();
     r.cpu_secs = cpu_secs(server.id(), ticks) - cpu0;
     r.rss_hwm_kib = status_kib(server.id(), "VmHWM:");
+    r.top_thread = busiest(&threads0, &thread_cpu(server.id(), ticks));
+    r.kernel_drops = udp_rcvbuf_errors().saturating_sub(kdrops0);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     r.peak_open = peak.load(Ordering::Relaxed);
