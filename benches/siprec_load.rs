@@ -33,9 +33,15 @@
 //! | `VCONTAP_SIPREC_RATE` | `100` | new sessions per second (SIPp `-r`) |
 //! | `VCONTAP_SIPREC_SAMPLE` | `20` | vCons per step given to `validate-vcon` |
 //! | `VCONTAP_SIPREC_ARGS` | empty | extra `vcontap siprec` options, e.g. `--shards 2` |
+//! | `VCONTAP_SIPREC_PIN` | `none` | `V:S`: `taskset` vcontap (all its threads) to CPU list `V` and SIPp to `S`, e.g. `0:1` |
 //!
-//! SIPp runs on the same host and shares the cores with vcontap (and with whatever else
-//! runs: the load average is printed with each step), so the figures are a floor. The audio
+//! SIPp runs on the same host. Its `play_pcap_audio` is a thread per stream waking every
+//! 20 ms, so 1,000 sessions are 2,000 threads: on 2 cores they crowd vcontap's loop thread
+//! off the CPU (load average 40+) and its input queue (16 Ki messages, about 160 ms of
+//! 1,000 sessions' RTP) overflows while vcontap is mostly idle: watch `top%` (the busiest
+//! vcontap thread) against `qdrop`. Pinning gives vcontap a core of its own only on a
+//! machine nothing else uses (on a shared one it pins vcontap beside the other work).
+//! The load average is printed with each step: the figures are a floor. The audio
 //! is 1 s shorter than the hold, so its last packets leave before the BYE.
 
 use std::io::{Read, Write};
@@ -76,8 +82,13 @@ fn main() {
         .unwrap_or(100)
         .max(1);
     let sample: usize = env_or("VCONTAP_SIPREC_SAMPLE", "20").parse().unwrap_or(20);
+    let pin = pinning(&env_or("VCONTAP_SIPREC_PIN", "none"));
+    let pinned = match &pin {
+        Some((v, s)) => format!("vcontap on CPU {v}, SIPp on CPU {s}"),
+        None => "not pinned".into(),
+    };
     println!(
-        "\nSIPREC load: SIPp {rate}/s, two PCMU streams per session, --record stereo, one shard; {}",
+        "\nSIPREC load: SIPp {rate}/s, two PCMU streams per session, --record stereo, one shard, {pinned}; {}",
         uptime()
     );
     println!(
@@ -104,7 +115,7 @@ fn main() {
     for &n in &steps {
         // All of a step's sessions overlap: the last starts at n/rate s, the first ends at hold.
         let hold = hold.max(n.div_ceil(rate) + 1);
-        let r = run(&sipp, n, hold, rate, sample);
+        let r = run(&sipp, n, hold, rate, sample, pin.as_ref());
         println!(
             "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7.1} {:>6.1} {:>6.1} {:>7.0} {:>6.1} {:>7.1}   load {}",
             n,
@@ -133,6 +144,35 @@ fn main() {
         for note in &r.notes {
             println!("         {note}");
         }
+    }
+}
+
+/// `VCONTAP_SIPREC_PIN` as `(vcontap CPUs, SIPp CPUs)`; `None` for `none`, a bad value, or
+/// no `taskset` (with a message).
+fn pinning(spec: &str) -> Option<(String, String)> {
+    if spec == "none" {
+        return None;
+    }
+    let Some((v, s)) = spec.split_once(':') else {
+        eprintln!("VCONTAP_SIPREC_PIN={spec:?}: takes V:S (CPU lists) or none; not pinning");
+        return None;
+    };
+    if Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("taskset (util-linux) not found: not pinning");
+        return None;
+    }
+    Some((v.to_string(), s.to_string()))
+}
+
+/// `program`, run through `taskset -c CPUS` when pinned (taskset execs it: same pid).
+fn command(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", c]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
@@ -527,7 +567,14 @@ fn sipp_calls(stat: &Path) -> (u64, u64) {
 }
 
 /// One step: a fresh server, `sessions` SIPREC sessions held `hold` s at `rate`/s.
-fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepResult {
+fn run(
+    sipp: &Path,
+    sessions: u32,
+    hold: u32,
+    rate: u32,
+    sample: usize,
+    pin: Option<&(String, String)>,
+) -> StepResult {
     let mut r = StepResult::default();
     let dir = bench_dir(&sessions.to_string());
     let out = dir.join("out");
@@ -544,7 +591,7 @@ fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepR
     let (lo, hi) = rtp_range(sessions);
     let log = std::fs::File::create(dir.join("vcontap.log")).expect("log file");
     let mut server = Guard(
-        Command::new(env!("CARGO_BIN_EXE_vcontap"))
+        command(env!("CARGO_BIN_EXE_vcontap"), pin.map(|p| p.0.as_str()))
             .args(["siprec", "--listen", &format!("127.0.0.1:{sip_port}")])
             .args(["--rtp-ports", &format!("{lo}-{hi}")])
             .args(["--listen-api", &format!("127.0.0.1:{api_port}")])
@@ -600,7 +647,7 @@ fn run(sipp: &Path, sessions: u32, hold: u32, rate: u32, sample: usize) -> StepR
     // SIPp's own bound: ramp-up + hold + a minute; the guard kills it past that anyway.
     let limit = sessions.div_ceil(rate) + hold + 60;
     let mut src = Guard(
-        Command::new(sipp)
+        command(sipp, pin.map(|p| p.1.as_str()))
             .arg(format!("127.0.0.1:{sip_port}"))
             .arg("-sf")
             .arg(&scenario)
