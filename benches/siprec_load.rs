@@ -551,7 +551,7 @@ fn sipp_calls(stat: &Path) -> (u64, u64) {
     let Some(head) = lines.next() else {
         return (0, 0);
     };
-    let Some(last) = lines.last() else {
+    let Some(last) = lines.next_back() else {
         return (0, 0);
     };
     let cols: Vec<&str> = head.split(';').collect();
