@@ -16,7 +16,8 @@
 //! session), port bind failures, vCons written and complete (both streams have packets, end
 //! reason `bye`, a recording), vcontap's CPU (utime+stime of `/proc/PID/stat`) over the
 //! wall time from SIPp's start to the last vCon as % of one core, its busiest thread's share
-//! (`/proc/PID/task`: is one thread the limit, or is the process starved?), peak RSS
+//! (`/proc/PID/task`: is one thread the limit?) and how long it waited runnable for a CPU
+//! (`schedstat`: was it starved?), peak RSS
 //! (`VmHWM`) and SIPp's own CPU seconds. A sample of each step's vCons goes through `validate-vcon`
 //! (`$VCONTAP_SHARED/tools/validate-vcon` or `../shared/tools/validate-vcon`) when present.
 //! Figures and method: docs/PERFORMANCE.md "SIPREC sessions".
@@ -33,6 +34,7 @@
 //! | `VCONTAP_SIPREC_RATE` | `100` | new sessions per second (SIPp `-r`) |
 //! | `VCONTAP_SIPREC_SAMPLE` | `20` | vCons per step given to `validate-vcon` |
 //! | `VCONTAP_SIPREC_ARGS` | empty | extra `vcontap siprec` options, e.g. `--shards 2` |
+//! | `VCONTAP_SIPREC_NICE` | `0:0` | `V:S`: run vcontap under `nice -n V` and SIPp under `nice -n S` (e.g. `-10:10`: SIPp's threads and other work yield to vcontap, as on a host of its own) |
 //! | `VCONTAP_SIPREC_PIN` | `none` | `V:S`: `taskset` vcontap (all its threads) to CPU list `V` and SIPp to `S`, e.g. `0:1` |
 //!
 //! SIPp runs on the same host. Its `play_pcap_audio` is a thread per stream waking every
@@ -83,10 +85,19 @@ fn main() {
         .max(1);
     let sample: usize = env_or("VCONTAP_SIPREC_SAMPLE", "20").parse().unwrap_or(20);
     let pin = pinning(&env_or("VCONTAP_SIPREC_PIN", "none"));
+    let nice = env_or("VCONTAP_SIPREC_NICE", "0:0");
+    let (vcontap_nice, sipp_nice): (i32, i32) = nice
+        .split_once(':')
+        .and_then(|(v, s)| Some((v.trim().parse().ok()?, s.trim().parse().ok()?)))
+        .unwrap_or_else(|| {
+            eprintln!("VCONTAP_SIPREC_NICE={nice:?}: takes V:S, e.g. -10:10; using 0:0");
+            (0, 0)
+        });
     let pinned = match &pin {
         Some((v, s)) => format!("vcontap on CPU {v}, SIPp on CPU {s}"),
         None => "not pinned".into(),
     };
+    let pinned = format!("{pinned}, nice vcontap {vcontap_nice} SIPp {sipp_nice}");
     println!(
         "\nSIPREC load: SIPp {rate}/s, two PCMU streams per session, --record stereo, one shard, {pinned}; {}",
         uptime()
@@ -115,7 +126,8 @@ fn main() {
     for &n in &steps {
         // All of a step's sessions overlap: the last starts at n/rate s, the first ends at hold.
         let hold = hold.max(n.div_ceil(rate) + 1);
-        let r = run(&sipp, n, hold, rate, sample, pin.as_ref());
+        let nice = (vcontap_nice, sipp_nice);
+        let r = run(&sipp, n, hold, rate, sample, pin.as_ref(), nice);
         println!(
             "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>5} {:>6} {:>8} {:>7.1} {:>6.1} {:>6.1} {:>7.0} {:>6.1} {:>7.1}   load {}",
             n,
@@ -139,7 +151,10 @@ fn main() {
             loadavg()
         );
         if !r.top_thread.0.is_empty() {
-            println!("         busiest vcontap thread: {}", r.top_thread.0);
+            println!(
+                "         busiest vcontap thread: {}, {:.1} s on CPU, {:.1} s runnable but waiting for one",
+                r.top_thread.0, r.top_thread.1, r.top_thread.2
+            );
         }
         for note in &r.notes {
             println!("         {note}");
@@ -174,6 +189,18 @@ fn command(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command 
         }
         None => Command::new(program),
     }
+}
+
+/// `cmd` under `nice -n N` when `n` is not 0 (nice execs it: same pid).
+fn niced(cmd: Command, n: i32) -> Command {
+    if n == 0 {
+        return cmd;
+    }
+    let mut nice = Command::new("nice");
+    nice.args(["-n", &n.to_string()])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    nice
 }
 
 fn find_sipp() -> Option<PathBuf> {
@@ -218,8 +245,8 @@ struct StepResult {
     cpu_secs: f64,
     wall_secs: f64,
     rss_hwm_kib: u64,
-    /// vcontap's busiest thread over the step: name and CPU seconds.
-    top_thread: (String, f64),
+    /// vcontap's busiest thread over the step: name, CPU and run-queue wait seconds.
+    top_thread: (String, f64, f64),
     sipp_cpu_secs: f64,
     /// The kernel's UDP receive-buffer drops (host-wide `Udp: RcvbufErrors`) over the step.
     kernel_drops: u64,
@@ -421,8 +448,9 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds of each thread of `pid`, by `(tid, name)`.
-fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), f64)> {
+/// CPU seconds and seconds spent runnable but waiting for a CPU (`schedstat`'s run delay)
+/// of each thread of `pid`, by `(tid, name)`.
+fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), (f64, f64))> {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -431,20 +459,34 @@ fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), f64)> {
             let tid: u32 = e.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
-            Some(((tid, name), cpu_secs_of(&stat, ticks)))
+            let wait = std::fs::read_to_string(e.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .map_or(0.0, |ns| ns / 1e9);
+            Some(((tid, name), (cpu_secs_of(&stat, ticks), wait)))
         })
         .collect()
 }
 
-/// The thread that used the most CPU between two [`thread_cpu`] snapshots.
-fn busiest(before: &[((u32, String), f64)], after: &[((u32, String), f64)]) -> (String, f64) {
+/// The thread that used the most CPU between two [`thread_cpu`] snapshots: its name, CPU
+/// seconds and run-queue wait seconds.
+fn busiest(
+    before: &[((u32, String), (f64, f64))],
+    after: &[((u32, String), (f64, f64))],
+) -> (String, f64, f64) {
     after
         .iter()
-        .map(|(k, t)| {
-            let t0 = before.iter().find(|(b, _)| b == k).map_or(0.0, |x| x.1);
-            (k.1.clone(), t - t0)
+        .map(|(k, (cpu, wait))| {
+            let (c0, w0) = before
+                .iter()
+                .find(|(b, _)| b == k)
+                .map_or((0.0, 0.0), |x| x.1);
+            (k.1.clone(), cpu - c0, wait - w0)
         })
-        .fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a })
+        .fold(
+            (String::new(), 0.0, 0.0),
+            |a, b| if b.1 > a.1 { b } else { a },
+        )
 }
 
 /// `Udp: RcvbufErrors` of /proc/net/snmp (host-wide: datagrams a full socket buffer dropped).
@@ -574,6 +616,7 @@ fn run(
     rate: u32,
     sample: usize,
     pin: Option<&(String, String)>,
+    (vcontap_nice, sipp_nice): (i32, i32),
 ) -> StepResult {
     let mut r = StepResult::default();
     let dir = bench_dir(&sessions.to_string());
@@ -591,22 +634,25 @@ fn run(
     let (lo, hi) = rtp_range(sessions);
     let log = std::fs::File::create(dir.join("vcontap.log")).expect("log file");
     let mut server = Guard(
-        command(env!("CARGO_BIN_EXE_vcontap"), pin.map(|p| p.0.as_str()))
-            .args(["siprec", "--listen", &format!("127.0.0.1:{sip_port}")])
-            .args(["--rtp-ports", &format!("{lo}-{hi}")])
-            .args(["--listen-api", &format!("127.0.0.1:{api_port}")])
-            .args(["--record", "stereo", "--host", "bench.vcontap.example"])
-            .args(["--max-sessions", &(sessions + 100).to_string()])
-            .args(env_or("VCONTAP_SIPREC_ARGS", "").split_whitespace())
-            .arg("--out")
-            .arg(&out)
-            .arg("--spool")
-            .arg(dir.join("spool"))
-            .env("VCONTAP_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start vcontap siprec"),
+        niced(
+            command(env!("CARGO_BIN_EXE_vcontap"), pin.map(|p| p.0.as_str())),
+            vcontap_nice,
+        )
+        .args(["siprec", "--listen", &format!("127.0.0.1:{sip_port}")])
+        .args(["--rtp-ports", &format!("{lo}-{hi}")])
+        .args(["--listen-api", &format!("127.0.0.1:{api_port}")])
+        .args(["--record", "stereo", "--host", "bench.vcontap.example"])
+        .args(["--max-sessions", &(sessions + 100).to_string()])
+        .args(env_or("VCONTAP_SIPREC_ARGS", "").split_whitespace())
+        .arg("--out")
+        .arg(&out)
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .env("VCONTAP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start vcontap siprec"),
     );
     let t = Instant::now();
     while !http_get(api_port, "/readyz").is_some_and(|s| s.starts_with("ready")) {
@@ -647,7 +693,7 @@ fn run(
     // SIPp's own bound: ramp-up + hold + a minute; the guard kills it past that anyway.
     let limit = sessions.div_ceil(rate) + hold + 60;
     let mut src = Guard(
-        command(sipp, pin.map(|p| p.1.as_str()))
+        niced(command(sipp, pin.map(|p| p.1.as_str())), sipp_nice)
             .arg(format!("127.0.0.1:{sip_port}"))
             .arg("-sf")
             .arg(&scenario)
