@@ -17,9 +17,9 @@
 //! reason `bye`, a recording), vcontap's CPU (utime+stime of `/proc/PID/stat`) over the
 //! wall time from SIPp's start to the last vCon as % of one core, its busiest thread's share
 //! (`/proc/PID/task`: is one thread the limit?) and how long it waited runnable for a CPU
-//! (`schedstat`: was it starved?), peak RSS
-//! (`VmHWM`) and SIPp's own CPU seconds. A sample of each step's vCons goes through `validate-vcon`
-//! (`$VCONTAP_SHARED/tools/validate-vcon` or `../shared/tools/validate-vcon`) when present.
+//! (`schedstat`: was it starved?), peak RSS (`VmHWM`) and SIPp's own CPU seconds. A sample
+//! of each step's vCons goes through `validate-vcon` (`$VCONTAP_SHARED/tools/validate-vcon`
+//! or `../shared/tools/validate-vcon`) when present.
 //! Figures and method: docs/PERFORMANCE.md "SIPREC sessions".
 //!
 //! ```text
@@ -448,9 +448,12 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `((tid, name), (CPU seconds, run-queue wait seconds))` of one thread.
+type ThreadTimes = ((u32, String), (f64, f64));
+
 /// CPU seconds and seconds spent runnable but waiting for a CPU (`schedstat`'s run delay)
 /// of each thread of `pid`, by `(tid, name)`.
-fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), (f64, f64))> {
+fn thread_cpu(pid: u32, ticks: f64) -> Vec<ThreadTimes> {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -470,10 +473,7 @@ fn thread_cpu(pid: u32, ticks: f64) -> Vec<((u32, String), (f64, f64))> {
 
 /// The thread that used the most CPU between two [`thread_cpu`] snapshots: its name, CPU
 /// seconds and run-queue wait seconds.
-fn busiest(
-    before: &[((u32, String), (f64, f64))],
-    after: &[((u32, String), (f64, f64))],
-) -> (String, f64, f64) {
+fn busiest(before: &[ThreadTimes], after: &[ThreadTimes]) -> (String, f64, f64) {
     after
         .iter()
         .map(|(k, (cpu, wait))| {
