@@ -13,34 +13,13 @@ mod common;
 
 use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn sipp() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("skipped: sipp not found (apt-get install sip-tester)");
-    }
-    found
-}
-
-/// A free local port (UDP and TCP) for the SIP listener.
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
+use common::siprec::{answered_streams, free_port, pcmu, sipp};
 
 /// The 200 OK to the INVITE in SIPp's message trace, once it is there.
 fn answer_from_trace(path: &Path, deadline: Instant, labels: usize) -> String {
@@ -58,20 +37,6 @@ fn answer_from_trace(path: &Path, deadline: Instant, labels: usize) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no 200 OK with SDP in {}", path.display());
-}
-
-/// `(port, label)` of each `m=audio` line, in order.
-fn answered_streams(answer: &str) -> Vec<(u16, String)> {
-    let mut out: Vec<(u16, String)> = Vec::new();
-    for line in answer.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("m=audio ") {
-            let port = rest.split(' ').next().unwrap().parse().unwrap();
-            out.push((port, String::new()));
-        } else if let Some(l) = line.strip_prefix("a=label:") {
-            out.last_mut().unwrap().1 = l.to_owned();
-        }
-    }
-    out
 }
 
 /// `vcontap siprec` on 127.0.0.1:`sip_port`, once it listens.
@@ -156,20 +121,6 @@ fn stop_server(mut vcontap: Child) -> String {
     assert!(st.success(), "vcontap siprec exit: {err}");
     assert!(!err.contains("panicked"), "{err}");
     err
-}
-
-/// One 20 ms PCMU packet of a `freq` tone.
-fn pcmu(seq: u16, ssrc: u32, freq: f64) -> Vec<u8> {
-    let mut p = vec![0x80, 0];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    for i in 0..160u32 {
-        let n = f64::from(u32::from(seq) * 160 + i);
-        let s = (8000.0 * (2.0 * std::f64::consts::PI * freq * n / 8000.0).sin()) as i16;
-        p.push(vcontap_media::linear_to_ulaw(s));
-    }
-    p
 }
 
 #[test]

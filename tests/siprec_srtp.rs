@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::siprec::free_port;
+
 /// libsrtp as the SRC's SRTP stack: reads `[kind u8][len u16][packet]` records (kind 0 =
 /// RTP, 1 = RTCP) and writes them back protected.
 const PROTECT_PY: &str = r#"
@@ -123,16 +125,6 @@ fn key(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(37) ^ seed.wrapping_mul(101) ^ (pid as u8))
         .collect()
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 /// One 20 ms PCMU packet number `n` of a `freq` tone, with sequence number `seq`.
