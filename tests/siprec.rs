@@ -216,29 +216,13 @@ fn two_streams(name: &str, transport: &str, shards: &str) {
     );
     let wav = common::check_media_hash(recs[0]);
     let (left, right, rate) = common::read_stereo(&wav);
-    let loud = |x: &f64| x.abs() > 200.0;
-    let first = left
-        .iter()
-        .position(loud)
-        .unwrap()
-        .min(right.iter().position(loud).unwrap());
-    let last = left
-        .iter()
-        .rposition(loud)
-        .unwrap()
-        .max(right.iter().rposition(loud).unwrap());
+    let (first, last) = common::siprec::audible_span(&left, &right);
     let audible = (last - first) as f64 / f64::from(rate);
     assert!((1.9..=2.2).contains(&audible), "2 s of audio: {audible}");
     let (left, right) = (&left[first..=last], &right[first..=last]);
     let rate = f64::from(rate);
-    let (l440, l1k) = (
-        common::tone_share(left, rate, 440.0),
-        common::tone_share(left, rate, 1000.0),
-    );
-    let (r440, r1k) = (
-        common::tone_share(right, rate, 440.0),
-        common::tone_share(right, rate, 1000.0),
-    );
+    let (l440, l1k) = common::siprec::tone_shares(left, rate);
+    let (r440, r1k) = common::siprec::tone_shares(right, rate);
     assert!(l440 > 0.5 && l1k < 0.05, "caller's tone left: {l440} {l1k}");
     assert!(r1k > 0.5 && r440 < 0.05, "agent's tone right: {r1k} {r440}");
 

@@ -510,30 +510,14 @@ fn srtp_session_from_libsrtp_rekeyed_by_reinvite_to_a_vcon() {
     assert_eq!(recs.len(), 1, "{v}");
     let wav = common::check_media_hash(recs[0]);
     let (left, right, rate) = common::read_stereo(&wav);
-    let loud = |x: &f64| x.abs() > 200.0;
-    let first = left
-        .iter()
-        .position(loud)
-        .unwrap()
-        .min(right.iter().position(loud).unwrap());
-    let last = left
-        .iter()
-        .rposition(loud)
-        .unwrap()
-        .max(right.iter().rposition(loud).unwrap());
+    let (first, last) = common::siprec::audible_span(&left, &right);
     let audible = (last - first) as f64 / f64::from(rate);
     // 2 s of audio plus the re-INVITE round trip in the middle.
     assert!((1.9..=2.6).contains(&audible), "2 s of audio: {audible}");
     let (left, right) = (&left[first..=last], &right[first..=last]);
     let rate = f64::from(rate);
-    let (l440, l1k) = (
-        common::tone_share(left, rate, 440.0),
-        common::tone_share(left, rate, 1000.0),
-    );
-    let (r440, r1k) = (
-        common::tone_share(right, rate, 440.0),
-        common::tone_share(right, rate, 1000.0),
-    );
+    let (l440, l1k) = common::siprec::tone_shares(left, rate);
+    let (r440, r1k) = common::siprec::tone_shares(right, rate);
     assert!(l440 > 0.5 && l1k < 0.05, "caller's tone left: {l440} {l1k}");
     assert!(r1k > 0.5 && r440 < 0.05, "agent's tone right: {r1k} {r440}");
     // Both halves decrypted: the tone is there before and after the re-key.

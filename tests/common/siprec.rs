@@ -55,3 +55,27 @@ pub fn pcmu(seq: u16, ssrc: u32, freq: f64) -> Vec<u8> {
     }
     p
 }
+
+/// First and last sample index that is loud on either channel of a stereo recording.
+pub fn audible_span(left: &[f64], right: &[f64]) -> (usize, usize) {
+    let loud = |x: &f64| x.abs() > 200.0;
+    let first = left
+        .iter()
+        .position(loud)
+        .unwrap()
+        .min(right.iter().position(loud).unwrap());
+    let last = left
+        .iter()
+        .rposition(loud)
+        .unwrap()
+        .max(right.iter().rposition(loud).unwrap());
+    (first, last)
+}
+
+/// Shares of the test tones in one channel: `(440 Hz, 1 kHz)`.
+pub fn tone_shares(channel: &[f64], rate: f64) -> (f64, f64) {
+    (
+        super::tone_share(channel, rate, 440.0),
+        super::tone_share(channel, rate, 1000.0),
+    )
+}
