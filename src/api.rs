@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use vcontap_engine::EventKind;
 use vcontap_pipeline::TapCounters;
@@ -364,30 +363,22 @@ pub fn serve(
             }
         });
     }
+    // Each shard relays the hub's events to its own subscribers.
+    let on_start = live
+        .clone()
+        .map(|l| -> crate::shards::OnStart { Arc::new(move || l.start_relay()) });
     let app = router(state, live);
-    rt.spawn(async move {
-        let mut stop = stop;
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let served = match tls {
-            Some(cfg) => match crate::tls::TlsListener::new(listener, cfg) {
-                Ok(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
-                Err(e) => Err(e),
-            },
-            None => {
-                // Events are small writes that should leave at once: no Nagle delay.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    // Connections are spread over per-core runtimes (why: `shards.rs`), TLS or not.
+    crate::shards::serve(
+        rt,
+        listener,
+        tls,
+        app,
+        crate::shards::Options {
+            on_start,
+            ..crate::shards::Options::default()
+        },
+        stop,
+    )?;
     Ok(local)
 }

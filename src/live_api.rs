@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
-use vcontap_live::{Filter, Hub, HubConfig, HubError, SubscribeOptions};
+use vcontap_live::{Filter, Hub, HubConfig, HubError, RelayHandle, SubscribeOptions};
 
 /// API options shared by `replay`, `capture` (and `[api]` of `run`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -199,7 +199,33 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most uuids one `/vcon/egress` call pops.
 const MAX_EGRESS_LIMIT: usize = 1000;
 
+thread_local! {
+    /// This thread's relay of the hub's events, when it is an API shard
+    /// ([`LiveApi::start_relay`]); keyed by the hub it relays.
+    static RELAY: std::cell::RefCell<Option<(Arc<Hub>, RelayHandle)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl LiveApi {
+    /// Run on each API shard's thread inside its runtime (`shards::Options::on_start`):
+    /// starts the relay that wakes this thread's subscribers, so that an event costs the
+    /// publisher one wake per shard, not one per subscriber (`vcontap_live::Relay`).
+    pub fn start_relay(&self) {
+        let (relay, handle) = self.hub.relay();
+        tokio::spawn(relay.run());
+        RELAY.with(|r| *r.borrow_mut() = Some((self.hub.clone(), handle)));
+    }
+
+    /// The relay of this thread for this API's hub, if any.
+    fn relay_here(&self) -> Option<RelayHandle> {
+        RELAY.with(|r| {
+            r.borrow()
+                .as_ref()
+                .filter(|(hub, _)| Arc::ptr_eq(hub, &self.hub))
+                .map(|(_, h)| h.clone())
+        })
+    }
+
     pub fn new(hub: Arc<Hub>, tokens: &[String], out_dir: Option<PathBuf>) -> Arc<Self> {
         Arc::new(LiveApi {
             hub,
@@ -441,11 +467,16 @@ async fn events(
         .map(String::from)
         .or(q.last_event_id.clone())
         .filter(|s| !s.is_empty() && s.len() <= 200);
-    let sub = match api.hub.subscribe(SubscribeOptions {
+    let opts = SubscribeOptions {
         filter,
         delta,
         last_event_id,
-    }) {
+    };
+    let sub = match api.relay_here() {
+        Some(relay) => api.hub.subscribe_via(&relay, opts),
+        None => api.hub.subscribe(opts),
+    };
+    let sub = match sub {
         Ok(s) => s,
         Err(e @ HubError::TooManySubscribers(_)) => {
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()

@@ -16,6 +16,7 @@ mod notify;
 mod outputs;
 mod progress;
 mod replay;
+mod shards;
 mod sink;
 mod siprec;
 mod sources;

@@ -494,6 +494,42 @@ impl Hub {
     /// matching live call (or, with a `last_event_id` still in the recent buffer, the events
     /// after it), then live events.
     pub fn subscribe(self: &Arc<Self>, opts: SubscribeOptions) -> Result<Subscription, HubError> {
+        self.subscribe_inner(opts, None)
+    }
+
+    /// As [`Hub::subscribe`], but the live events come through `relay` (a re-broadcast on
+    /// the subscriber's own thread, see [`Relay`]) instead of straight from the hub.
+    pub fn subscribe_via(
+        self: &Arc<Self>,
+        relay: &RelayHandle,
+        opts: SubscribeOptions,
+    ) -> Result<Subscription, HubError> {
+        self.subscribe_inner(opts, Some(relay))
+    }
+
+    /// A [`Relay`] of this hub's events and the handle to subscribe through it.
+    pub fn relay(self: &Arc<Self>) -> (Relay, RelayHandle) {
+        let (tx, _) = broadcast::channel(self.cfg.channel.clamp(1, MAX_CHANNEL));
+        let rx = self.lock().tx.as_ref().map(broadcast::Sender::subscribe);
+        // A hub already closed: the relay ends at once and so do its subscribers.
+        let handle = RelayHandle {
+            tx: Arc::new(Mutex::new(rx.is_some().then(|| tx.clone()))),
+        };
+        (
+            Relay {
+                rx,
+                tx,
+                handle: handle.clone(),
+            },
+            handle,
+        )
+    }
+
+    fn subscribe_inner(
+        self: &Arc<Self>,
+        opts: SubscribeOptions,
+        relay: Option<&RelayHandle>,
+    ) -> Result<Subscription, HubError> {
         let n = self.stats.subscribers.fetch_add(1, Relaxed);
         if n >= self.cfg.max_subscribers {
             self.stats.subscribers.fetch_sub(1, Relaxed);
@@ -512,9 +548,15 @@ impl Hub {
             pending: VecDeque::new(),
             last_n: 0,
             lost: 0,
+            lagged: 0,
         };
         let g = self.lock();
-        sub.rx = g.tx.as_ref().map(broadcast::Sender::subscribe);
+        // Under the hub's lock: every event after `last_n` (set below) reaches `rx`, since
+        // the hub sends (and so the relay forwards) only events published after this.
+        sub.rx = match relay {
+            None => g.tx.as_ref().map(broadcast::Sender::subscribe),
+            Some(r) => r.subscribe(),
+        };
         let resume_at = opts
             .last_event_id
             .as_deref()
@@ -735,6 +777,56 @@ pub struct SubscribeOptions {
     pub last_event_id: Option<String>,
 }
 
+/// A re-broadcast of the hub's events on one thread (an API shard): the publisher wakes
+/// one task per relay instead of every subscriber's task, and each relay wakes its own
+/// subscribers from their thread. Why: with a runtime per shard, each wake from outside
+/// the runtime is a syscall on the publisher's thread (the engine's); 100 subscribers
+/// would cost it 100 of them per event. A relay that falls behind the hub just skips
+/// ahead: its subscribers see the jump in stream positions and send a `gap`.
+pub struct Relay {
+    rx: Option<broadcast::Receiver<Arc<Published>>>,
+    tx: broadcast::Sender<Arc<Published>>,
+    handle: RelayHandle,
+}
+
+/// Where subscribers of a [`Relay`] subscribe ([`Hub::subscribe_via`]).
+#[derive(Clone)]
+pub struct RelayHandle {
+    /// `None` once the relay ended (its subscribers are told the stream is closed).
+    tx: Arc<Mutex<Option<broadcast::Sender<Arc<Published>>>>>,
+}
+
+impl RelayHandle {
+    fn subscribe(&self) -> Option<broadcast::Receiver<Arc<Published>>> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+    }
+}
+
+impl Relay {
+    /// Forwards until the hub closes. Run it on the thread its subscribers live on.
+    pub async fn run(mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            loop {
+                match rx.recv().await {
+                    // No receivers is not an error: nobody on this thread is listening.
+                    Ok(p) => {
+                        let _ = self.tx.send(p);
+                    }
+                    // Subscribers notice the skipped positions themselves.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+        // Closing: no new subscriber can join; those here get `Closed` once drained.
+        *self.handle.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// One subscriber's view of the hub. Dropping it releases its slot.
 pub struct Subscription {
     hub: Arc<Hub>,
@@ -746,7 +838,10 @@ pub struct Subscription {
     pending: VecDeque<Frame>,
     /// Stream position of the last event received (or the hub's at subscribe time).
     last_n: u64,
+    /// Events lost before the next one sent (reported in its `gap`).
     lost: u64,
+    /// Events the channel said were dropped and no later event has accounted for yet.
+    lagged: u64,
 }
 
 impl Drop for Subscription {
@@ -808,22 +903,36 @@ impl Subscription {
             let rx = self.rx.as_mut()?;
             match rx.recv().await {
                 Ok(p) => {
-                    if self.lost > 0 {
+                    // Already in what this subscriber got at subscribe time (a relay
+                    // may still be forwarding older events).
+                    if p.n <= self.last_n {
+                        continue;
+                    }
+                    // Positions skipped: this subscriber (or its relay) fell behind and
+                    // lost the oldest events. Counted here, not from `Lagged`, so that a
+                    // relay's loss and the subscriber's own are told the same way.
+                    let missed = p.n - self.last_n - 1;
+                    if missed > 0 {
+                        self.lost = self.lost.saturating_add(missed);
+                        self.lagged = 0;
+                        self.hub.stats.gaps.fetch_add(1, Relaxed);
+                        self.hub.stats.lost.fetch_add(missed, Relaxed);
                         self.gap(&p);
                     }
                     self.offer(&p);
                     self.last_n = p.n;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    self.lost = self.lost.saturating_add(n);
-                    self.hub.stats.gaps.fetch_add(1, Relaxed);
-                    self.hub.stats.lost.fetch_add(n, Relaxed);
+                    // Only a hint, for a stream that closes before the next event.
+                    self.lagged = self.lagged.saturating_add(n);
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     self.rx = None;
-                    if self.lost > 0 {
-                        let body = json!({"kind": "gap", "lost": std::mem::take(&mut self.lost)})
-                            .to_string();
+                    if self.lagged > 0 {
+                        let lost = std::mem::take(&mut self.lagged);
+                        self.hub.stats.gaps.fetch_add(1, Relaxed);
+                        self.hub.stats.lost.fetch_add(lost, Relaxed);
+                        let body = json!({"kind": "gap", "lost": lost}).to_string();
                         return Some(Frame::new(Some("gap"), None, &body));
                     }
                 }

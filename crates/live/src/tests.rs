@@ -299,3 +299,76 @@ fn calls_show_streams_and_quality_so_far_from_live_snapshots() {
     assert_eq!(row["quality"]["streams"][0]["packets"], 150);
     assert_eq!(row["quality"]["streams"][1]["loss_percent"], 0.67);
 }
+
+/// Subscribers behind a relay get what direct ones get: snapshots at join, then every
+/// later event once, in order, even when the relay forwards events older than the join.
+#[tokio::test]
+async fn relay_subscribers_match_direct_ones_without_duplicates() {
+    let hub = Hub::new(HubConfig::default());
+    let (relay, handle) = hub.relay();
+    hub.publish(&ev("a", 1, EventKind::Created, "calling", 0));
+    // Joins while the relay has not yet forwarded `a:1` (it is not running yet).
+    let mut via = hub
+        .subscribe_via(&handle, SubscribeOptions::default())
+        .unwrap();
+    let mut direct = hub.subscribe(SubscribeOptions::default()).unwrap();
+    let task = tokio::spawn(relay.run());
+    hub.publish(&ev("a", 2, EventKind::Updated, "answered", 0));
+    hub.publish(&ev("b", 1, EventKind::Created, "calling", 0));
+    hub.publish(&ev("a", 3, EventKind::Finished, "finished", 0));
+    hub.close();
+    let drain = |mut s: Subscription| async move {
+        let mut got = Vec::new();
+        while let Some(f) = s.next().await {
+            let v = json_of(&f);
+            got.push(format!("{}:{}", v["uuid"].as_str().unwrap(), v["seq"]));
+        }
+        got
+    };
+    let (a, b) = (drain(via).await, drain(direct).await);
+    assert_eq!(a, ["a:1", "a:2", "b:1", "a:3"]);
+    assert_eq!(a, b);
+    task.await.unwrap();
+    // The relay ended with the hub: a late subscriber through it gets the snapshot of the
+    // call still live (`b`) and then the end of the stream.
+    via = hub
+        .subscribe_via(&handle, SubscribeOptions::default())
+        .unwrap();
+    assert_eq!(json_of(&via.next().await.unwrap())["uuid"], "b");
+    assert!(via.next().await.is_none());
+    assert_eq!(hub.stats.gaps.load(Relaxed), 0);
+}
+
+/// A relay that falls behind the hub skips ahead; its subscribers get a `gap` naming how
+/// many events they lost and which calls, then the events after it.
+#[tokio::test]
+async fn a_lagging_relay_gives_its_subscribers_a_gap() {
+    let hub = Hub::new(HubConfig {
+        channel: 4,
+        ..HubConfig::default()
+    });
+    let (relay, handle) = hub.relay();
+    let mut s = hub
+        .subscribe_via(&handle, SubscribeOptions::default())
+        .unwrap();
+    // The relay is not running: 20 events overflow its 4-slot hub receiver.
+    for seq in 1..=10u64 {
+        hub.publish(&ev("a", seq, EventKind::Updated, "answered", 0));
+        hub.publish(&ev("b", seq, EventKind::Updated, "answered", 0));
+    }
+    hub.close();
+    tokio::spawn(relay.run());
+    let g = json_of(&s.next().await.unwrap());
+    assert_eq!(g["kind"], "gap");
+    assert_eq!(g["lost"], 16);
+    assert_eq!(g["before"], "a:9");
+    assert_eq!(g["calls"], json!(["a", "b"]));
+    let mut rest = Vec::new();
+    while let Some(f) = s.next().await {
+        let v = json_of(&f);
+        rest.push(format!("{}{}", v["seq"], v["uuid"]));
+    }
+    assert_eq!(rest, ["9\"a\"", "9\"b\"", "10\"a\"", "10\"b\""]);
+    assert_eq!(hub.stats.gaps.load(Relaxed), 1);
+    assert_eq!(hub.stats.lost.load(Relaxed), 16);
+}
