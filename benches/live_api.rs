@@ -572,9 +572,17 @@ async fn sse_client(port: u16, clock: Arc<Clock0>, until: u64) -> ClientResult {
 }
 
 async fn ws_client(port: u16, clock: Arc<Clock0>, until: u64) -> ClientResult {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/events"))
-        .await
-        .unwrap();
+    // A 16 KiB read buffer: tungstenite zero-fills the whole buffer (128 KiB by default)
+    // before every read, which would make the clients, not the server, the bottleneck.
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 << 10);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://127.0.0.1:{port}/v1/events"),
+        Some(cfg),
+        false,
+    )
+    .await
+    .unwrap();
     let mut r = ClientResult::default();
     while let Some(Ok(m)) = ws.next().await {
         let now = clock.now();

@@ -232,7 +232,10 @@ pub async fn handler(
                 .into_response()
         }
     };
-    ws.on_upgrade(move |socket| pump(socket, sub, notify))
+    // The client only ever sends control frames; a small read buffer also keeps tungstenite
+    // from zero-filling 128 KiB at every `recv` poll of the pump loop.
+    ws.read_buffer_size(4096)
+        .on_upgrade(move |socket| pump(socket, sub, notify))
 }
 
 async fn pump(

@@ -492,6 +492,10 @@ async fn events(
         return match ws {
             Ok(ws) => ws
                 .max_message_size(MAX_WS_IN)
+                // tungstenite zero-fills `read_buffer_size` bytes before every read
+                // attempt, and the send loop polls `recv` once per event: at the default
+                // 128 KiB that memset was half the server's CPU per WebSocket event.
+                .read_buffer_size(MAX_WS_IN)
                 .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
                 .on_upgrade(move |socket| websocket(socket, sub, period)),
             Err(rejection) => rejection.into_response(),
