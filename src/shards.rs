@@ -270,3 +270,74 @@ impl axum::serve::Listener for ShardListener {
         Ok(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// One request on a new connection; the body (the serving thread's name).
+    fn get(addr: SocketAddr) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out.rsplit("\r\n\r\n").next().unwrap().to_string()
+    }
+
+    #[test]
+    fn connections_are_dealt_round_robin_to_shard_threads_and_stop_ends_accepting() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let tcp = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or("?").to_string()
+            }),
+        );
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s2 = started.clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let opts = Options {
+            shards: 3,
+            name: "t-shard".into(),
+            tap: None,
+            on_start: Some(Arc::new(move || {
+                // Inside the shard's runtime: a task can be spawned there.
+                tokio::spawn(async {});
+                s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })),
+        };
+        serve(rt.handle(), tcp, None, app, opts, stop).unwrap();
+        let names: Vec<String> = (0..6).map(|_| get(addr)).collect();
+        assert_eq!(
+            names,
+            [
+                "t-shard-0",
+                "t-shard-1",
+                "t-shard-2",
+                "t-shard-0",
+                "t-shard-1",
+                "t-shard-2"
+            ]
+        );
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 3);
+        stop_tx.send(true).unwrap();
+        // The acceptor drops the listening socket: new connections are refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still accepting after stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
