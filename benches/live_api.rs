@@ -17,20 +17,26 @@
 //!   for subscribers on other hosts instead of taking the server's CPU.
 //!
 //! Run with `cargo bench --bench live_api`. The server is the CLI's own code: the real
-//! `src/live_api.rs` (and `src/tls.rs`, which it names) compiled into this bench, on a
-//! 2-worker tokio runtime like the daemon's; clients run on their own runtime so their CPU
-//! is not counted as the server's (threads are told apart by name in /proc).
+//! `src/live_api.rs` routes served by `src/shards.rs` (per-core runtimes, a relay each, as
+//! `api::serve` starts them; `src/tls.rs` is compiled in because they name it); clients run
+//! on their own runtime so their CPU is not counted as the server's (threads are told apart
+//! by name in /proc).
 //!
 //! Phases (results and their reading: docs/PERFORMANCE.md):
 //! 1. `latency-sse` / `latency-ws` (and `-200`): 1,000 calls created, then `updated` events
-//!    round-robin over them at a steady 2,000 (200) events/s for 5 s; each of 100 subscribers records
-//!    receive time − publish time of every event (p50/p99/max), server CPU per subscriber.
+//!    round-robin over them at a steady 2,000 (200) events/s for 5 s; both latencies above
+//!    (p50/p99/p99.9/max), server CPU per subscriber. `raw-sse` (and `-200`): the same load
+//!    on the floor server ([`raw_server`]), to tell the API's own latency from the machine's.
 //! 2. `throughput-sse`: the publisher emits as fast as it can; events/s delivered to 100
 //!    subscribers, and how many they lost (gaps) when they could not keep up.
 //! 3. `publish`: cost of `Hub::publish` alone (no subscriber, 100 subscribers).
 //!
 //! Knobs: `VCONTAP_BENCH_ONLY` = `latency` | `throughput` | `publish`, or one latency
-//! phase (`latency-sse-200`, `latency-ws-200`, `latency-sse`, `latency-ws`);
+//! phase (`raw-sse-200`, `latency-sse-200`, `latency-ws-200`, `raw-sse`, `latency-sse`,
+//! `latency-ws`); `VCONTAP_BENCH_DEBUG`: per sampled event, how many subscribers each server
+//! thread wrote to and when (first/last, µs after publish);
+//! `VCONTAP_BENCH_SERVER=multi`: serve with one 2-worker multi-threaded runtime (the design
+//! before per-core shards), for comparison;
 //! `VCONTAP_BENCH_CLIENT_SCHED` = `idle` (default: the client threads under SCHED_IDLE) |
 //! a nice level (`10`) | `0` (clients at the server's priority).
 
@@ -436,6 +442,28 @@ fn server(cfg: HubConfig, clock: Arc<Clock0>, written: Arc<Written>) -> Server {
         })
     });
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    if std::env::var("VCONTAP_BENCH_SERVER").as_deref() == Ok("multi") {
+        // The previous design, for comparison: one 2-worker multi-threaded runtime serving
+        // every connection (plain `axum::serve`), subscribers woken straight by the hub.
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("api-server")
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = live_api::routes(live_api::LiveApi::new(hub.clone(), &[], None));
+        let tcp = multi.block_on(async move {
+            tokio::net::TcpListener::from_std(tcp.into_std().unwrap()).unwrap()
+        });
+        multi.spawn(async move { axum::serve(Tapped { tcp, tap }, app).await });
+        drop(rt);
+        return Server {
+            hub,
+            port,
+            _rt: multi,
+            _stop: stop_tx,
+        };
+    }
     let opts = shards::Options {
         name: "api-server".into(),
         tap: Some(tap),
@@ -448,6 +476,30 @@ fn server(cfg: HubConfig, clock: Arc<Clock0>, written: Arc<Written>) -> Server {
         port,
         _rt: rt,
         _stop: stop_tx,
+    }
+}
+
+/// A listener whose connections go through a [`shards::Tap`] (the `multi` comparison).
+struct Tapped {
+    tcp: tokio::net::TcpListener,
+    tap: shards::Tap,
+}
+
+impl axum::serve::Listener for Tapped {
+    type Io = Box<dyn shards::Conn>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((tcp, addr)) = self.tcp.accept().await {
+                let _ = tcp.set_nodelay(true);
+                return ((self.tap)(Box::new(tcp)), addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
