@@ -215,6 +215,28 @@ fn frame_index(prefix: &[u8]) -> Option<usize> {
     Clock0::index(&format!("{uuid}:{seq}"))
 }
 
+/// Takes the part of `b` that belongs to a payload of `left` more bytes, keeping its first
+/// [`PREFIX`] bytes; true when the payload is complete (then its event, if any, is `done`).
+fn payload(
+    left: &mut u64,
+    prefix: &mut Vec<u8>,
+    b: &mut &[u8],
+    done: &mut impl FnMut(usize),
+) -> bool {
+    let take = (*left).min(b.len() as u64) as usize;
+    let want = PREFIX.saturating_sub(prefix.len()).min(take);
+    prefix.extend_from_slice(&b[..want]);
+    *b = &b[take..];
+    *left -= take as u64;
+    if *left > 0 {
+        return false;
+    }
+    if let Some(k) = frame_index(prefix) {
+        done(k);
+    }
+    true
+}
+
 impl Walk {
     /// Feeds bytes the kernel accepted; calls `done(k)` for every event frame they complete.
     fn feed(&mut self, mut b: &[u8], done: &mut impl FnMut(usize)) {
@@ -253,15 +275,7 @@ impl Walk {
                     }
                 }
                 Walk::ChunkData(left, prefix) => {
-                    let take = (*left).min(b.len() as u64) as usize;
-                    let want = PREFIX.saturating_sub(prefix.len()).min(take);
-                    prefix.extend_from_slice(&b[..want]);
-                    b = &b[take..];
-                    *left -= take as u64;
-                    if *left == 0 {
-                        if let Some(k) = frame_index(prefix) {
-                            done(k);
-                        }
+                    if payload(left, prefix, &mut b, done) {
                         *self = Walk::ChunkEnd(2);
                     }
                 }
@@ -296,15 +310,7 @@ impl Walk {
                     }
                 }
                 Walk::WsData(left, prefix) => {
-                    let take = (*left).min(b.len() as u64) as usize;
-                    let want = PREFIX.saturating_sub(prefix.len()).min(take);
-                    prefix.extend_from_slice(&b[..want]);
-                    b = &b[take..];
-                    *left -= take as u64;
-                    if *left == 0 {
-                        if let Some(k) = frame_index(prefix) {
-                            done(k);
-                        }
+                    if payload(left, prefix, &mut b, done) {
                         *self = Walk::WsHead(Vec::new());
                     }
                 }

@@ -166,6 +166,24 @@ async fn delta_patches_reproduce_every_snapshot_with_periodic_full() {
     assert_eq!((full, patches), (3, 9));
 }
 
+/// After 10 rounds of `a` and `b` into a 4-slot ring nobody read: one `gap` of 16 naming
+/// both calls, then rounds 9 and 10, and the hub's counters agree.
+async fn expect_gap_of_16_then_rounds_9_and_10(hub: &Hub, gap: &Frame, s: &mut Subscription) {
+    let g = json_of(gap);
+    assert_eq!(g["kind"], "gap");
+    assert_eq!(g["lost"], 16);
+    assert_eq!(g["before"], "a:9");
+    assert_eq!(g["calls"], json!(["a", "b"]));
+    let mut rest = Vec::new();
+    while let Some(f) = s.next().await {
+        let v = json_of(&f);
+        rest.push(format!("{}{}", v["seq"], v["uuid"]));
+    }
+    assert_eq!(rest, ["9\"a\"", "9\"b\"", "10\"a\"", "10\"b\""]);
+    assert_eq!(hub.stats.gaps.load(Relaxed), 1);
+    assert_eq!(hub.stats.lost.load(Relaxed), 16);
+}
+
 #[tokio::test]
 async fn stalled_subscriber_gets_a_gap_naming_what_it_lost() {
     let hub = Hub::new(HubConfig {
@@ -181,19 +199,7 @@ async fn stalled_subscriber_gets_a_gap_naming_what_it_lost() {
     hub.close();
     let gap = s.next().await.unwrap();
     assert!(gap.sse.starts_with(b"event: gap\n"));
-    let g = json_of(&gap);
-    assert_eq!(g["kind"], "gap");
-    assert_eq!(g["lost"], 16);
-    assert_eq!(g["before"], "a:9");
-    assert_eq!(g["calls"], json!(["a", "b"]));
-    let mut rest = Vec::new();
-    while let Some(f) = s.next().await {
-        let v = json_of(&f);
-        rest.push(format!("{}{}", v["seq"], v["uuid"]));
-    }
-    assert_eq!(rest, ["9\"a\"", "9\"b\"", "10\"a\"", "10\"b\""]);
-    assert_eq!(hub.stats.gaps.load(Relaxed), 1);
-    assert_eq!(hub.stats.lost.load(Relaxed), 16);
+    expect_gap_of_16_then_rounds_9_and_10(&hub, &gap, &mut s).await;
 }
 
 #[tokio::test]
@@ -311,7 +317,7 @@ async fn relay_subscribers_match_direct_ones_without_duplicates() {
     let mut via = hub
         .subscribe_via(&handle, SubscribeOptions::default())
         .unwrap();
-    let mut direct = hub.subscribe(SubscribeOptions::default()).unwrap();
+    let direct = hub.subscribe(SubscribeOptions::default()).unwrap();
     let task = tokio::spawn(relay.run());
     hub.publish(&ev("a", 2, EventKind::Updated, "answered", 0));
     hub.publish(&ev("b", 1, EventKind::Created, "calling", 0));
@@ -358,17 +364,6 @@ async fn a_lagging_relay_gives_its_subscribers_a_gap() {
     }
     hub.close();
     tokio::spawn(relay.run());
-    let g = json_of(&s.next().await.unwrap());
-    assert_eq!(g["kind"], "gap");
-    assert_eq!(g["lost"], 16);
-    assert_eq!(g["before"], "a:9");
-    assert_eq!(g["calls"], json!(["a", "b"]));
-    let mut rest = Vec::new();
-    while let Some(f) = s.next().await {
-        let v = json_of(&f);
-        rest.push(format!("{}{}", v["seq"], v["uuid"]));
-    }
-    assert_eq!(rest, ["9\"a\"", "9\"b\"", "10\"a\"", "10\"b\""]);
-    assert_eq!(hub.stats.gaps.load(Relaxed), 1);
-    assert_eq!(hub.stats.lost.load(Relaxed), 16);
+    let gap = s.next().await.unwrap();
+    expect_gap_of_16_then_rounds_9_and_10(&hub, &gap, &mut s).await;
 }
