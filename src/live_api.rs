@@ -531,16 +531,16 @@ const MAX_WS_WRITE_BUFFER: usize = 4 << 20;
 /// The WebSocket transport: one text message per event (the same JSON as SSE `data:`),
 /// pings as keep-alive, client messages ignored, a close frame when the source ends.
 async fn websocket(mut socket: WebSocket, mut sub: vcontap_live::Subscription, period: Duration) {
+    use futures_util::SinkExt;
     let mut ka = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ka.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let out = tokio::select! {
             biased;
             f = sub.next() => match f {
-                // Hub frames are built from `String`s: valid UTF-8, checked without copying.
-                Some(f) => match Utf8Bytes::try_from(f.json) {
-                    Ok(t) => Message::Text(t),
-                    Err(_) => continue,
+                Some(f) => match text(f) {
+                    Some(m) => m,
+                    None => continue,
                 },
                 None => {
                     let _ = socket.send(Message::Close(None)).await;
@@ -553,10 +553,32 @@ async fn websocket(mut socket: WebSocket, mut sub: vcontap_live::Subscription, p
             },
             _ = ka.tick() => Message::Ping(Bytes::new()),
         };
-        if socket.send(out).await.is_err() {
+        // Events already queued go out with this one in a single flush (one write when the
+        // socket takes them), as hyper does for SSE; at most WS_BATCH per flush.
+        if socket.feed(out).await.is_err() {
+            return;
+        }
+        for _ in 1..WS_BATCH {
+            let Some(m) = sub.try_next().and_then(text) else {
+                break;
+            };
+            if socket.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if socket.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// Most events written to a WebSocket per flush.
+const WS_BATCH: usize = 64;
+
+/// A hub frame as a WebSocket text message (hub frames are built from `String`s: valid
+/// UTF-8, checked without copying).
+fn text(f: vcontap_live::Frame) -> Option<Message> {
+    Utf8Bytes::try_from(f.json).ok().map(Message::Text)
 }
 
 #[cfg(test)]

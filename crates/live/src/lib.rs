@@ -893,6 +893,47 @@ impl Subscription {
         self.sent.clear();
     }
 
+    /// Takes event `p` from the channel: skips it if the subscriber already had it, queues
+    /// a `gap` if positions were skipped, then queues its frame (if the filter wants it).
+    fn take(&mut self, p: &Arc<Published>) {
+        // Already in what this subscriber got at subscribe time (a relay may still be
+        // forwarding older events).
+        if p.n <= self.last_n {
+            return;
+        }
+        // Positions skipped: this subscriber (or its relay) fell behind and lost the
+        // oldest events. Counted here, not from `Lagged`, so that a relay's loss and the
+        // subscriber's own are told the same way.
+        let missed = p.n - self.last_n - 1;
+        if missed > 0 {
+            self.lost = self.lost.saturating_add(missed);
+            self.lagged = 0;
+            self.hub.stats.gaps.fetch_add(1, Relaxed);
+            self.hub.stats.lost.fetch_add(missed, Relaxed);
+            self.gap(p);
+        }
+        self.offer(p);
+        self.last_n = p.n;
+    }
+
+    /// The next frame if one is ready now, without waiting: lets a transport write several
+    /// queued events with one flush. `None` says nothing is ready (or the stream ended:
+    /// [`Subscription::next`] tells which).
+    pub fn try_next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.pending.pop_front() {
+                return Some(f);
+            }
+            match self.rx.as_mut()?.try_recv() {
+                Ok(p) => self.take(&p),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.lagged = self.lagged.saturating_add(n);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next frame for this subscriber; `None` once the hub is closed and everything
     /// was delivered. Cancel-safe (select it against a keep-alive timer).
     pub async fn next(&mut self) -> Option<Frame> {
@@ -902,26 +943,7 @@ impl Subscription {
             }
             let rx = self.rx.as_mut()?;
             match rx.recv().await {
-                Ok(p) => {
-                    // Already in what this subscriber got at subscribe time (a relay
-                    // may still be forwarding older events).
-                    if p.n <= self.last_n {
-                        continue;
-                    }
-                    // Positions skipped: this subscriber (or its relay) fell behind and
-                    // lost the oldest events. Counted here, not from `Lagged`, so that a
-                    // relay's loss and the subscriber's own are told the same way.
-                    let missed = p.n - self.last_n - 1;
-                    if missed > 0 {
-                        self.lost = self.lost.saturating_add(missed);
-                        self.lagged = 0;
-                        self.hub.stats.gaps.fetch_add(1, Relaxed);
-                        self.hub.stats.lost.fetch_add(missed, Relaxed);
-                        self.gap(&p);
-                    }
-                    self.offer(&p);
-                    self.last_n = p.n;
-                }
+                Ok(p) => self.take(&p),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     // Only a hint, for a stream that closes before the next event.
                     self.lagged = self.lagged.saturating_add(n);

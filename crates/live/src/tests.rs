@@ -367,3 +367,39 @@ async fn a_lagging_relay_gives_its_subscribers_a_gap() {
     let gap = s.next().await.unwrap();
     expect_gap_of_16_then_rounds_9_and_10(&hub, &gap, &mut s).await;
 }
+
+/// `try_next` hands out what is ready without waiting, with the same gap accounting as
+/// `next`, and says nothing once drained (the end of the stream is `next`'s to tell).
+#[tokio::test]
+async fn try_next_drains_ready_events_and_reports_gaps_like_next() {
+    let hub = Hub::new(HubConfig {
+        channel: 4,
+        ..HubConfig::default()
+    });
+    let mut s = hub.subscribe(SubscribeOptions::default()).unwrap();
+    assert!(s.try_next().is_none());
+    for seq in 1..=3u64 {
+        hub.publish(&ev("a", seq, EventKind::Updated, "answered", 0));
+    }
+    let seqs: Vec<u64> = std::iter::from_fn(|| s.try_next())
+        .map(|f| json_of(&f)["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    // Overflow the 4-slot ring: the next ready frame is the gap, then the survivors.
+    for seq in 4..=10u64 {
+        hub.publish(&ev("a", seq, EventKind::Updated, "answered", 0));
+    }
+    let g = json_of(&s.try_next().unwrap());
+    assert_eq!(
+        (g["kind"].as_str(), g["lost"].as_u64()),
+        (Some("gap"), Some(3))
+    );
+    let seqs: Vec<u64> = std::iter::from_fn(|| s.try_next())
+        .map(|f| json_of(&f)["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [7, 8, 9, 10]);
+    hub.close();
+    assert!(s.try_next().is_none());
+    assert!(s.next().await.is_none());
+    assert_eq!(hub.stats.lost.load(Relaxed), 3);
+}
