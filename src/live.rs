@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vcontap_engine::{EngineConfig, FinishReason, RecordMode};
-use vcontap_pipeline::{Clock, LocalFiles, PipelineError, Tap, TapConfig};
+use vcontap_pipeline::{Clock, PipelineError, Tap, TapConfig};
 use vcontap_sinks::WhenFull;
 
 use crate::api::ApiState;
 use crate::notify::Notifier;
-use crate::outputs::{OutputArgs, Outputs};
+use crate::outputs::{EventOutputs, OutputArgs, Outputs};
 use crate::sink::EventsFile;
 use crate::RecordArg;
 
@@ -244,13 +244,7 @@ pub fn run(s: LiveSettings) -> Result<()> {
     let mut cfg = TapConfig::live(engine_config(&s));
     cfg.shards = s.shards;
     if s.record != RecordArg::None {
-        cfg.media = match outputs.media_store(&s.outputs, &s.out.join("media-spill"))? {
-            Some(m) => Some(m),
-            None => Some(Arc::new(LocalFiles::new(
-                &s.out.join("media"),
-                s.media_base_url.as_deref(),
-            )?)),
-        };
+        cfg.media = Some(outputs.recordings(&s.outputs, &s.out, s.media_base_url.as_deref())?);
     }
     let audio_tee = s
         .api
@@ -258,26 +252,14 @@ pub fn run(s: LiveSettings) -> Result<()> {
         .and_then(|_| crate::web::tap_media(&mut cfg.media, &s.out.join("media")));
     let mut tap = Tap::new(
         cfg,
-        Box::new(move |e| {
-            crate::api::observe_event(&latency.event_latency, e.kind, e.at.nanos());
-            if let Some(t) = &audio_tee {
-                t.on_event(e);
-            }
-            if let Some(h) = &handler_hub {
-                h.publish(e);
-            }
-            if let Some(f) = handler_events
-                .lock()
-                .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
-                .as_mut()
-            {
-                f.write(e)
-                    .map_err(|err| PipelineError::Handler(format!("{err:#}")))?;
-            }
-            delivery
-                .submit(e)
-                .map_err(|err| PipelineError::Handler(err.to_string()))
-        }),
+        EventOutputs {
+            latency: Some(latency),
+            audio_tee,
+            hub: handler_hub,
+            events: handler_events,
+            delivery,
+        }
+        .handler(),
     )?;
     *api.tap
         .lock()

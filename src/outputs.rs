@@ -254,3 +254,70 @@ fn truncate(s: &str, n: usize) -> String {
         format!("{t}…")
     }
 }
+
+impl Outputs {
+    /// Where recordings go: `--media-store`'s (spilling under `OUT/media-spill`), else local
+    /// files under `OUT/media`, their vCon `url`s based on `media_base_url`.
+    pub fn recordings(
+        &self,
+        a: &OutputArgs,
+        out: &Path,
+        media_base_url: Option<&str>,
+    ) -> Result<std::sync::Arc<dyn vcontap_pipeline::MediaStore>> {
+        Ok(match self.media_store(a, &out.join("media-spill"))? {
+            Some(store) => store,
+            None => std::sync::Arc::new(vcontap_pipeline::LocalFiles::new(
+                &out.join("media"),
+                media_base_url,
+            )?),
+        })
+    }
+}
+
+/// Where each engine event goes, the same for every driver (`replay`, the daemon), in this
+/// order: the event-latency histogram, the live audio tee, the live API's hub, the
+/// `--events` file, then delivery (the spool, transforms and sinks).
+pub struct EventOutputs {
+    /// Observes `vcontap_event_latency_seconds` (live sources only: a replay's events are
+    /// stamped with capture time).
+    pub latency: Option<std::sync::Arc<crate::api::ApiState>>,
+    /// Live audio subscribers (`/v1/calls/{uuid}/audio`).
+    pub audio_tee: Option<std::sync::Arc<vcontap_pipeline::AudioTee>>,
+    /// Live subscribers.
+    pub hub: Option<std::sync::Arc<vcontap_live::Hub>>,
+    /// `--events FILE`. Uncontended: only the pipeline's one event thread (or the driver)
+    /// writes it; the driver flushes it at the end.
+    pub events: std::sync::Arc<std::sync::Mutex<Option<crate::sink::EventsFile>>>,
+    /// The spool's submit side.
+    pub delivery: vcontap_sinks::Submitter,
+}
+
+impl EventOutputs {
+    /// The Tap's event handler.
+    pub fn handler(self) -> vcontap_pipeline::EventHandler {
+        use vcontap_pipeline::PipelineError;
+        Box::new(move |e| {
+            if let Some(api) = &self.latency {
+                crate::api::observe_event(&api.event_latency, e.kind, e.at.nanos());
+            }
+            if let Some(t) = &self.audio_tee {
+                t.on_event(e);
+            }
+            if let Some(h) = &self.hub {
+                h.publish(e);
+            }
+            if let Some(f) = self
+                .events
+                .lock()
+                .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
+                .as_mut()
+            {
+                f.write(e)
+                    .map_err(|err| PipelineError::Handler(format!("{err:#}")))?;
+            }
+            self.delivery
+                .submit(e)
+                .map_err(|err| PipelineError::Handler(err.to_string()))
+        })
+    }
+}

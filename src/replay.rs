@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vcontap_engine::{EngineConfig, RecordMode};
-use vcontap_pipeline::{
-    source, Clock, LocalFiles, Pace, PcapFiles, PipelineError, Tap, TapConfig, TapTotals,
-};
+use vcontap_pipeline::{source, Clock, Pace, PcapFiles, Tap, TapConfig, TapTotals};
 use vcontap_sinks::WhenFull;
 
-use crate::outputs::Outputs;
+use crate::outputs::{EventOutputs, Outputs};
 use crate::progress::Progress;
 use crate::sink::EventsFile;
 use crate::{RecordArg, ReplayArgs};
@@ -111,13 +109,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let mut cfg = TapConfig::replay(engine_config(&a));
     cfg.shards = a.shards;
     if a.record != RecordArg::None {
-        cfg.media = match outputs.media_store(&a.outputs, &a.out.join("media-spill"))? {
-            Some(s3) => Some(s3),
-            None => Some(Arc::new(LocalFiles::new(
-                &a.out.join("media"),
-                a.media_base_url.as_deref(),
-            )?)),
-        };
+        cfg.media = Some(outputs.recordings(&a.outputs, &a.out, a.media_base_url.as_deref())?);
     }
     let audio_tee = api
         .listen
@@ -128,26 +120,14 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     }
     let tap = Tap::new(
         cfg,
-        Box::new(move |e| {
-            if let Some(t) = &audio_tee {
-                t.on_event(e);
-            }
-            if let Some(h) = &handler_hub {
-                h.publish(e);
-            }
-            // Uncontended: only the pipeline's one event thread (or the driver) calls it.
-            if let Some(f) = handler_events
-                .lock()
-                .map_err(|_| PipelineError::Handler("events file poisoned".into()))?
-                .as_mut()
-            {
-                f.write(e)
-                    .map_err(|err| PipelineError::Handler(format!("{err:#}")))?;
-            }
-            delivery
-                .submit(e)
-                .map_err(|err| PipelineError::Handler(err.to_string()))
-        }),
+        EventOutputs {
+            latency: None,
+            audio_tee,
+            hub: handler_hub,
+            events: handler_events,
+            delivery,
+        }
+        .handler(),
     )?;
     let pace = match a.pace {
         crate::Pace::Max => Pace::Max,
