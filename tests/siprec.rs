@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::siprec::{answered_streams, free_port, pcmu, sipp};
+use common::siprec::{
+    answered_streams, free_port, pcmu, send_tones, sigterm_server, sipp, sipp_ok,
+};
 
 /// The 200 OK to the INVITE in SIPp's message trace, once it is there.
 fn answer_from_trace(path: &Path, deadline: Instant, labels: usize) -> String {
@@ -96,33 +97,6 @@ fn start_sipp(sipp: &Path, scenario: &str, sip_port: u16, transport: &str, trace
         .expect("start sipp")
 }
 
-/// Waits for SIPp to end its scenario successfully.
-fn sipp_ok(mut src: Child) {
-    let st = src.wait().unwrap();
-    let mut sipp_err = String::new();
-    src.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut sipp_err)
-        .ok();
-    assert!(st.success(), "sipp scenario failed ({st}): {sipp_err}");
-}
-
-/// SIGTERM; the server must exit 0 without a panic. Returns its stderr.
-fn stop_server(mut vcontap: Child) -> String {
-    assert!(Command::new("kill")
-        .args(["-TERM", &vcontap.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let st = vcontap.wait().unwrap();
-    let mut err = String::new();
-    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "vcontap siprec exit: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn sipp_src_over_udp_two_labelled_streams_to_a_vcon() {
     two_streams("udp", "u1", "1");
@@ -168,23 +142,14 @@ fn two_streams(name: &str, transport: &str, shards: &str) {
     }
 
     // 2 s of audio on both streams, paced like a real SRC.
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let start = Instant::now();
-    for seq in 0..100u16 {
-        for (k, (port, _)) in streams.iter().enumerate() {
-            let freq = if k == 0 { 440.0 } else { 1000.0 };
-            tx.send_to(&pcmu(seq, 0x5100 + k as u32, freq), ("127.0.0.1", *port))
-                .unwrap();
-        }
-        let next = start + Duration::from_millis(20 * (u64::from(seq) + 1));
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
+    let ports: Vec<u16> = streams.iter().map(|s| s.0).collect();
+    send_tones(&ports, 0x5100, 0, 100);
 
     sipp_ok(src);
 
     // The BYE ended the session; SIGTERM then stops the server and drains the sinks.
     std::thread::sleep(Duration::from_millis(500));
-    let err = stop_server(vcontap);
+    let err = sigterm_server(vcontap);
 
     let vcons = common::vcons(&out);
     assert_eq!(vcons.len(), 1, "one vCon for one recording session: {err}");
@@ -255,7 +220,7 @@ fn sigterm_ends_open_sessions_with_bye_and_reason_shutdown() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let err = stop_server(vcontap);
+    let err = sigterm_server(vcontap);
     sipp_ok(src);
     let vcons = common::vcons(&out);
     assert_eq!(vcons.len(), 1, "{err}");

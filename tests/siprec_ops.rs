@@ -12,14 +12,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::siprec::{answered_streams, free_port, pcmu, sipp};
+use common::siprec::{answered_streams, free_port, send_tones, sigterm_server, sipp, sipp_ok};
 
 /// An RTP range of its own for test `k` of this file (pid-derived: parallel runs and the
 /// tests of tests/siprec.rs, which use 42000 and up, do not collide).
@@ -100,28 +100,9 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Waits for SIPp to end its scenario successfully.
-fn sipp_ok(mut src: Child) {
-    let st = src.wait().unwrap();
-    let mut err = String::new();
-    src.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "sipp scenario failed ({st}): {err}");
-}
-
 /// SIGTERM; the server must exit 0 without a panic. Returns its stderr.
 fn stop_server(mut running: Running) -> String {
-    let mut vcontap = running.0.take().unwrap();
-    assert!(Command::new("kill")
-        .args(["-TERM", &vcontap.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let st = vcontap.wait().unwrap();
-    let mut err = String::new();
-    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "vcontap exit: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    sigterm_server(running.0.take().unwrap())
 }
 
 /// The trace once it holds `n` received `200 OK`s carrying SDP; returns the `n`th.
@@ -142,23 +123,6 @@ fn nth_answer(trace: &Path, n: usize) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no 200 OK number {n} with SDP in {}", trace.display());
-}
-
-/// `packets` × 20 ms of PCMU to every port (a tone per stream), paced like a real SRC,
-/// RTP sequence numbers from `first`.
-fn send_audio(ports: &[u16], first: u16, packets: u16) {
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let start = Instant::now();
-    for k in 0..packets {
-        let seq = first + k;
-        for (i, port) in ports.iter().enumerate() {
-            let freq = [440.0, 1000.0, 700.0][i % 3];
-            tx.send_to(&pcmu(seq, 0x5100 + i as u32, freq), ("127.0.0.1", *port))
-                .unwrap();
-        }
-        let next = start + Duration::from_millis(20 * (u64::from(k) + 1));
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
 }
 
 fn recordings(v: &Value) -> Vec<&Value> {
@@ -201,7 +165,7 @@ fn sipp_pause_and_resume_by_reinvite_cut_the_recording() {
 
     let first = answered_streams(&nth_answer(&trace, 1));
     let ports: Vec<u16> = first.iter().map(|s| s.0).collect();
-    send_audio(&ports, 0, 50);
+    send_tones(&ports, 0x5100, 0, 50);
     // The pause: the answer is still a full SDP answer, same labels and ports.
     let paused = answered_streams(&nth_answer(&trace, 2));
     assert_eq!(
@@ -210,7 +174,7 @@ fn sipp_pause_and_resume_by_reinvite_cut_the_recording() {
     );
     let resumed = answered_streams(&nth_answer(&trace, 3));
     assert_eq!(resumed, first);
-    send_audio(&ports, 200, 50);
+    send_tones(&ports, 0x5100, 200, 50);
     sipp_ok(src);
     std::thread::sleep(Duration::from_millis(300));
     let err = stop_server(vcontap);
@@ -281,7 +245,7 @@ fn sipp_metadata_only_update_changes_the_participants() {
         .iter()
         .map(|s| s.0)
         .collect();
-    send_audio(&ports, 0, 40);
+    send_tones(&ports, 0x5100, 0, 40);
     sipp_ok(src);
     std::thread::sleep(Duration::from_millis(300));
     let err = stop_server(vcontap);
@@ -557,7 +521,7 @@ fn sip_over_tls_records_a_session() {
     assert_eq!(streams.len(), 1, "{answer}");
     tls.write_all(in_dialog("ACK", 1, "TLS", &local, &tls_addr, &call_id, &answer).as_bytes())
         .unwrap();
-    send_audio(&[streams[0].0], 0, 50);
+    send_tones(&[streams[0].0], 0x5100, 0, 50);
     tls.write_all(in_dialog("BYE", 2, "TLS", &local, &tls_addr, &call_id, &answer).as_bytes())
         .unwrap();
     let bye_ok = read_sip(&mut tls, &mut buf);
@@ -702,7 +666,7 @@ fn live_api_streams_a_siprec_session_over_sse() {
         .iter()
         .map(|s| s.0)
         .collect();
-    send_audio(&ports, 0, 25);
+    send_tones(&ports, 0x5100, 0, 25);
     // While the session is up it is a call in progress.
     let calls = Command::new("curl")
         .args(["-sS", &format!("http://127.0.0.1:{api_port}/v1/calls")])
@@ -812,7 +776,7 @@ fn sipp_replays_vendor_offers_end_to_end() {
             "{file}: {answer}"
         );
         let ports: Vec<u16> = streams.iter().map(|s| s.0).filter(|p| *p != 0).collect();
-        send_audio(&ports, 0, 50);
+        send_tones(&ports, 0x5100, 0, 50);
         sipp_ok(src);
         expected.push((*file, *users));
     }

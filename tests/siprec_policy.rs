@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::siprec::{answered_streams, free_port, pcmu, sipp};
+use common::siprec::{
+    answered_streams, free_port, pcmu, send_tones, sigterm_server, sipp, sipp_ok,
+};
 
 /// The `n`-th (0-based) 200 OK with SDP in SIPp's message trace, if it is there yet.
 fn find_answer(path: &Path, n: usize) -> Option<String> {
@@ -125,28 +126,9 @@ fn start_sipp(sipp: &Path, scenario: &Path, sip_port: u16, trace: &Path) -> Chil
         .expect("start sipp")
 }
 
-/// Waits for SIPp to end its scenario successfully.
-fn sipp_ok(mut src: Child) {
-    let st = src.wait().unwrap();
-    let mut err = String::new();
-    src.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "sipp scenario failed ({st}): {err}");
-}
-
 /// SIGTERM; the server must exit 0 without a panic. Returns its stderr.
 fn stop_server(mut server: Server) -> String {
-    let mut vcontap = server.0.take().expect("server running");
-    assert!(Command::new("kill")
-        .args(["-TERM", &vcontap.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let st = vcontap.wait().unwrap();
-    let mut err = String::new();
-    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "vcontap siprec exit: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    sigterm_server(server.0.take().expect("server running"))
 }
 
 /// The attachments of `purpose`, wherever the engine put them (top level once a dialog
@@ -368,14 +350,8 @@ fn do_not_record_session_is_answered_and_the_vcon_says_why() {
     assert_eq!(streams.len(), 2, "both streams answered: {answer}");
     assert!(streams.iter().all(|(p, _)| *p != 0), "{answer}");
     // The SRC sends media anyway; none of it may be kept.
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for seq in 0..100u16 {
-        for (k, (port, _)) in streams.iter().enumerate() {
-            tx.send_to(&pcmu(seq, 0x7100 + k as u32, 440.0), ("127.0.0.1", *port))
-                .unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ports: Vec<u16> = streams.iter().map(|s| s.0).collect();
+    send_tones(&ports, 0x7100, 0, 100);
     sipp_ok(src);
     std::thread::sleep(Duration::from_millis(500));
     let err = stop_server(vcontap);
@@ -460,17 +436,8 @@ fn a_do_not_record_participant_in_later_metadata_stops_the_recording() {
     let streams = answered_streams(&answer);
     assert_eq!(streams.len(), 2, "{answer}");
     // 3 s on both streams: the UPDATE comes half-way.
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let start = Instant::now();
-    for seq in 0..150u16 {
-        for (k, (port, _)) in streams.iter().enumerate() {
-            let freq = if k == 0 { 440.0 } else { 1000.0 };
-            tx.send_to(&pcmu(seq, 0x8100 + k as u32, freq), ("127.0.0.1", *port))
-                .unwrap();
-        }
-        let next = start + Duration::from_millis(20 * (u64::from(seq) + 1));
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-    }
+    let ports: Vec<u16> = streams.iter().map(|s| s.0).collect();
+    send_tones(&ports, 0x8100, 0, 150);
     sipp_ok(src);
     std::thread::sleep(Duration::from_millis(500));
     let err = stop_server(vcontap);

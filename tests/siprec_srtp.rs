@@ -20,12 +20,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::siprec::free_port;
+use common::siprec::{free_port, sigterm_server};
 
 /// libsrtp as the SRC's SRTP stack: reads `[kind u8][len u16][packet]` records (kind 0 =
 /// RTP, 1 = RTCP) and writes them back protected.
@@ -286,20 +286,6 @@ fn counter(m: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
 }
 
-fn stop_server(mut vcontap: Child) -> String {
-    assert!(Command::new("kill")
-        .args(["-TERM", &vcontap.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let st = vcontap.wait().unwrap();
-    let mut err = String::new();
-    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
-    assert!(st.success(), "vcontap siprec exit: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn srtp_session_from_libsrtp_rekeyed_by_reinvite_to_a_vcon() {
     if !pylibsrtp() {
@@ -471,7 +457,7 @@ fn srtp_session_from_libsrtp_rekeyed_by_reinvite_to_a_vcon() {
     sip.send("BYE", 3, "", "", "");
     sip.response(3, "BYE");
     std::thread::sleep(Duration::from_millis(300));
-    let err = stop_server(vcontap);
+    let err = sigterm_server(vcontap);
 
     // 200 RTP + 4 SRTCP packets, the duplicate refused as a replay, nothing forged.
     assert_eq!(

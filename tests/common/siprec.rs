@@ -79,3 +79,46 @@ pub fn tone_shares(channel: &[f64], rate: f64) -> (f64, f64) {
         super::tone_share(channel, rate, 1000.0),
     )
 }
+
+/// Waits for a SIPp run and asserts its scenario passed (its stderr in the message).
+pub fn sipp_ok(mut src: std::process::Child) {
+    use std::io::Read;
+    let st = src.wait().unwrap();
+    let mut err = String::new();
+    src.stderr.take().unwrap().read_to_string(&mut err).ok();
+    assert!(st.success(), "sipp scenario failed ({st}): {err}");
+}
+
+/// SIGTERM to the server; it must exit 0 without a panic. Returns its stderr.
+pub fn sigterm_server(mut vcontap: std::process::Child) -> String {
+    use std::io::Read;
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &vcontap.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = vcontap.wait().unwrap();
+    let mut err = String::new();
+    vcontap.stderr.take().unwrap().read_to_string(&mut err).ok();
+    assert!(st.success(), "vcontap siprec exit: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// `packets` × 20 ms of PCMU to every port, paced like a real SRC: 440 Hz to the first,
+/// 1 kHz to the second, 700 Hz to the third…; SSRC `ssrc_base + i` for port `i`, RTP
+/// sequence numbers from `first_seq`.
+pub fn send_tones(ports: &[u16], ssrc_base: u32, first_seq: u16, packets: u16) {
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = std::time::Instant::now();
+    for k in 0..packets {
+        let seq = first_seq.wrapping_add(k);
+        for (i, port) in ports.iter().enumerate() {
+            let freq = [440.0, 1000.0, 700.0][i % 3];
+            tx.send_to(&pcmu(seq, ssrc_base + i as u32, freq), ("127.0.0.1", *port))
+                .unwrap();
+        }
+        let next = start + std::time::Duration::from_millis(20 * (u64::from(k) + 1));
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+}

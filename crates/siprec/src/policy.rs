@@ -315,26 +315,43 @@ fn push(list: &mut Vec<(String, String)>, v: &str, place: String) {
     }
 }
 
-/// Texts of elements with local name `name` (any prefix): `<name>text</…>`. A scan, not a
-/// parse: metadata was parsed (bounded) already; this only looks for a marker.
-fn element_texts(xml: &str, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
+/// Each tag of `xml` in order: its name as written (`ns:name`; empty for a closing tag) and
+/// the text right after its `<`. A scan, not a parse: metadata was parsed (bounded) already;
+/// this only looks for markers.
+fn tags(xml: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = xml;
-    while let Some(lt) = rest.find('<') {
+    std::iter::from_fn(move || {
+        let lt = rest.find('<')?;
         rest = rest.get(lt.saturating_add(1)..).unwrap_or("");
         let tag_end = rest
             .find(|c: char| c == '>' || c == '/' || c.is_whitespace())
             .unwrap_or(rest.len());
-        let tag = rest.get(..tag_end).unwrap_or("");
-        let local = tag.rsplit(':').next().unwrap_or(tag);
-        if !local.eq_ignore_ascii_case(name) || tag.starts_with('/') {
+        Some((rest.get(..tag_end).unwrap_or(""), rest))
+    })
+}
+
+/// Whether a tag name (`ns:name`) has local name `name`, ignoring case.
+fn is_local(tag: &str, name: &str) -> bool {
+    !tag.is_empty()
+        && tag
+            .rsplit(':')
+            .next()
+            .unwrap_or(tag)
+            .eq_ignore_ascii_case(name)
+}
+
+/// Texts of elements with local name `name` (any prefix): `<name>text</…>`.
+fn element_texts(xml: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (tag, rest) in tags(xml) {
+        if !is_local(tag, name) {
             continue;
         }
         let Some(gt) = rest.find('>') else { break };
-        let body = rest.get(gt.saturating_add(1)..).unwrap_or("");
         if rest.get(..gt).is_some_and(|t| t.ends_with('/')) {
             continue;
         }
+        let body = rest.get(gt.saturating_add(1)..).unwrap_or("");
         let text = body.split('<').next().unwrap_or("").trim();
         if !text.is_empty() && out.len() < MAX_CONSENT_VALUES {
             out.push(text.to_owned());
@@ -345,19 +362,7 @@ fn element_texts(xml: &str, name: &str) -> Vec<String> {
 
 /// True when the metadata document has an element with local name `name` (any prefix).
 fn has_element(xml: &str, name: &str) -> bool {
-    let mut rest = xml;
-    while let Some(lt) = rest.find('<') {
-        rest = rest.get(lt.saturating_add(1)..).unwrap_or("");
-        let tag_end = rest
-            .find(|c: char| c == '>' || c == '/' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        let tag = rest.get(..tag_end).unwrap_or("");
-        let local = tag.rsplit(':').next().unwrap_or(tag);
-        if !tag.is_empty() && local.eq_ignore_ascii_case(name) {
-            return true;
-        }
-    }
-    false
+    tags(xml).any(|(tag, _)| is_local(tag, name))
 }
 
 /// The recording policy (`vcontap siprec --record-policy … --do-not-record FILE`).
